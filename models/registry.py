@@ -1,0 +1,90 @@
+"""Model names -> architecture, sampling rate, window, preprocessing and outputs; and the trained zoo."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.architectures import GapCnn
+from sdk.data.preprocess import ECG_FS, PPG_FS
+from sdk.errors import HeartSightError
+
+ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str  # "beat": classify each R peak; "rhythm": classify windows; "hr": regress heart rate per window
+    fs: float
+    window: int  # samples at fs
+    hop: int  # samples between window starts (window models)
+    input_channels: tuple[str, ...]
+    outputs: tuple[str, ...]  # class names, or ("hr_bpm",)
+    preprocessing: str  # the function of sdk.data.preprocess that builds the inputs
+    widths: tuple[int, ...]
+    kernel_size: int
+
+    def build(self) -> GapCnn:
+        return GapCnn(len(self.input_channels), self.widths, self.kernel_size, len(self.outputs))
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "hr"
+
+
+REGISTRY = {
+    "ecg_beat": ModelSpec(
+        name="ecg_beat", task="beat", fs=ECG_FS, window=768, hop=0,
+        input_channels=("ecg", "centre_marker", "rhythm"), outputs=("N", "S", "V", "F"),
+        preprocessing="beat_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
+    ),
+    "ecg_af": ModelSpec(
+        name="ecg_af", task="rhythm", fs=ECG_FS, window=1280, hop=1280,
+        input_channels=("ecg", "rhythm"), outputs=("non-AF", "AF"),
+        preprocessing="rhythm_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
+    ),
+    "ppg_hr": ModelSpec(
+        name="ppg_hr", task="hr", fs=PPG_FS, window=256, hop=64,
+        input_channels=("ppg", "accel_x", "accel_y", "accel_z"), outputs=("hr_bpm",),
+        preprocessing="ppg_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
+    ),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise HeartSightError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+@dataclass
+class ZooModel:
+    spec: ModelSpec
+    model: GapCnn
+    card: dict
+    directory: Path
+
+
+def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> ZooModel:
+    """Load a trained model from the zoo by name, or from a directory holding model.pt and card.json."""
+    directory = Path(name_or_dir)
+    if not (directory / "card.json").exists():
+        spec = get_spec(str(name_or_dir))
+        directory = ZOO_DIR / spec.name
+    card_path, weights_path = directory / "card.json", directory / weights
+    if not card_path.exists() or not weights_path.exists():
+        raise HeartSightError(
+            f"no trained model in {directory} (needs card.json and {weights}); train it with "
+            f"`heartsight train {directory.name}`"
+        )
+    card = json.loads(card_path.read_text())
+    spec = get_spec(card["architecture"])
+    model = spec.build()
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    model.eval()
+    return ZooModel(spec, model, card, directory)

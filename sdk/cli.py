@@ -1,0 +1,140 @@
+"""The `heartsight` command line. User errors print one line and exit 2; nothing prints a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sdk.errors import HeartSightError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except HeartSightError as exc:
+        print(f"heartsight: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("heartsight: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heartsight", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="manage the public databases")
+    data_commands = data.add_subparsers(required=True, metavar="ACTION")
+    fetch = data_commands.add_parser("fetch", help="download a database from PhysioNet")
+    fetch.add_argument("database", choices=["mitdb", "wrist"])
+    _data_dir_option(fetch)
+    fetch.set_defaults(run=_fetch)
+
+    train = commands.add_parser("train", help="train a zoo model (writes models/zoo/NAME)")
+    train.add_argument("name", help="ecg_beat, ecg_af or ppg_hr")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    train.add_argument("--out", help="write here instead of the zoo")
+    _data_dir_option(train)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model by its protocol")
+    evaluate.add_argument("--model", required=True, help="zoo name or model directory")
+    evaluate.add_argument("--split", help="MIT-BIH split for beat models (default DS2)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_dir_option(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    analyze = commands.add_parser("analyze", help="run the device path over recordings")
+    analyze.add_argument("inputs", nargs="+", metavar="INPUT", help="WFDB record path, .npy or .csv")
+    analyze.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
+    analyze.add_argument("--model", default="ecg_beat", help="ecg_beat, ecg_af or ppg_hr (default ecg_beat)")
+    analyze.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
+    analyze.add_argument("--json", action="store_true", help="one JSON object per input per line")
+    analyze.set_defaults(run=_analyze)
+
+    demo = commands.add_parser("demo", help="the main job on embedded defaults")
+    _data_dir_option(demo)
+    demo.add_argument("--out", default="out/demo", help="where to write the results (default out/demo)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder holding mitdb/ and wrist_ppg_exercise/ (default $HEARTSIGHT_DATA)")
+
+
+def _fetch(args) -> int:
+    from sdk.data.records import fetch
+
+    print(f"downloaded into {fetch(args.database, args.data_dir)}")
+    return 0
+
+
+def _train(args) -> int:
+    from sdk.training.recipes import train_model
+
+    card = train_model(args.name, args.data_dir, args.out, seed=args.seed, epochs=args.epochs)
+    print(json.dumps(card["metrics"], indent=2))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from sdk.training.recipes import evaluate
+    from sdk.training.tables import format_evaluation
+
+    result = evaluate(args.model, args.split, args.data_dir)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
+    else:
+        print(format_evaluation(result))
+    return 0
+
+
+def _analyze(args) -> int:
+    from models.registry import load_model
+    from sdk.data.records import check_fs, read_input
+    from sdk.device.analyze import analyze
+
+    if args.fs is not None:
+        check_fs(args.fs)
+    zoo = load_model(args.model)  # an unknown model fails once, before any input is read
+    failures = 0
+    for path in args.inputs:
+        try:
+            result = {"input": path, **analyze(read_input(path, args.fs), zoo, args.channel)}
+        except HeartSightError as exc:
+            failures += 1
+            result = {"input": path, "error": str(exc)}
+            print(f"heartsight: error: {exc}", file=sys.stderr)
+        print(json.dumps(result) if args.json else _summary(result))
+    return 1 if failures else 0
+
+
+def _summary(result: dict) -> str:
+    if "error" in result:
+        return f"{result['input']}: error"
+    from collections import Counter
+
+    if result["beats"]:
+        counts = Counter(b["label"] for b in result["beats"])
+        return f"{result['input']}: {len(result['beats'])} beats " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    if result["hr_bpm"]:
+        hr = result["hr_bpm"]
+        return f"{result['input']}: {len(hr)} windows, heart rate {min(hr):.0f}-{max(hr):.0f} bpm"
+    counts = Counter(w["label"] for w in result["windows"])
+    return f"{result['input']}: {len(result['windows'])} windows " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
+
+def _demo(args) -> int:
+    from sdk.demo import run_demo
+
+    run_demo(args.data_dir, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Model inputs from raw signals: the one preprocessing path used by training, evaluation and the device.
+
+Everything here is causal (filters carry state, context uses only past beats) so the device, fed chunk by
+chunk, computes what training saw. ECG models read three kinds of time-aligned channel, so the saliency
+trace accounts for everything a model used:
+- the band-passed ECG, scaled by the patient's recent R-wave amplitude (not per window: a premature beat
+  must not be rescaled to look normal);
+- a rhythm track: a small bump at every R peak whose height is that beat's RR interval relative to the
+  patient's recent mean RR, minus 1 (premature beats dip, pauses rise);
+- for beat models, a centre marker: a bump at the beat being classified, because a global-average-pool
+  head cannot otherwise tell which beat of a multi-beat window it is asked about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import butter, sosfilt, sosfilt_zi
+
+ECG_FS = 128.0
+PPG_FS = 32.0
+HISTORY_BEATS = 256  # about 3-4 minutes of beats for the patient's "recent" RR and amplitude
+BUMP_SIGMA = 3.0  # samples at the model rate
+R_SEARCH_S = 0.05  # the band-passed R extremum is looked for within this distance of the detected peak
+
+
+class CausalFilter:
+    """A causal IIR filter that keeps its state: a stream filtered chunk by chunk equals one pass over it all.
+
+    The state starts in steady state for the first sample, so a DC offset does not ring for seconds.
+    """
+
+    def __init__(self, sos: np.ndarray):
+        self.sos = sos
+        self.state: np.ndarray | None = None
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        if chunk.shape[0] == 0:
+            return chunk.astype(np.float32)
+        if self.state is None:
+            steady = sosfilt_zi(self.sos)  # (sections, 2)
+            self.state = steady.reshape(steady.shape + (1,) * (chunk.ndim - 1)) * chunk[0]
+        out, self.state = sosfilt(self.sos, chunk, axis=0, zi=self.state)
+        return out.astype(np.float32)
+
+
+def ecg_bandpass(fs: float = ECG_FS) -> CausalFilter:
+    """0.5-40 Hz: removes baseline wander and mains/EMG noise, keeps QRS and P/T morphology."""
+    return CausalFilter(butter(2, [0.5, 40.0], btype="bandpass", fs=fs, output="sos"))
+
+
+def ppg_bandpass(fs: float = PPG_FS) -> CausalFilter:
+    """0.5-4 Hz (30-240 bpm): the pulse band for PPG and the motion band for the accelerometer."""
+    return CausalFilter(butter(2, [0.5, 4.0], btype="bandpass", fs=fs, output="sos"))
+
+
+@dataclass(frozen=True)
+class BeatContext:
+    """Per-beat context computed from past beats only, for one continuous ECG at the model rate."""
+
+    r_peaks: np.ndarray  # sample index of each beat at the model rate
+    rr_relative: np.ndarray  # RR before the beat / mean of the previous HISTORY_BEATS RRs, minus 1
+    amplitude_scale: np.ndarray  # median |R amplitude| of the previous HISTORY_BEATS beats (incl. this one)
+
+
+def beat_context(filtered_ecg: np.ndarray, r_peaks: np.ndarray, fs: float = ECG_FS) -> BeatContext:
+    r_peaks = np.asarray(r_peaks, dtype=np.int64)
+    rr = np.diff(r_peaks, prepend=r_peaks[:1]).astype(np.float64)  # first beat: RR 0 (unknown)
+    rr_relative = np.zeros(len(r_peaks))
+    cumulative = np.concatenate([[0.0], np.cumsum(rr)])
+    for i in range(1, len(r_peaks)):
+        first = max(1, i - HISTORY_BEATS + 1)
+        mean_rr = (cumulative[i + 1] - cumulative[first]) / (i + 1 - first)
+        rr_relative[i] = rr[i] / mean_rr - 1.0
+    amplitudes = r_amplitudes(filtered_ecg, r_peaks, fs)
+    scale = np.array([np.median(amplitudes[max(0, i - HISTORY_BEATS + 1): i + 1]) for i in range(len(r_peaks))])
+    scale = np.maximum(scale, 0.05)  # mV: a lead-off flat line must not blow the input up
+    return BeatContext(r_peaks, np.clip(rr_relative, -1.0, 2.0).astype(np.float32), scale.astype(np.float32))
+
+
+def r_amplitudes(filtered_ecg: np.ndarray, r_peaks: np.ndarray, fs: float = ECG_FS) -> np.ndarray:
+    """Largest |band-passed value| near each R peak (the filter delays and may invert the peak)."""
+    reach = int(round(R_SEARCH_S * fs))
+    padded = np.pad(np.abs(filtered_ecg), reach)
+    offsets = np.arange(2 * reach + 1)
+    return padded[np.asarray(r_peaks)[:, None] + offsets[None, :]].max(axis=1) if len(r_peaks) else np.zeros(0)
+
+
+def bump_track(n_samples: int, positions: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """A signal that is zero except for a Gaussian bump of the given height at each position."""
+    track = np.zeros(n_samples, dtype=np.float32)
+    reach = int(4 * BUMP_SIGMA)
+    shape = np.exp(-0.5 * (np.arange(-reach, reach + 1) / BUMP_SIGMA) ** 2).astype(np.float32)
+    for position, height in zip(np.asarray(positions), np.asarray(heights)):
+        lo, hi = position - reach, position + reach + 1
+        a, b = max(lo, 0), min(hi, n_samples)
+        if a < b:
+            track[a:b] += height * shape[a - lo: b - lo]
+    return track
+
+
+@dataclass(frozen=True)
+class EcgTracks:
+    """A continuous ECG prepared for windowing: filtered signal, rhythm track and beat context."""
+
+    filtered: np.ndarray
+    rhythm: np.ndarray
+    context: BeatContext
+
+
+def ecg_tracks(ecg_at_model_fs: np.ndarray, r_peaks: np.ndarray, fs: float = ECG_FS) -> EcgTracks:
+    """Filter an ECG already resampled to the model rate and build its rhythm track from R peaks."""
+    filtered = ecg_bandpass(fs)(ecg_at_model_fs)
+    context = beat_context(filtered, r_peaks, fs)
+    return EcgTracks(filtered, bump_track(len(filtered), context.r_peaks, context.rr_relative), context)
+
+
+def _slices(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """signal[s:s+length] for every start, zero outside the signal."""
+    padded = np.pad(signal, length)
+    return padded[np.asarray(starts)[:, None] + length + np.arange(length)[None, :]]
+
+
+def beat_windows(tracks: EcgTracks, beat_indices: np.ndarray, window: int) -> np.ndarray:
+    """(n, 3, window) inputs for beat models: scaled ECG, centre marker, rhythm; beat at the window centre."""
+    beat_indices = np.asarray(beat_indices, dtype=np.int64)
+    centres = tracks.context.r_peaks[beat_indices]
+    starts = centres - window // 2
+    scale = tracks.context.amplitude_scale[beat_indices][:, None]
+    ecg = np.clip(_slices(tracks.filtered, starts, window) / scale, -8.0, 8.0)
+    marker = bump_track(window, np.array([window // 2]), np.array([1.0]))
+    rhythm = _slices(tracks.rhythm, starts, window)
+    return np.stack([ecg, np.broadcast_to(marker, ecg.shape), rhythm], axis=1).astype(np.float32)
+
+
+def rhythm_windows(tracks: EcgTracks, starts: np.ndarray, window: int) -> np.ndarray:
+    """(n, 2, window) inputs for rhythm models: scaled ECG and rhythm track."""
+    starts = np.asarray(starts, dtype=np.int64)
+    context = tracks.context
+    last_beat = np.clip(np.searchsorted(context.r_peaks, starts + window) - 1, 0, max(len(context.r_peaks) - 1, 0))
+    scale = context.amplitude_scale[last_beat][:, None] if len(context.r_peaks) else np.ones((len(starts), 1))
+    ecg = np.clip(_slices(tracks.filtered, starts, window) / scale, -8.0, 8.0)
+    rhythm = _slices(tracks.rhythm, starts, window)
+    return np.stack([ecg, rhythm], axis=1).astype(np.float32)
+
+
+def ppg_windows(ppg_and_accel_at_model_fs: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """(n, 4, window) inputs for PPG models: band-passed PPG and 3-axis accelerometer, each z-scored per window.
+
+    Per-window scaling suits PPG: its amplitude depends on sensor contact, not on the heart.
+    """
+    filtered = ppg_bandpass()(ppg_and_accel_at_model_fs)
+    windows = np.stack([_slices(filtered[:, c], starts, window) for c in range(filtered.shape[1])], axis=1)
+    centred = windows - windows.mean(axis=2, keepdims=True)
+    spread = centred.std(axis=2, keepdims=True)
+    spread[:, 1:] = np.maximum(spread[:, 1:], 0.05)  # m/s^2: a still wrist must not amplify sensor noise
+    return (centred / np.maximum(spread, 1e-6)).astype(np.float32)

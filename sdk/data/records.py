@@ -1,0 +1,272 @@
+"""Reading recordings: WFDB records from a data directory, or raw `.npy`/`.csv` signals.
+
+Every reader returns a `Recording` in physical units, and every failure is a `HeartSightError` that
+names the file, the directory searched and, for the public databases, the command that fetches them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import wfdb
+from scipy.signal import resample_poly
+
+from sdk.errors import HeartSightError
+
+DATA_ENV = "HEARTSIGHT_DATA"
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "heartsight" / "data"
+
+
+@dataclass(frozen=True)
+class Database:
+    """A public PhysioNet database as HeartSight stores it under the data directory."""
+
+    key: str  # the name used on the command line
+    folder: str  # sub-folder of the data directory
+    physionet: str  # PhysioNet project slug
+    version: str
+
+
+DATABASES = {
+    "mitdb": Database("mitdb", "mitdb", "mitdb", "1.0.0"),
+    "wrist": Database("wrist", "wrist_ppg_exercise", "wrist", "1.0.0"),
+}
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A multi-channel signal in physical units, shaped (samples, channels)."""
+
+    name: str
+    fs: float
+    signal: np.ndarray
+    channels: tuple[str, ...]
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.signal.shape[0])
+
+    def channel(self, which: int | str) -> np.ndarray:
+        """One channel by index or by name (names are what WFDB headers call them, e.g. 'MLII')."""
+        if isinstance(which, str):
+            if which not in self.channels:
+                raise HeartSightError(
+                    f"{self.name}: no channel named {which!r}; it has {', '.join(self.channels)}"
+                )
+            which = self.channels.index(which)
+        if not 0 <= which < len(self.channels):
+            raise HeartSightError(
+                f"{self.name}: channel {which} is out of range; it has {len(self.channels)} "
+                f"channel(s), numbered 0 to {len(self.channels) - 1} ({', '.join(self.channels)})"
+            )
+        return self.signal[:, which]
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The data directory: the explicit option, else $HEARTSIGHT_DATA, else ~/.cache/heartsight/data."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return DEFAULT_DATA_DIR
+
+
+def fetch_command(db: str) -> str:
+    return f"heartsight data fetch {db}"
+
+
+def database_path(db: str, data_root: str | os.PathLike | None = None) -> Path:
+    if db not in DATABASES:
+        raise HeartSightError(f"unknown database {db!r}; choose one of {', '.join(DATABASES)}")
+    return data_dir(data_root) / DATABASES[db].folder
+
+
+def read_database_record(db: str, record: str, data_root: str | os.PathLike | None = None) -> Recording:
+    """Read one record of a public database from the data directory."""
+    folder = database_path(db, data_root)
+    header = folder / f"{record}.hea"
+    if not header.exists():
+        raise HeartSightError(
+            f"record {db}/{record} not found: no {header.name} in {folder} (searched --data-dir or "
+            f"${DATA_ENV}); get the database with `{fetch_command(db)}` or point --data-dir at it"
+        )
+    return read_wfdb(folder / record)
+
+
+def read_annotations(db: str, record: str, data_root: str | os.PathLike | None = None) -> wfdb.Annotation:
+    folder = database_path(db, data_root)
+    path = folder / f"{record}.atr"
+    if not path.exists():
+        raise HeartSightError(
+            f"annotations of {db}/{record} not found: no {path.name} in {folder}; "
+            f"get the database with `{fetch_command(db)}`"
+        )
+    try:
+        return wfdb.rdann(str(folder / record), "atr")
+    except Exception as exc:  # wfdb raises bare ValueError/IndexError on damaged files
+        raise HeartSightError(f"cannot read annotations {path}: {exc}; re-fetch the database") from exc
+
+
+def read_wfdb(path: str | os.PathLike) -> Recording:
+    """Read a WFDB record given its path with or without the `.hea` extension."""
+    path = Path(path)
+    if path.suffix == ".hea":
+        path = path.with_suffix("")
+    if not path.with_suffix(".hea").exists():
+        raise HeartSightError(f"WFDB header {path.with_suffix('.hea')} not found; give the record path without extension")
+    try:
+        record = wfdb.rdrecord(str(path))
+    except Exception as exc:  # wfdb raises many types on corrupt headers or missing .dat files
+        raise HeartSightError(
+            f"cannot read WFDB record {path}: {exc or type(exc).__name__}; check that its .hea header and "
+            "signal files are complete"
+        ) from exc
+    if record.p_signal is None or record.fs is None or record.fs <= 0:
+        raise HeartSightError(f"WFDB record {path} has no signal or no sampling frequency in its header")
+    return Recording(path.name, float(record.fs), record.p_signal.astype(np.float32), tuple(record.sig_name))
+
+
+def read_signal_file(path: str | os.PathLike, fs: float | None) -> Recording:
+    """Read a raw signal from `.npy` (samples or samples x channels) or `.csv` (one column per channel)."""
+    path = Path(path)
+    if fs is None:
+        raise HeartSightError(f"{path}: a raw {path.suffix} signal has no sampling rate; pass --fs HZ")
+    check_fs(fs)
+    if not path.exists():
+        raise HeartSightError(f"{path}: file not found")
+    if path.suffix == ".npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise HeartSightError(f"{path}: not a readable .npy array ({exc})") from exc
+    else:
+        data = _read_csv(path)
+    if data.dtype.kind not in "iuf":
+        raise HeartSightError(f"{path}: expected numbers, found dtype {data.dtype}")
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise HeartSightError(f"{path}: expected a 1-D signal or a (samples, channels) array, got shape {data.shape}")
+    channels = tuple(f"ch{i}" for i in range(data.shape[1]))
+    return Recording(path.stem, float(fs), data.astype(np.float32), channels)
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    text = path.read_text(errors="replace").strip().splitlines()
+    if not text:
+        raise HeartSightError(f"{path}: the file is empty")
+    first = text[0].split(",")
+    has_header = any(_not_a_number(cell) for cell in first)
+    try:
+        return np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, ndmin=1)
+    except ValueError as exc:
+        raise HeartSightError(f"{path}: not a numeric CSV with one column per channel ({exc})") from exc
+
+
+def _not_a_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return False
+    except ValueError:
+        return True
+
+
+def read_input(path: str | os.PathLike, fs: float | None = None) -> Recording:
+    """Read whatever a user passes on the command line: a WFDB record, `.npy` or `.csv`."""
+    path = Path(path)
+    if path.suffix in (".npy", ".csv"):
+        return read_signal_file(path, fs)
+    if path.suffix in ("", ".hea", ".dat") or path.with_suffix(".hea").exists():
+        recording = read_wfdb(path.with_suffix("") if path.suffix in (".hea", ".dat") else path)
+        if fs is not None and abs(fs - recording.fs) > 1e-6:
+            raise HeartSightError(
+                f"{path}: --fs {fs:g} contradicts the WFDB header ({recording.fs:g} Hz); drop --fs for WFDB records"
+            )
+        return recording
+    raise HeartSightError(f"{path}: unsupported input; give a WFDB record path, a .npy or a .csv file")
+
+
+def check_fs(fs: float) -> None:
+    if not np.isfinite(fs) or fs <= 0:
+        raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs}")
+
+
+def check_signal(x: np.ndarray, what: str, min_samples: int) -> None:
+    """Refuse signals a model cannot read: empty, too short, or holding NaN/inf."""
+    if x.size == 0:
+        raise HeartSightError(f"{what}: the signal is empty")
+    if x.shape[0] < min_samples:
+        raise HeartSightError(f"{what}: the signal has {x.shape[0]} samples; at least {min_samples} are needed")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise HeartSightError(
+            f"{what}: {int(bad.sum())} sample(s) are NaN or infinite (first at sample {first}); "
+            "clean or interpolate the signal first"
+        )
+
+
+def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along axis 0 from fs_in to fs_out (rates as a ratio of small integers)."""
+    check_fs(fs_in)
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    if ratio == 1:
+        return np.asarray(x, dtype=np.float32)
+    return resample_poly(x, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+
+
+def resampled_index(sample: np.ndarray | int, fs_in: float, fs_out: float) -> np.ndarray:
+    """Where a sample index of the input rate lies at the output rate."""
+    return np.round(np.asarray(sample, dtype=np.float64) * fs_out / fs_in).astype(np.int64)
+
+
+def fetch(db: str, data_root: str | os.PathLike | None = None) -> Path:
+    """Download a database from PhysioNet into the data directory (needs internet)."""
+    target = database_path(db, data_root)
+    target.mkdir(parents=True, exist_ok=True)
+    info = DATABASES[db]
+    try:
+        wfdb.dl_database(info.physionet, str(target))
+    except Exception as exc:
+        raise HeartSightError(
+            f"could not download {info.physionet} from PhysioNet into {target}: {exc}; check the internet "
+            f"connection or download https://physionet.org/content/{info.physionet}/{info.version}/ by hand"
+        ) from exc
+    if db == "wrist":
+        _convert_wrist_edf(target)
+    return target
+
+
+def _convert_wrist_edf(folder: Path) -> None:
+    """PhysioNet ships the wrist database as EDF; convert each file to WFDB with the channels HeartSight reads.
+
+    EDF labels are matched by keywords (ECG; PPG; low-noise accelerometer x/y/z) because their exact
+    spelling is not part of the database's documentation.
+    """
+    for edf in sorted(folder.glob("*.edf")):
+        record = wfdb.edf2mit(str(edf), verbose=False)
+        wanted, names = [], []
+        for target, keywords in WRIST_CHANNEL_KEYWORDS.items():
+            matches = [i for i, label in enumerate(record.sig_name) if all(k in label.lower() for k in keywords)]
+            if not matches:
+                raise HeartSightError(f"{edf}: no channel matching {target} among {record.sig_name}")
+            wanted.append(matches[0])
+            names.append(target)
+        wfdb.wrsamp(
+            edf.stem, fs=record.fs, units=[record.units[i] for i in wanted], sig_name=names,
+            p_signal=record.p_signal[:, wanted], fmt=["16"] * len(wanted), write_dir=str(folder),
+        )
+    (folder / "RECORDS").write_text("".join(f"{edf.stem}\n" for edf in sorted(folder.glob("*.edf"))))
+
+
+WRIST_CHANNEL_KEYWORDS = {
+    "chest_ecg": ("ecg",),
+    "wrist_ppg": ("ppg",),
+    "wrist_accel_lownoise_x": ("low", "x"),
+    "wrist_accel_lownoise_y": ("low", "y"),
+    "wrist_accel_lownoise_z": ("low", "z"),
+}

@@ -1,0 +1,49 @@
+"""Wrist PPG During Exercise (Jarchi & Casson 2017): wrist PPG + accelerometer with chest-ECG reference beats."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from sdk.data.records import database_path, read_annotations, read_database_record
+from sdk.errors import HeartSightError
+
+CHANNELS = ("wrist_ppg", "wrist_accel_lownoise_x", "wrist_accel_lownoise_y", "wrist_accel_lownoise_z")
+
+
+@dataclass(frozen=True)
+class WristSession:
+    name: str  # e.g. "s3_run"
+    subject: str  # e.g. "s3"
+    fs: float
+    ppg_and_accel: np.ndarray  # (samples, 4): PPG, accel x, y, z
+    r_peaks: np.ndarray  # chest-ECG R peaks (sample indices)
+
+
+def session_names(data_root: str | os.PathLike | None = None) -> tuple[str, ...]:
+    listing = database_path("wrist", data_root) / "RECORDS"
+    if not listing.exists():
+        raise HeartSightError(
+            f"the wrist PPG database is not in {listing.parent} (no RECORDS file); "
+            "get it with `heartsight data fetch wrist` or point --data-dir at it"
+        )
+    return tuple(line.strip() for line in listing.read_text().splitlines() if line.strip())
+
+
+def load_session(name: str, data_root: str | os.PathLike | None = None) -> WristSession:
+    recording = read_database_record("wrist", name, data_root)
+    annotation = read_annotations("wrist", name, data_root)
+    signals = np.stack([recording.channel(c) for c in CHANNELS], axis=1)
+    return WristSession(name, name.split("_")[0], recording.fs, signals, np.asarray(annotation.sample, dtype=np.int64))
+
+
+def reference_heart_rate(session: WristSession, starts: np.ndarray, length: float) -> np.ndarray:
+    """Mean heart rate (bpm) of the R-R intervals inside each window; NaN where fewer than 3 beats lie in it."""
+    rates = np.full(len(starts), np.nan)
+    for i, start in enumerate(starts):
+        inside = session.r_peaks[(session.r_peaks >= start) & (session.r_peaks < start + length)]
+        if len(inside) >= 3:
+            rates[i] = 60.0 * (len(inside) - 1) / ((inside[-1] - inside[0]) / session.fs)
+    return rates

@@ -1,0 +1,178 @@
+"""How each zoo model is trained and scored: the data, the split and the protocol, one function per model.
+
+- ecg_beat: trained on DS1 (checkpoint chosen on DS1 records held out by patient), scored on DS2 only at the
+  reference beat annotations (de Chazal inter-patient protocol).
+- ecg_af: leave-records-out cross-validation over the non-paced MIT-BIH records (each fold holds out one
+  AF record and a share of the others); R peaks from HeartSight's own detector, as on the device. The zoo
+  keeps every fold's model so `evaluate` re-scores each on its own held-out records.
+- ppg_hr: leave-one-subject-out cross-validation over the wrist PPG subjects, fold models kept likewise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.architectures import parameter_count
+from models.registry import ZOO_DIR, ModelSpec, get_spec, load_model
+from sdk.data import mitdb, wrist
+from sdk.data.preprocess import ECG_FS
+from sdk.data.records import resample, resampled_index
+from sdk.device.rpeak import detect_r_peaks
+from sdk.errors import HeartSightError
+from sdk.training import metrics
+from sdk.training.datasets import Dataset, af_dataset, beat_dataset, ppg_dataset
+from sdk.training.train import TrainConfig, fit, predict
+
+BEAT_VALIDATION_RECORDS = ("118", "124", "201", "223")  # DS1 patients held out to choose the checkpoint
+AF_RECORDS = ("201", "202", "203", "210", "219", "221", "222")
+EPOCHS = {"ecg_beat": 12, "ecg_af": 10, "ppg_hr": 30}
+
+
+def detected_r_peaks(record: mitdb.MitdbRecord) -> np.ndarray:
+    """R peaks as the device finds them (detector at the model rate), mapped back to the record's rate."""
+    at_model_rate = detect_r_peaks(resample(record.ecg, record.fs, ECG_FS), ECG_FS)
+    return resampled_index(at_model_rate, ECG_FS, record.fs)
+
+
+def af_folds() -> list[tuple[str, ...]]:
+    """Each fold holds out one AF record and every seventh of the other non-paced records."""
+    others = sorted(set(mitdb.SPLITS["ALL"]) - set(AF_RECORDS))
+    return [(af,) + tuple(others[k:: len(AF_RECORDS)]) for k, af in enumerate(AF_RECORDS)]
+
+
+def _beat_score(spec: ModelSpec):
+    def score(y: np.ndarray, logits: np.ndarray) -> float:
+        report = metrics.classification_report(y, logits.argmax(1), spec.outputs)
+        return float(np.mean([report["per_class"][c]["f1"] for c in ("N", "S", "V")]))
+    return score
+
+
+def _write(directory: Path, model, card: dict, weights: str = "model.pt") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / weights)
+    card["sha256"] = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest() if weights == "model.pt" else card.get("sha256")
+    (directory / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def _card(spec: ModelSpec, model, seed: int, epochs: int) -> dict:
+    return {
+        "name": spec.name,
+        "architecture": spec.name,
+        "version": "1.0.0",
+        "created": datetime.date.today().isoformat(),
+        "task": spec.task,
+        "outputs": list(spec.outputs),
+        "fs": spec.fs,
+        "window_samples": spec.window,
+        "window_s": spec.window / spec.fs,
+        "hop_samples": spec.hop,
+        "input_channels": list(spec.input_channels),
+        "preprocessing": f"sdk.data.preprocess.{spec.preprocessing}",
+        "parameters": parameter_count(model),
+        "seed": seed,
+        "epochs": epochs,
+        "reproduce": f"heartsight train {spec.name} --seed {seed}",
+    }
+
+
+def train_model(name: str, data_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+                seed: int = 0, epochs: int | None = None, progress: bool = True) -> dict:
+    """Train a zoo model end to end and write model.pt and card.json; returns the card."""
+    spec = get_spec(name)
+    out = Path(out_dir) if out_dir else ZOO_DIR / name
+    epochs = epochs or EPOCHS[name]
+    trainer = {"ecg_beat": _train_beat, "ecg_af": _train_cross_validated, "ppg_hr": _train_cross_validated}[name]
+    return trainer(spec, data_root, out, seed, epochs, progress)
+
+
+def _train_beat(spec, data_root, out, seed, epochs, progress) -> dict:
+    ds1 = beat_dataset(spec, mitdb.DS1, data_root)
+    held_out = ds1.in_groups(BEAT_VALIDATION_RECORDS)
+    model, history = fit(spec, ds1.subset(~held_out), TrainConfig(epochs=epochs, seed=seed), ds1.subset(held_out),
+                         _beat_score(spec), progress)
+    card = _card(spec, model, seed, epochs)
+    card["training_data"] = {
+        "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII",
+        "train_records": sorted(set(mitdb.DS1) - set(BEAT_VALIDATION_RECORDS)),
+        "checkpoint_selection_records": list(BEAT_VALIDATION_RECORDS),
+        "beats_per_class": dict(zip(spec.outputs, np.bincount(ds1.y, minlength=4).tolist())),
+    }
+    card["data_split"] = "de Chazal inter-patient: train DS1, test DS2 (scored at reference beat annotations)"
+    card["history"] = history
+    _write(out, model, card)
+    card["metrics"] = {"DS2": evaluate(str(out), data_root=data_root, progress=progress)}
+    _write(out, model, card)
+    return card
+
+
+def _folds(spec: ModelSpec, data_root) -> tuple[Dataset, list[tuple[str, ...]], str]:
+    if spec.name == "ecg_af":
+        dataset = af_dataset(spec, mitdb.SPLITS["ALL"], data_root, r_peaks_of=detected_r_peaks)
+        return dataset, af_folds(), "leave-records-out (MIT-BIH, non-paced records; one AF record per fold)"
+    dataset = ppg_dataset(spec, wrist.session_names(data_root), data_root)
+    subjects = sorted(set(dataset.group.tolist()))
+    return dataset, [(s,) for s in subjects], "leave-one-subject-out (Wrist PPG During Exercise)"
+
+
+def _train_cross_validated(spec, data_root, out, seed, epochs, progress) -> dict:
+    dataset, folds, protocol = _folds(spec, data_root)
+    for k, held_out in enumerate(folds):
+        fold_model, _ = fit(spec, dataset.subset(~dataset.in_groups(held_out)), TrainConfig(epochs=epochs, seed=seed),
+                            progress=progress)
+        (out / "folds").mkdir(parents=True, exist_ok=True)
+        torch.save(fold_model.state_dict(), out / "folds" / f"fold{k}.pt")
+    model, history = fit(spec, dataset, TrainConfig(epochs=epochs, seed=seed), progress=progress)
+    card = _card(spec, model, seed, epochs)
+    card["training_data"] = {
+        "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII" if spec.name == "ecg_af"
+        else "Wrist PPG During Exercise 1.0.0 (wrist PPG + low-noise accelerometer, chest-ECG reference)",
+        "groups": sorted(set(dataset.group.tolist())),
+        "windows": int(len(dataset.y)),
+    }
+    card["data_split"] = protocol
+    card["folds"] = [{"weights": f"folds/fold{k}.pt", "held_out": list(g)} for k, g in enumerate(folds)]
+    card["history"] = history
+    _write(out, model, card)
+    card["metrics"] = {"cross_validation": evaluate(str(out), data_root=data_root, progress=progress)}
+    _write(out, model, card)
+    return card
+
+
+def evaluate(name_or_dir: str, split: str | None = None, data_root: str | os.PathLike | None = None,
+             progress: bool = True) -> dict:
+    """Score a trained model by its protocol: ecg_beat on a split (default DS2), the others on their held-out folds."""
+    zoo = load_model(name_or_dir)
+    spec = zoo.spec
+    if spec.task == "beat":
+        split = split or "DS2"
+        dataset = beat_dataset(spec, mitdb.split_records(split), data_root)
+        report = metrics.classification_report(dataset.y, predict(zoo.model, dataset.x).argmax(1), spec.outputs)
+        return {"model": spec.name, "split": split, **report}
+    if split is not None:
+        raise HeartSightError(f"{spec.name} is scored by held-out folds, not by --split; drop --split")
+    dataset, _, protocol = _folds(spec, data_root)
+    folds, truth, predicted = [], [], []
+    for fold in zoo.card["folds"]:
+        fold_zoo = load_model(zoo.directory, weights=fold["weights"])
+        part = dataset.subset(dataset.in_groups(fold["held_out"]))
+        output = predict(fold_zoo.model, part.x)
+        output = output.argmax(1) if spec.is_classifier else output[:, 0]
+        folds.append({"held_out": fold["held_out"], **_score(spec, part.y, output)})
+        truth.append(part.y)
+        predicted.append(output)
+    pooled = _score(spec, np.concatenate(truth), np.concatenate(predicted))
+    return {"model": spec.name, "protocol": protocol, "pooled": pooled, "folds": folds}
+
+
+def _score(spec: ModelSpec, y: np.ndarray, output: np.ndarray) -> dict:
+    if spec.is_classifier:
+        report = metrics.classification_report(y, output, spec.outputs)
+        return {"accuracy": report["accuracy"], **report["per_class"][spec.outputs[-1]]}
+    return metrics.regression_report(y, output)

@@ -1,0 +1,28 @@
+"""Plain-text tables of evaluation results, in the layout of the EC57 reports clinicians know."""
+
+from __future__ import annotations
+
+
+def format_evaluation(result: dict) -> str:
+    if "per_class" in result:
+        return format_class_table(result)
+    pooled = result["pooled"]
+    lines = [f"{result['model']}  {result['protocol']}"]
+    if "mae_bpm" in pooled:
+        lines.append(f"{'held out':<24}{'MAE bpm':>9}{'RMSE bpm':>10}{'windows':>9}")
+        rows = [(",".join(f["held_out"]), f) for f in result["folds"]] + [("pooled", pooled)]
+        lines += [f"{name:<24}{r['mae_bpm']:>9.2f}{r['rmse_bpm']:>10.2f}{r['n']:>9}" for name, r in rows]
+    else:
+        lines.append(f"{'held out':<32}{'AF Se':>7}{'AF +P':>7}{'AF F1':>7}{'AF n':>7}{'acc':>7}")
+        rows = [(",".join(f["held_out"]), f) for f in result["folds"]] + [("pooled", pooled)]
+        lines += [f"{name:<32}{r['se']:>7.3f}{r['ppv']:>7.3f}{r['f1']:>7.3f}{r['n']:>7}{r['accuracy']:>7.3f}"
+                  for name, r in rows]
+    return "\n".join(lines)
+
+
+def format_class_table(result: dict) -> str:
+    lines = [f"{result['model']} on {result['split']}: {result['n']} beats, accuracy {result['accuracy']:.4f}",
+             f"{'class':<6}{'Se':>8}{'+P':>8}{'F1':>8}{'n':>8}"]
+    for name, r in result["per_class"].items():
+        lines.append(f"{name:<6}{r['se']:>8.4f}{r['ppv']:>8.4f}{r['f1']:>8.4f}{r['n']:>8}")
+    return "\n".join(lines)

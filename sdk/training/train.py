@@ -1,0 +1,130 @@
+"""Seeded, deterministic training of a zoo model, with the checkpoint chosen on held-out groups (never the test set)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.registry import ModelSpec
+from sdk.training.datasets import Dataset
+
+HR_SCALE_BPM = 30.0  # regression loss is computed in units of 30 bpm so it is of order 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int = 256
+    max_lr: float = 3e-3
+    weight_decay: float = 1e-2
+    seed: int = 0
+    max_per_class: int | None = None  # cap each class's examples per epoch (a fresh random draw every epoch)
+
+
+def make_deterministic(seed: int) -> None:
+    """Same seed, same machine -> same weights (CPU kernels run deterministically on a fixed thread count)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Model outputs (logits, or heart rate in bpm) for a stack of inputs."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[i: i + batch_size]))).numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
+def augment(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Amplitude, noise and rhythm-estimate jitter the device will meet; marker channels are left alone."""
+    n = x.shape[0]
+    x = x.clone()
+    for c, name in enumerate(spec.input_channels):
+        if name in ("ecg", "ppg", "accel_x", "accel_y", "accel_z"):
+            gain = torch.empty(n, 1).uniform_(0.8, 1.25, generator=generator)
+            noise = torch.empty(n, 1).uniform_(0.0, 0.08, generator=generator)
+            x[:, c] = x[:, c] * gain + noise * torch.randn(x[:, c].shape, generator=generator)
+        elif name == "rhythm":
+            x[:, c] = x[:, c] * torch.empty(n, 1).uniform_(0.85, 1.15, generator=generator)
+    return x
+
+
+def epoch_indices(y: np.ndarray, max_per_class: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled example indices for one epoch, drawing at most max_per_class examples of each class."""
+    if max_per_class is None or y.dtype.kind == "f":
+        return rng.permutation(len(y))
+    chosen = []
+    for k in np.unique(y):
+        members = np.flatnonzero(y == k)
+        chosen.append(rng.choice(members, max_per_class, replace=False) if len(members) > max_per_class else members)
+    return rng.permutation(np.concatenate(chosen))
+
+
+def class_weights(counts: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Weights proportional to 1/sqrt(class frequency): rare classes count more without drowning the common one."""
+    counts = np.asarray(counts, dtype=np.float64)[:n_classes]
+    weights = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+    return torch.tensor(weights / (weights * counts).sum() * counts.sum(), dtype=torch.float32)
+
+
+def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Dataset | None = None,
+        score: Callable[[np.ndarray, np.ndarray], float] | None = None, progress: bool = True):
+    """Train a fresh model; return it at the epoch with the best validation score (the last without validation).
+
+    Returns (model, history) where history holds one dict per epoch: loss, validation score, seconds.
+    """
+    make_deterministic(config.seed)
+    model = spec.build()
+    if spec.is_classifier:
+        epoch_counts = np.minimum(np.bincount(train.y, minlength=len(spec.outputs)), config.max_per_class or len(train.y))
+        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=class_weights(epoch_counts, len(spec.outputs)))
+    else:
+        loss_fn = nn.SmoothL1Loss()
+        with torch.no_grad():
+            model.head.bias.fill_(float(np.mean(train.y)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
+    order_rng = np.random.default_rng(config.seed)
+    epoch_size = len(epoch_indices(train.y, config.max_per_class, np.random.default_rng(0)))
+    steps_per_epoch = int(np.ceil(epoch_size / config.batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.max_lr, total_steps=config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, best_state, best_score = [], None, -np.inf
+    epochs = tqdm(range(config.epochs), desc=f"train {spec.name}", unit="epoch", disable=not progress)
+    for epoch in epochs:
+        started = time.perf_counter()
+        model.train()
+        total = 0.0
+        for batch in np.array_split(epoch_indices(train.y, config.max_per_class, order_rng), steps_per_epoch):
+            batch = np.sort(batch)
+            x = augment(spec, torch.from_numpy(train.x[batch]), generator)
+            y = torch.from_numpy(train.y[batch])
+            output = model(x)
+            loss = loss_fn(output, y) if spec.is_classifier else loss_fn(output[:, 0] / HR_SCALE_BPM, y / HR_SCALE_BPM)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(batch)
+        record = {"epoch": epoch + 1, "loss": round(total / epoch_size, 5)}
+        if validation is not None and score is not None:
+            record["validation"] = round(float(score(validation.y, predict(model, validation.x))), 4)
+            if record["validation"] > best_score:
+                best_score, best_state = record["validation"], copy.deepcopy(model.state_dict())
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        history.append(record)
+        epochs.set_postfix({k: v for k, v in record.items() if k != "epoch"})
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, history

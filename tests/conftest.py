@@ -1,0 +1,11 @@
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(os.environ.get("HEARTSIGHT_DATA", "")) if os.environ.get("HEARTSIGHT_DATA") else None
+HAS_MITDB = DATA is not None and (DATA / "mitdb" / "100.hea").exists()
+HAS_WRIST = DATA is not None and (DATA / "wrist_ppg_exercise" / "RECORDS").exists()
+
+needs_mitdb = pytest.mark.skipif(not HAS_MITDB, reason="MIT-BIH not found: set HEARTSIGHT_DATA")
+needs_wrist = pytest.mark.skipif(not HAS_WRIST, reason="wrist PPG database not found: set HEARTSIGHT_DATA")

@@ -1,0 +1,90 @@
+import numpy as np
+import torch
+
+from models.architectures import GapCnn, parameter_count
+from models.registry import REGISTRY, get_spec
+from sdk.data import preprocess
+
+
+def test_causal_filter_gives_the_same_output_whatever_the_chunking():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=3000).cumsum() + 5.0
+    whole = preprocess.ecg_bandpass()(signal)
+    streamed_filter = preprocess.ecg_bandpass()
+    cuts = [0, 1, 38, 500, 1999, 3000]
+    streamed = np.concatenate([streamed_filter(signal[a:b]) for a, b in zip(cuts, cuts[1:])])
+    assert np.allclose(whole, streamed, atol=1e-5)
+
+
+def test_bandpass_removes_dc_and_baseline_wander_but_keeps_qrs_band():
+    fs = preprocess.ECG_FS
+    t = np.arange(int(60 * fs)) / fs
+    wander = 2.0 + np.sin(2 * np.pi * 0.05 * t)
+    qrs_band = np.sin(2 * np.pi * 10 * t)
+    out = preprocess.ecg_bandpass()(wander + qrs_band)[int(10 * fs):]
+    assert abs(out.mean()) < 0.02
+    assert 0.9 < out.std() / qrs_band.std() < 1.1
+
+
+def test_rhythm_context_marks_a_premature_beat_and_its_pause():
+    fs = preprocess.ECG_FS
+    r_peaks = np.arange(20) * 100
+    r_peaks[10] -= 40  # premature by 40 %, then a longer interval
+    filtered = np.zeros(2200, dtype=np.float32)
+    filtered[r_peaks] = 1.0
+    context = preprocess.beat_context(filtered, r_peaks, fs)
+    assert context.rr_relative[10] < -0.35
+    assert context.rr_relative[11] > 0.3
+    assert np.allclose(context.rr_relative[3:9], 0.0, atol=1e-6)
+    assert np.allclose(context.amplitude_scale, 1.0)
+
+
+def test_beat_windows_centre_the_beat_and_carry_rhythm_bumps():
+    fs = preprocess.ECG_FS
+    ecg = np.zeros(4000)
+    r_peaks = np.arange(100, 3900, 110)
+    tracks = preprocess.ecg_tracks(ecg, r_peaks, fs)
+    windows = preprocess.beat_windows(tracks, np.array([0, 10]), 768)
+    assert windows.shape == (2, 3, 768)
+    assert windows[0, 1].argmax() == 384  # centre marker
+    assert np.all(windows[0, 0, :384 - 100 - 20] == 0)  # before the record: zero padding
+    starts = np.array([0, 1280])
+    assert preprocess.rhythm_windows(tracks, starts, 1280).shape == (2, 2, 1280)
+
+
+def test_ppg_windows_are_standardised_per_window_and_channel():
+    fs = preprocess.PPG_FS
+    t = np.arange(int(30 * fs)) / fs
+    signals = np.stack([3 * np.sin(2 * np.pi * 1.5 * t), np.sin(2 * np.pi * 2 * t), np.zeros_like(t), np.zeros_like(t)], 1)
+    windows = preprocess.ppg_windows(signals, np.array([128, 256]), 256)
+    assert windows.shape == (2, 4, 256)
+    assert np.allclose(windows[:, 0].std(axis=1), 1.0, atol=1e-3)
+    assert np.allclose(windows[:, 2], 0.0)  # a still axis stays zero instead of amplified noise
+
+
+def test_zoo_architectures_are_small_gap_linear_cnns():
+    for spec in REGISTRY.values():
+        model = spec.build()
+        assert parameter_count(model) < 50_000, spec.name
+        assert isinstance(model.head, torch.nn.Linear) and model.head.out_features == len(spec.outputs)
+        x = torch.randn(2, len(spec.input_channels), spec.window)
+        features = model.features(x)
+        assert torch.allclose(model(x), model.head(features.mean(-1)))
+
+
+def test_gap_head_is_the_mean_of_the_class_activation_map():
+    """With GAP + linear, the logit is the time-average of head weights applied to the last feature maps."""
+    model = GapCnn(2, (4, 8), 5, 3).eval()
+    x = torch.randn(1, 2, 64)
+    features = model.features(x)[0]
+    cam = model.head.weight @ features  # (classes, time)
+    assert torch.allclose(cam.mean(-1) + model.head.bias, model(x)[0], atol=1e-6)
+
+
+def test_unknown_model_lists_the_known_ones():
+    import pytest
+
+    from sdk.errors import HeartSightError
+
+    with pytest.raises(HeartSightError, match="ecg_beat, ecg_af, ppg_hr"):
+        get_spec("resnet")
