@@ -36,7 +36,11 @@ def load_session(name: str, data_root: str | os.PathLike | None = None) -> Wrist
     recording = read_database_record("wrist", name, data_root)
     annotation = read_annotations("wrist", name, data_root)
     signals = np.stack([recording.channel(c) for c in CHANNELS], axis=1)
-    return WristSession(name, name.split("_")[0], recording.fs, signals, np.asarray(annotation.sample, dtype=np.int64))
+    # Several recordings end in a stretch of missing samples (NaN): keep what precedes the first one.
+    finite = np.isfinite(signals).all(axis=1)
+    length = len(signals) if finite.all() else int(np.argmin(finite))
+    r_peaks = np.asarray(annotation.sample, dtype=np.int64)
+    return WristSession(name, name.split("_")[0], recording.fs, signals[:length], r_peaks[r_peaks < length])
 
 
 def reference_heart_rate(session: WristSession, starts: np.ndarray, length: float) -> np.ndarray:

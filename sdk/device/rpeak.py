@@ -56,7 +56,7 @@ class RPeakDetector:
     Latency: a beat above the threshold is confirmed 0.3-0.4 s after its R wave (the MWI peaks ~0.1 s
     after the R wave and needs 0.2 s of signal after it to be a maximum). A beat under the threshold is
     only recovered when search-back fires, 1.66 mean RR after the previous beat: 0.66 RR + 0.3 s after an
-    on-time beat, so within 1 s above ~57 bpm, more in slow rhythms (at most 1.44 s on MIT-BIH DS2).
+    on-time beat, so within 1 s above ~57 bpm, more in slow rhythms (at most 1.28 s on MIT-BIH DS2 at the device rate, 128 Hz; 1.44 s at 360 Hz).
     Nothing is decided before 2 s of signal have set the initial levels, so beats in the first 2 s are
     confirmed at about 2 s.
 

@@ -26,6 +26,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     seed: int = 0
     max_per_class: int | None = None  # cap each class's examples per epoch (a fresh random draw every epoch)
+    class_weight_power: float = 0.5  # class weights proportional to 1 / frequency**power
 
 
 def make_deterministic(seed: int) -> None:
@@ -71,10 +72,10 @@ def epoch_indices(y: np.ndarray, max_per_class: int | None, rng: np.random.Gener
     return rng.permutation(np.concatenate(chosen))
 
 
-def class_weights(counts: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Weights proportional to 1/sqrt(class frequency): rare classes count more without drowning the common one."""
-    counts = np.asarray(counts, dtype=np.float64)[:n_classes]
-    weights = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+def class_weights(counts: np.ndarray, power: float = 0.5) -> torch.Tensor:
+    """Weights proportional to 1/frequency**power: rare classes count more without drowning the common one."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = 1.0 / np.maximum(counts, 1.0) ** power
     return torch.tensor(weights / (weights * counts).sum() * counts.sum(), dtype=torch.float32)
 
 
@@ -88,7 +89,7 @@ def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Datase
     model = spec.build()
     if spec.is_classifier:
         epoch_counts = np.minimum(np.bincount(train.y, minlength=len(spec.outputs)), config.max_per_class or len(train.y))
-        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=class_weights(epoch_counts, len(spec.outputs)))
+        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=class_weights(epoch_counts, config.class_weight_power))
     else:
         loss_fn = nn.SmoothL1Loss()
         with torch.no_grad():

@@ -1,0 +1,19 @@
+import json
+import subprocess
+import sys
+
+
+def test_demo_runs_on_the_synthetic_default_without_any_data(tmp_path):
+    """`make demo` on a fresh machine: no data directory, the synthetic ECG with ectopic beats."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HEARTSIGHT_DATA": str(tmp_path / "no-data")}
+    run = subprocess.run([sys.executable, "-m", "sdk.cli", "demo", "--out", str(tmp_path / "demo")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "synthetic ECG" in run.stdout
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["r_peaks"]["se"] > 0.99 and summary["r_peaks"]["ppv"] > 0.99
+    assert summary["beat_classification"]["n"] > 300
+    assert summary["speed_x_real_time"] > 1
+    assert (tmp_path / "demo" / "strip.png").stat().st_size > 10_000
+    analysis = json.loads((tmp_path / "demo" / "analysis.json").read_text())
+    assert len(analysis["beats"]) == summary["r_peaks"]["detected"]
