@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--model", default="ecg_beat", help="ecg_beat, ecg_af or ppg_hr (default ecg_beat)")
     analyze.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
     analyze.add_argument("--json", action="store_true", help="one JSON object per input per line")
+    analyze.add_argument("--explain", action="store_true",
+                         help="add window_start and the saliency trace of the predicted class to every beat/window")
     analyze.set_defaults(run=_analyze)
 
     demo = commands.add_parser("demo", help="the main job on embedded defaults")
@@ -105,7 +107,7 @@ def _analyze(args) -> int:
     failures = 0
     for path in args.inputs:
         try:
-            result = {"input": path, **analyze(read_input(path, args.fs), zoo, args.channel)}
+            result = {"input": path, **analyze(read_input(path, args.fs), zoo, args.channel, args.explain)}
         except HeartSightError as exc:
             failures += 1
             result = {"input": path, "error": str(exc)}

@@ -10,13 +10,20 @@ from sdk.data import preprocess
 from sdk.data.records import Recording, check_signal, resample, resampled_index
 from sdk.device.rpeak import detect_r_peaks
 from sdk.errors import HeartSightError
+from sdk.explain import ClassActivationMap
 from sdk.training.train import predict
 
 WRIST_CHANNELS = ("wrist_ppg", "wrist_accel_lownoise_x", "wrist_accel_lownoise_y", "wrist_accel_lownoise_z")
 
 
-def analyze(recording: Recording, model: str | ZooModel = "ecg_beat", channel: int | None = None) -> dict:
-    """One JSON-ready result: beats (beat models), windows (rhythm and heart-rate models), hr_bpm (heart-rate models)."""
+def analyze(recording: Recording, model: str | ZooModel = "ecg_beat", channel: int | None = None,
+            explain: bool = False) -> dict:
+    """One JSON-ready result: beats (beat models), windows (rhythm and heart-rate models), hr_bpm (heart-rate models).
+
+    explain=True adds to every beat or window its `window_start` (sample index in the input) and `trace`,
+    the class activation map of the predicted class (or of the heart-rate output) over the model's window,
+    at the input's sampling rate.
+    """
     zoo = load_model(model) if isinstance(model, str) else model
     spec = zoo.spec
     signal = _select_channels(recording, spec.task, channel)
@@ -26,30 +33,54 @@ def analyze(recording: Recording, model: str | ZooModel = "ecg_beat", channel: i
     result = {"fs": recording.fs, "model": spec.name, "beats": [], "windows": [], "hr_bpm": []}
     if spec.task == "hr":
         starts = np.arange(0, len(at_model_rate) - spec.window + 1, spec.hop)
-        hr = predict(zoo.model, preprocess.ppg_windows(at_model_rate, starts, spec.window))[:, 0]
+        inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
+        hr = predict(zoo.model, inputs)[:, 0]
         result["windows"] = [_window(s, spec, {"hr_bpm": round(float(v), 1)}) for s, v in zip(starts, hr)]
         result["hr_bpm"] = [round(float(v), 1) for v in hr]
+        if explain:
+            _add_traces(result["windows"], zoo, inputs, starts, recording.fs, np.zeros(len(starts), dtype=np.int64))
         return result
     r_peaks = detect_r_peaks(at_model_rate, spec.fs)
     tracks = preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs)
     if spec.task == "beat":
         if len(r_peaks) == 0:
             return result
-        probabilities = _softmax(predict(zoo.model, preprocess.beat_windows(tracks, np.arange(len(r_peaks)), spec.window)))
+        inputs = preprocess.beat_windows(tracks, np.arange(len(r_peaks)), spec.window)
+        probabilities = _softmax(predict(zoo.model, inputs))
         samples = np.clip(resampled_index(r_peaks, spec.fs, recording.fs), 0, recording.n_samples - 1)
         result["beats"] = [
             {"sample": int(s), "time_s": round(s / recording.fs, 3), "label": spec.outputs[int(p.argmax())],
              "p": round(float(p.max()), 4)}
             for s, p in zip(samples, probabilities)
         ]
+        if explain:
+            _add_traces(result["beats"], zoo, inputs, r_peaks - spec.window // 2, recording.fs, probabilities.argmax(1))
     else:
         starts = np.arange(0, len(at_model_rate) - spec.window + 1, spec.hop)
-        probabilities = _softmax(predict(zoo.model, preprocess.rhythm_windows(tracks, starts, spec.window)))
+        inputs = preprocess.rhythm_windows(tracks, starts, spec.window)
+        probabilities = _softmax(predict(zoo.model, inputs))
         result["windows"] = [
             _window(s, spec, {"label": spec.outputs[int(p.argmax())], "p": round(float(p.max()), 4)})
             for s, p in zip(starts, probabilities)
         ]
+        if explain:
+            _add_traces(result["windows"], zoo, inputs, starts, recording.fs, probabilities.argmax(1))
     return result
+
+
+def _add_traces(items: list[dict], zoo: ZooModel, inputs: np.ndarray, starts_at_model_rate: np.ndarray,
+                fs_input: float, targets: np.ndarray, batch_size: int = 512) -> None:
+    """Attach window_start and the class activation map, resampled from the model's rate to the input's."""
+    spec = zoo.spec
+    explainer = ClassActivationMap(zoo.model)
+    length = int(round(spec.window * fs_input / spec.fs))
+    positions = np.arange(length) * spec.fs / fs_input  # input samples on the model's time axis
+    for first in range(0, len(items), batch_size):
+        chunk = slice(first, first + batch_size)
+        traces = explainer.attribute(torch.from_numpy(inputs[chunk]), torch.from_numpy(targets[chunk])).numpy()
+        for item, start, trace in zip(items[chunk], starts_at_model_rate[chunk], traces):
+            item["window_start"] = int(round(start * fs_input / spec.fs))
+            item["trace"] = np.round(np.interp(positions, np.arange(spec.window), trace), 5).tolist()
 
 
 def _window(start: int, spec, fields: dict) -> dict:
