@@ -1,10 +1,13 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import rpeak_ds2
+from benchmarks import rpeak_ds2, wcam_beta
+from sdk.compress.benchmark import run_benchmark
 
 
 def main() -> None:
     rpeak_ds2.main([])
+    wcam_beta.main([])
+    run_benchmark()
 
 
 if __name__ == "__main__":

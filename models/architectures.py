@@ -6,6 +6,8 @@ Grad-CAM at the last block, so the explanation is exact and cheap enough to comp
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ class GapCnn(nn.Module):
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], kernel_size: int, n_outputs: int):
         super().__init__()
+        self.widths = tuple(widths)
         layers: list[nn.Module] = []
         previous = in_channels
         for i, width in enumerate(widths):
@@ -35,3 +38,43 @@ class GapCnn(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def nonzero_parameter_count(model: nn.Module) -> int:
+    return sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def convolutions(model: GapCnn) -> list[nn.Conv1d]:
+    return [m for m in model.features if isinstance(m, nn.Conv1d)]
+
+
+def multiply_accumulates(model: GapCnn, window: int) -> int:
+    """MACs of one inference: every convolution (its output length halves after each max-pool) plus the head."""
+    total, length = 0, window
+    for module in model.features:
+        if isinstance(module, nn.Conv1d):
+            total += module.out_channels * module.in_channels * module.kernel_size[0] * length
+        elif isinstance(module, nn.MaxPool1d):
+            length //= 2
+    return total + model.head.in_features * model.head.out_features
+
+
+def fold_batch_norm(model: GapCnn) -> GapCnn:
+    """A copy with every batch norm folded into the convolution before it (a bias appears, the norm becomes Identity).
+
+    The inference function is unchanged; this is the form the int8 firmware and quantization-aware training use.
+    """
+    folded = copy.deepcopy(model).eval()
+    layers = list(folded.features)
+    for i, module in enumerate(layers):
+        if isinstance(module, nn.BatchNorm1d):
+            conv = layers[i - 1]
+            scale = module.weight.detach() / torch.sqrt(module.running_var + module.eps)
+            bias = module.bias.detach() - module.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias.detach() * scale
+            conv.weight = nn.Parameter(conv.weight.detach() * scale[:, None, None])
+            conv.bias = nn.Parameter(bias)
+            layers[i] = nn.Identity()
+    folded.features = nn.Sequential(*layers)
+    return folded

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from models.architectures import GapCnn
+from models.architectures import GapCnn, fold_batch_norm
+from models.quantization import prepare_qat
 from sdk.data.preprocess import ECG_FS, PPG_FS
 from sdk.errors import HeartSightError
 
@@ -74,8 +75,9 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
     """Load a trained model from the zoo by name, or from a directory holding model.pt and card.json."""
     directory = Path(name_or_dir)
     if not (directory / "card.json").exists():
-        spec = get_spec(str(name_or_dir))
-        directory = ZOO_DIR / spec.name
+        directory = ZOO_DIR / str(name_or_dir)
+        if not (directory / "card.json").exists():  # not a compressed zoo model: must be a trainable architecture
+            directory = ZOO_DIR / get_spec(str(name_or_dir)).name
     card_path, weights_path = directory / "card.json", directory / weights
     if not card_path.exists() or not weights_path.exists():
         raise HeartSightError(
@@ -83,8 +85,10 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
             f"`heartsight train {directory.name}`"
         )
     card = json.loads(card_path.read_text())
-    spec = get_spec(card["architecture"])
+    spec = replace(get_spec(card["architecture"]), widths=tuple(card.get("widths", get_spec(card["architecture"]).widths)))
     model = spec.build()
+    if card.get("quantization", {}).get("method") == "qat":
+        model = prepare_qat(fold_batch_norm(model))
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return ZooModel(spec, model, card, directory)

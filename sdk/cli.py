@@ -48,6 +48,29 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_option(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
+    compress = commands.add_parser("compress", help="compress a beat model, plain or with WCAM")
+    compress.add_argument("--model", default="ecg_beat", help="zoo name or model directory (the teacher)")
+    compress.add_argument("--method", required=True, help="structured, unstructured, distill or qat")
+    compress.add_argument("--ratio", type=float, default=0.5,
+                          help="share of channels removed (structured, distill, qat; qat accepts 0) "
+                               "or of weights zeroed (unstructured); default 0.5")
+    compress.add_argument("--wcam", type=float, default=0.0, metavar="BETA",
+                          help="weight of the WCAM attribution-matching loss (0 = plain; see benchmarks/results)")
+    compress.add_argument("--schedule", default="one-shot", help="structured pruning: one-shot or iterative")
+    compress.add_argument("--stochastic", action="store_true", help="stochastic WCAM: drop 30%% of teacher channels")
+    compress.add_argument("--exact", action="store_true", help="WCAM through double backward instead of the closed form")
+    compress.add_argument("--epochs", type=int, help="override the method's epoch count")
+    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--out", required=True, help="directory for model.pt and card.json")
+    _data_dir_option(compress)
+    compress.set_defaults(run=_compress)
+
+    bench = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/")
+    bench.add_argument("name", choices=["compression"])
+    bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
+    _data_dir_option(bench)
+    bench.set_defaults(run=_bench)
+
     analyze = commands.add_parser("analyze", help="run the device path over recordings")
     analyze.add_argument("inputs", nargs="+", metavar="INPUT", help="WFDB record path, .npy or .csv")
     analyze.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
@@ -93,6 +116,25 @@ def _evaluate(args) -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
         print(format_evaluation(result))
+    return 0
+
+
+def _compress(args) -> int:
+    from sdk.compress import Plan, compress
+
+    plan = Plan(args.method, args.ratio, args.wcam, args.schedule, args.stochastic, args.exact, args.epochs, args.seed)
+    plan.check()  # before any data is read
+    card = compress(args.model, plan, args.out, args.data_dir)
+    print(json.dumps({"out": args.out, "size": card["size"], "DS2_accuracy": card["metrics"]["DS2"]["accuracy"],
+                      "explanation": card["metrics"]["explanation"]}, indent=2))
+    return 0
+
+
+def _bench(args) -> int:
+    from sdk.compress.benchmark import run_benchmark
+
+    for path in run_benchmark(args.out, args.data_dir):
+        print(f"wrote {path}")
     return 0
 
 

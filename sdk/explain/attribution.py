@@ -48,6 +48,19 @@ def upsample(maps: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=length, mode="linear", align_corners=False)[:, 0]
 
 
+def weighted_channel_sum(channel_weights: torch.Tensor, activations: torch.Tensor, relu: bool = True) -> torch.Tensor:
+    """The map shared by CAM, Grad-CAM, WCAM and the device: sum_k w_k * A_k(t), ReLU'd; (N, K), (N, K, T) -> (N, T).
+
+    Collapsing the channels is what lets a teacher and a narrower student be compared map to map.
+    """
+    maps = torch.einsum("nk,nkt->nt", channel_weights, activations)
+    return maps.clamp(min=0) if relu else maps
+
+
+def has_gap_linear_head(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "head", None), nn.Linear) and isinstance(getattr(model, "features", None), nn.Module)
+
+
 class Attribution(ABC):
     """Base class: an explainer built from a model; `attribute` returns a trace aligned with the input."""
 
@@ -68,7 +81,7 @@ class ClassActivationMap(Attribution):
 
     def __init__(self, model: nn.Module, relu: bool = True):
         super().__init__(model)
-        if not (isinstance(getattr(model, "head", None), nn.Linear) and isinstance(getattr(model, "features", None), nn.Module)):
+        if not has_gap_linear_head(model):
             raise HeartSightError(
                 f"{type(model).__name__} has no global-average-pool + linear head (model.features, model.head); "
                 "use GradCam, which works for any model"
@@ -80,9 +93,8 @@ class ClassActivationMap(Attribution):
         with torch.no_grad():
             features = self.model.features(x)
             logits = self.model.head(features.mean(dim=-1))
-            weights = self.model.head.weight[resolve_targets(logits, target)]  # (N, K)
-            maps = torch.einsum("nk,nkt->nt", weights, features)
-        return upsample(maps.clamp(min=0) if self.relu else maps, x.shape[-1])
+            maps = weighted_channel_sum(self.model.head.weight[resolve_targets(logits, target)], features, self.relu)
+        return upsample(maps, x.shape[-1])
 
 
 class GradCam(Attribution):
@@ -117,8 +129,8 @@ class GradCam(Attribution):
                 gradients, = torch.autograd.grad(chosen, activations)
         finally:
             handle.remove()
-        maps = (gradients.sum(dim=-1, keepdim=True) * activations).sum(dim=1).detach()
-        return upsample(maps.clamp(min=0) if self.relu else maps, x.shape[-1])
+        maps = weighted_channel_sum(gradients.sum(dim=-1), activations, self.relu).detach()
+        return upsample(maps, x.shape[-1])
 
 
 def _input_gradients(model: nn.Module, x: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:

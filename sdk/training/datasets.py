@@ -25,10 +25,6 @@ class Dataset:
     def in_groups(self, groups) -> np.ndarray:
         return np.isin(self.group, list(groups))
 
-    @staticmethod
-    def concatenate(parts: list["Dataset"]) -> "Dataset":
-        return Dataset(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "group")))
-
 
 def mitdb_tracks(record: mitdb.MitdbRecord, fs: float, r_peaks_at_record_fs: np.ndarray) -> preprocess.EcgTracks:
     ecg = resample(record.ecg, record.fs, fs)
@@ -70,22 +66,17 @@ def af_dataset(spec: ModelSpec, records, data_root: str | os.PathLike | None = N
     return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
 
 
-def ppg_dataset(spec: ModelSpec, recordings, data_root: str | os.PathLike | None = None,
-                time_scale: float = 1.0) -> Dataset:
-    """8-s windows every 2 s with the chest-ECG reference heart rate; grouped by subject.
-
-    time_scale != 1 plays the recording that many times faster (pulse, motion and reference heart rate
-    alike): training data for heart rates the few subjects did not reach.
-    """
+def ppg_dataset(spec: ModelSpec, recordings, data_root: str | os.PathLike | None = None) -> Dataset:
+    """8-s windows every 2 s with the chest-ECG reference heart rate; grouped by subject."""
     xs, ys, groups = [], [], []
     for name in tqdm(recordings, desc="ppg windows", unit="recording", leave=False):
         session = wrist.load_session(name, data_root)
-        signals = resample(session.ppg_and_accel, session.fs * time_scale, spec.fs)
+        signals = resample(session.ppg_and_accel, session.fs, spec.fs)
         starts = np.arange(0, len(signals) - spec.window + 1, spec.hop)
-        samples_per_model_sample = session.fs * time_scale / spec.fs
+        samples_per_model_sample = session.fs / spec.fs
         hr = wrist.reference_heart_rate(session, starts * samples_per_model_sample, spec.window * samples_per_model_sample)
         keep = np.isfinite(hr)
         xs.append(preprocess.ppg_windows(signals, starts[keep], spec.window))
-        ys.append((hr[keep] * time_scale).astype(np.float32))
+        ys.append(hr[keep].astype(np.float32))
         groups.append(np.full(int(keep.sum()), session.subject))
     return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))

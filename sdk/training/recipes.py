@@ -37,7 +37,6 @@ BEAT_MAX_PER_CLASS = 12_000  # normal beats drawn afresh each epoch: faster epoc
 BEAT_CLASS_WEIGHT_POWER = 0.25
 AF_RECORDS = ("201", "202", "203", "210", "219", "221", "222")
 EPOCHS = {"ecg_beat": 12, "ecg_af": 10, "ppg_hr": 15}
-PPG_TIME_SCALES = (0.7, 0.85, 1.2, 1.4)  # extra training copies played slower/faster (held-out data: 1.0 only)
 
 
 def detected_r_peaks(record: mitdb.MitdbRecord) -> np.ndarray:
@@ -52,21 +51,23 @@ def af_folds() -> list[tuple[str, ...]]:
     return [(af,) + tuple(others[k:: len(AF_RECORDS)]) for k, af in enumerate(AF_RECORDS)]
 
 
-def _beat_score(spec: ModelSpec):
+def beat_score(spec: ModelSpec):
+    """Checkpoint selection: mean F1 of N, S and V on the held-out DS1 patients."""
     def score(y: np.ndarray, logits: np.ndarray) -> float:
         report = metrics.classification_report(y, logits.argmax(1), spec.outputs)
         return float(np.mean([report["per_class"][c]["f1"] for c in ("N", "S", "V")]))
     return score
 
 
-def _write(directory: Path, model, card: dict, weights: str = "model.pt") -> None:
+def write_model(directory: Path, model, card: dict) -> None:
+    """model.pt and card.json; the card carries the weights' sha256 so a device can prove which model it runs."""
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / weights)
-    card["sha256"] = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest() if weights == "model.pt" else card.get("sha256")
+    torch.save(model.state_dict(), directory / "model.pt")
+    card["sha256"] = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()
     (directory / "card.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
-def _card(spec: ModelSpec, model, seed: int, epochs: int) -> dict:
+def model_card(spec: ModelSpec, model, seed: int, epochs: int) -> dict:
     return {
         "name": spec.name,
         "architecture": spec.name,
@@ -79,6 +80,7 @@ def _card(spec: ModelSpec, model, seed: int, epochs: int) -> dict:
         "window_s": spec.window / spec.fs,
         "hop_samples": spec.hop,
         "input_channels": list(spec.input_channels),
+        "widths": list(spec.widths),
         "preprocessing": f"sdk.data.preprocess.{spec.preprocessing}",
         "parameters": parameter_count(model),
         "seed": seed,
@@ -97,13 +99,22 @@ def train_model(name: str, data_root: str | os.PathLike | None = None, out_dir: 
     return trainer(spec, data_root, out, seed, epochs, progress)
 
 
-def _train_beat(spec, data_root, out, seed, epochs, progress) -> dict:
+def beat_training_sets(spec: ModelSpec, data_root=None) -> tuple[Dataset, Dataset, Dataset]:
+    """(training beats, checkpoint-selection beats, all of DS1): DS1 only, split by patient."""
     ds1 = beat_dataset(spec, mitdb.DS1, data_root)
     held_out = ds1.in_groups(BEAT_VALIDATION_RECORDS)
-    config = TrainConfig(epochs=epochs, seed=seed, max_per_class=BEAT_MAX_PER_CLASS,
-                         class_weight_power=BEAT_CLASS_WEIGHT_POWER)
-    model, history = fit(spec, ds1.subset(~held_out), config, ds1.subset(held_out), _beat_score(spec), progress)
-    card = _card(spec, model, seed, epochs)
+    return ds1.subset(~held_out), ds1.subset(held_out), ds1
+
+
+def beat_config(epochs: int, seed: int = 0, max_lr: float = 3e-3) -> TrainConfig:
+    return TrainConfig(epochs=epochs, seed=seed, max_lr=max_lr, max_per_class=BEAT_MAX_PER_CLASS,
+                       class_weight_power=BEAT_CLASS_WEIGHT_POWER)
+
+
+def _train_beat(spec, data_root, out, seed, epochs, progress) -> dict:
+    train, validation, ds1 = beat_training_sets(spec, data_root)
+    model, history = fit(spec, train, beat_config(epochs, seed), validation, beat_score(spec), progress)
+    card = model_card(spec, model, seed, epochs)
     card["training_data"] = {
         "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII",
         "train_records": sorted(set(mitdb.DS1) - set(BEAT_VALIDATION_RECORDS)),
@@ -112,9 +123,9 @@ def _train_beat(spec, data_root, out, seed, epochs, progress) -> dict:
     }
     card["data_split"] = "de Chazal inter-patient: train DS1, test DS2 (scored at reference beat annotations)"
     card["history"] = history
-    _write(out, model, card)
+    write_model(out, model, card)
     card["metrics"] = {"DS2": evaluate(str(out), data_root=data_root, progress=progress)}
-    _write(out, model, card)
+    write_model(out, model, card)
     return card
 
 
@@ -127,37 +138,27 @@ def _folds(spec: ModelSpec, data_root) -> tuple[Dataset, list[tuple[str, ...]], 
     return dataset, [(s,) for s in subjects], "leave-one-subject-out (Wrist PPG During Exercise)"
 
 
-def _augmented(spec: ModelSpec, data_root, dataset: Dataset) -> Dataset:
-    """The training pool: for ppg_hr, the windows plus time-scaled copies of every recording."""
-    if spec.name != "ppg_hr":
-        return dataset
-    names = wrist.session_names(data_root)
-    return Dataset.concatenate([dataset] + [ppg_dataset(spec, names, data_root, s) for s in PPG_TIME_SCALES])
-
-
 def _train_cross_validated(spec, data_root, out, seed, epochs, progress) -> dict:
     dataset, folds, protocol = _folds(spec, data_root)
-    pool = _augmented(spec, data_root, dataset)
     for k, held_out in enumerate(folds):
-        fold_model, _ = fit(spec, pool.subset(~pool.in_groups(held_out)), TrainConfig(epochs=epochs, seed=seed),
+        fold_model, _ = fit(spec, dataset.subset(~dataset.in_groups(held_out)), TrainConfig(epochs=epochs, seed=seed),
                             progress=progress)
         (out / "folds").mkdir(parents=True, exist_ok=True)
         torch.save(fold_model.state_dict(), out / "folds" / f"fold{k}.pt")
-    model, history = fit(spec, pool, TrainConfig(epochs=epochs, seed=seed), progress=progress)
-    card = _card(spec, model, seed, epochs)
+    model, history = fit(spec, dataset, TrainConfig(epochs=epochs, seed=seed), progress=progress)
+    card = model_card(spec, model, seed, epochs)
     card["training_data"] = {
         "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII" if spec.name == "ecg_af"
         else "Wrist PPG During Exercise 1.0.0 (wrist PPG + low-noise accelerometer, chest-ECG reference)",
         "groups": sorted(set(dataset.group.tolist())),
         "windows": int(len(dataset.y)),
-        "training_windows_with_time_scaled_copies": int(len(pool.y)),
     }
     card["data_split"] = protocol
     card["folds"] = [{"weights": f"folds/fold{k}.pt", "held_out": list(g)} for k, g in enumerate(folds)]
     card["history"] = history
-    _write(out, model, card)
+    write_model(out, model, card)
     card["metrics"] = {"cross_validation": evaluate(str(out), data_root=data_root, progress=progress)}
-    _write(out, model, card)
+    write_model(out, model, card)
     return card
 
 

@@ -79,21 +79,40 @@ def class_weights(counts: np.ndarray, power: float = 0.5) -> torch.Tensor:
     return torch.tensor(weights / (weights * counts).sum() * counts.sum(), dtype=torch.float32)
 
 
-def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Dataset | None = None,
-        score: Callable[[np.ndarray, np.ndarray], float] | None = None, progress: bool = True):
-    """Train a fresh model; return it at the epoch with the best validation score (the last without validation).
+TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, TaskLoss], torch.Tensor]
 
-    Returns (model, history) where history holds one dict per epoch: loss, validation score, seconds.
-    """
-    make_deterministic(config.seed)
-    model = spec.build()
+
+def task_loss_for(spec: ModelSpec, train: Dataset, config: TrainConfig) -> TaskLoss:
+    """Class-weighted cross-entropy for classifiers; smooth L1 in units of 30 bpm for heart rate."""
     if spec.is_classifier:
         epoch_counts = np.minimum(np.bincount(train.y, minlength=len(spec.outputs)), config.max_per_class or len(train.y))
-        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=class_weights(epoch_counts, config.class_weight_power))
-    else:
-        loss_fn = nn.SmoothL1Loss()
-        with torch.no_grad():
-            model.head.bias.fill_(float(np.mean(train.y)))
+        return nn.CrossEntropyLoss(weight=class_weights(epoch_counts, config.class_weight_power))
+    smooth_l1 = nn.SmoothL1Loss()
+    return lambda output, y: smooth_l1(output[:, 0] / HR_SCALE_BPM, y / HR_SCALE_BPM)
+
+
+def plain_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss) -> torch.Tensor:
+    return task_loss(model(x), y)
+
+
+def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Dataset | None = None,
+        score: Callable[[np.ndarray, np.ndarray], float] | None = None, progress: bool = True,
+        model: nn.Module | None = None, objective: Objective = plain_objective,
+        after_step: Callable[[nn.Module], None] | None = None):
+    """Train a fresh model (or fine-tune `model`); return it at the epoch with the best validation score.
+
+    Without validation the last epoch's model is returned. Compression plugs in through `objective` (the
+    loss of one batch: task loss plus distillation and WCAM terms) and `after_step` (e.g. re-applying
+    pruning masks). Returns (model, history), one dict per epoch: loss, validation score, seconds.
+    """
+    make_deterministic(config.seed)
+    task_loss = task_loss_for(spec, train, config)
+    if model is None:
+        model = spec.build()
+        if not spec.is_classifier:
+            with torch.no_grad():
+                model.head.bias.fill_(float(np.mean(train.y)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
     order_rng = np.random.default_rng(config.seed)
     epoch_size = len(epoch_indices(train.y, config.max_per_class, np.random.default_rng(0)))
@@ -110,12 +129,13 @@ def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Datase
             batch = np.sort(batch)
             x = augment(spec, torch.from_numpy(train.x[batch]), generator)
             y = torch.from_numpy(train.y[batch])
-            output = model(x)
-            loss = loss_fn(output, y) if spec.is_classifier else loss_fn(output[:, 0] / HR_SCALE_BPM, y / HR_SCALE_BPM)
+            loss = objective(model, x, y, task_loss)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
+            if after_step is not None:
+                after_step(model)
             total += loss.item() * len(batch)
         record = {"epoch": epoch + 1, "loss": round(total / epoch_size, 5)}
         if validation is not None and score is not None:

@@ -1,0 +1,64 @@
+"""The generated C library built for this computer and called through ctypes: host verification and `--backend c`."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from sdk.errors import HeartSightError
+
+STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+
+
+def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Compile the exported library with the host gcc under the strict flags; returns the .so path."""
+    model_dir = Path(model_dir)
+    sources = [model_dir / "heartsight_model.c", model_dir / "hs_kernels.c"]
+    missing = [s.name for s in sources if not s.exists()]
+    if missing:
+        raise HeartSightError(f"{model_dir} is not an exported C model (missing {', '.join(missing)}); "
+                              "run `heartsight export --model NAME --target c --out DIR` first")
+    if shutil.which("gcc") is None:
+        raise HeartSightError("gcc is not installed; install it with `apt-get install -y gcc`")
+    library = Path(out) if out else model_dir / "build" / "libheartsight_model.so"
+    library.parent.mkdir(parents=True, exist_ok=True)
+    command = ["gcc", *STRICT_FLAGS, "-shared", "-fPIC", "-o", str(library), *map(str, sources)]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-20:])
+        raise HeartSightError(f"the C library in {model_dir} did not compile with `{' '.join(command)}`:\n{tail}")
+    return library
+
+
+class CModel:
+    """hs_quantize_input, hs_infer and hs_explain of a host build, on numpy arrays."""
+
+    def __init__(self, library: str | Path, channels: int, length: int, classes: int):
+        self.library = ctypes.CDLL(str(library))
+        self.channels, self.length, self.classes = channels, length, classes
+        self.library.hs_infer.restype = ctypes.c_int
+        self.library.hs_infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.library.hs_explain.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        self.library.hs_quantize_input.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32).reshape(-1, self.channels, self.length)
+        q = np.zeros(x.shape, np.int8)
+        for i in range(len(x)):
+            self.library.hs_quantize_input(x[i].ctypes.data, q[i].ctypes.data)
+        return q
+
+    def infer(self, x_q: np.ndarray, explain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(int8 logits (N, classes), int16 traces of the predicted class (N, length) when explain)."""
+        x_q = np.ascontiguousarray(x_q, np.int8).reshape(-1, self.channels, self.length)
+        logits = np.zeros((len(x_q), self.classes), np.int8)
+        traces = np.zeros((len(x_q), self.length), np.int16) if explain else None
+        for i in range(len(x_q)):
+            predicted = self.library.hs_infer(x_q[i].ctypes.data, logits[i].ctypes.data)
+            if explain:
+                self.library.hs_explain(predicted, traces[i].ctypes.data)
+        return logits, traces

@@ -1,0 +1,198 @@
+"""int8 quantization of a zoo model into the integer form every backend (reference, C, ONNX) runs.
+
+Scheme (TensorFlow Lite's int8): batch norm folded; weights symmetric per output channel in [-127, 127];
+activations asymmetric per tensor; biases int32 at scale s_in * s_w; each output channel requantized by an
+int32 fixed-point multiplier and a shift; ReLU fused as the clamp at the output's zero point.
+
+The head works on the *sum* over time of the last block's int8 activations (int32, no rounding), so the
+linear layer and the class activation map are exact integer functions of the same tensor:
+logit_c ~ s_last * s_w[c] / T * (sum_k w[c,k] * S_k + T * b[c]), CAM_c(t) = sum_k w[c,k] * (a[k,t] - z).
+
+Activation ranges come from the QAT model's trained ranges when it has them, else from calibration on
+training windows (min/max, or a percentile to ignore outliers). Logit ranges always come from calibration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.architectures import fold_batch_norm
+from models.quantization import WEIGHT_MAX, activation_qparams, activation_quantizers, is_quantized, weight_scales
+from models.registry import ZooModel
+from sdk.errors import HeartSightError
+
+CALIBRATIONS = ("minmax", "percentile")
+PERCENTILE = 99.99
+TRACE_BITS = 15  # explainer traces are int16, non-negative
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(q, shift) with real = q * 2**(shift - 31) and q in [2**30, 2**31): TFLite's QuantizeMultiplier."""
+    if real <= 0:
+        return 0, 0
+    fraction, shift = math.frexp(real)
+    q = int(round(fraction * (1 << 31)))
+    if q == 1 << 31:
+        q, shift = q // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+@dataclass
+class QuantizedConv:
+    weight: np.ndarray  # int8 (out, in, kernel)
+    bias: np.ndarray  # int32 (out,), at scale input_scale * weight_scale
+    multiplier: np.ndarray  # int32 (out,)
+    shift: np.ndarray  # int32 (out,)
+    input_zero_point: int
+    output_scale: float
+    output_zero_point: int
+    pool_after: bool  # max-pool by 2 after the block
+
+
+@dataclass
+class QuantizedModel:
+    name: str
+    fs: float
+    window: int
+    input_channels: tuple[str, ...]
+    classes: tuple[str, ...]
+    input_scale: float
+    input_zero_point: int
+    convs: list[QuantizedConv]
+    head_weight: np.ndarray  # int8 (classes, last width)
+    head_bias: np.ndarray  # int32 (classes,), at scale last_scale * head_weight_scale
+    head_multiplier: np.ndarray  # int32 (classes,): acc -> logits, includes the 1/T of the average
+    head_shift: np.ndarray
+    head_weight_scale: np.ndarray  # float (classes,)
+    logit_scale: float
+    logit_zero_point: int
+    trace_shift: np.ndarray  # int32 (classes,): CAM >> shift fits int16
+    source: dict = field(default_factory=dict)  # model card fields: name, version, sha256, quantization origin
+
+    @property
+    def last_length(self) -> int:
+        return self.window // (2 ** sum(c.pool_after for c in self.convs))
+
+    @property
+    def last(self) -> QuantizedConv:
+        return self.convs[-1]
+
+    def trace_scale(self, class_index: int) -> float:
+        """Real units (the float CAM's) of one trace step for a class."""
+        return self.last.output_scale * float(self.head_weight_scale[class_index]) * 2.0 ** int(self.trace_shift[class_index])
+
+    def weight_bytes(self) -> int:
+        return sum(c.weight.size for c in self.convs) + self.head_weight.size
+
+    def macs(self) -> int:
+        total, length = 0, self.window
+        for conv in self.convs:
+            total += conv.weight.size * length
+            length //= 2 if conv.pool_after else 1
+        return total + self.head_weight.size
+
+
+def _float_layers(model: nn.Module) -> tuple[list[nn.Conv1d], nn.Linear, list[bool]]:
+    """The folded model's convolutions, head, and whether each block ends in a max-pool."""
+    modules = list(model.features)
+    convs = [m for m in modules if isinstance(m, nn.Conv1d)]
+    pool_after = []
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Conv1d):
+            following = modules[i + 1:]
+            next_conv = next((j for j, f in enumerate(following) if isinstance(f, nn.Conv1d)), len(following))
+            pool_after.append(any(isinstance(f, nn.MaxPool1d) for f in following[:next_conv]))
+    return convs, model.head, pool_after
+
+
+@torch.no_grad()
+def _observed_ranges(model: nn.Module, x: np.ndarray, calibration: str) -> list[tuple[float, float]]:
+    """(low, high) of the input, each block's output (after ReLU) and the logits, over the calibration windows."""
+    values: list[list[np.ndarray]] = []
+    for i in range(0, len(x), 512):
+        batch = torch.from_numpy(x[i: i + 512])
+        seen = [batch]
+        h = batch
+        for module in model.features:
+            h = module(h)
+            if isinstance(module, nn.ReLU):
+                seen.append(h)
+        seen.append(model.head(h.mean(dim=-1)))
+        if not values:
+            values = [[] for _ in seen]
+        for store, tensor in zip(values, seen):
+            store.append(tensor.flatten().numpy() if calibration == "percentile" else
+                         np.array([tensor.min().item(), tensor.max().item()]))
+    ranges = []
+    for store in values:
+        joined = np.concatenate(store)
+        if calibration == "percentile":
+            ranges.append((float(np.percentile(joined, 100 - PERCENTILE)), float(np.percentile(joined, PERCENTILE))))
+        else:
+            ranges.append((float(joined.min()), float(joined.max())))
+    return ranges
+
+
+def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = "minmax") -> QuantizedModel:
+    """The integer model of a zoo (or compressed, or QAT) model; calibration_x are training windows (N, C, L)."""
+    if calibration not in CALIBRATIONS:
+        raise HeartSightError(f"unknown calibration {calibration!r}; choose minmax or percentile")
+    if len(calibration_x) == 0:
+        raise HeartSightError("calibration needs at least one training window")
+    if not zoo.spec.is_classifier:
+        raise HeartSightError(f"{zoo.spec.name} regresses a heart rate; int8 export covers classifiers (ecg_beat, ecg_af)")
+    qat = is_quantized(zoo.model)
+    model = zoo.model if qat else fold_batch_norm(zoo.model)
+    model.eval()
+    ranges = _observed_ranges(model, calibration_x.astype(np.float32), calibration)
+    if qat:  # the ranges the model was trained with, for the input and every block
+        trained = [(float(q.low), float(q.high)) for q in activation_quantizers(model)]
+        ranges = trained + ranges[len(trained):]
+    convs_float, head, pool_after = _float_layers(model)
+    activation = [activation_qparams(*r) for r in ranges]  # input, blocks..., logits
+    convs = []
+    for i, conv in enumerate(convs_float):
+        w = conv.weight.detach().double()
+        w_scale = weight_scales(w).double()
+        s_in, z_in = activation[i]
+        s_out, z_out = activation[i + 1]
+        w_q = torch.clamp(torch.round(w / w_scale[:, None, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
+        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        b_q = torch.round(bias / (s_in * w_scale)).to(torch.int64).numpy()
+        pairs = [quantize_multiplier(s_in * float(ws) / s_out) for ws in w_scale]
+        convs.append(QuantizedConv(w_q, _int32(b_q), np.array([p[0] for p in pairs], np.int32),
+                                   np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after[i]))
+    s_last = activation[len(convs)][0]
+    length = zoo.spec.window // (2 ** sum(pool_after))
+    w = head.weight.detach().double()
+    w_scale = weight_scales(w).double()
+    w_q = torch.clamp(torch.round(w / w_scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
+    b_q = torch.round(head.bias.detach().double() / (s_last * w_scale)).to(torch.int64).numpy()
+    s_logit, z_logit = activation[-1]
+    pairs = [quantize_multiplier(s_last * float(ws) / (length * s_logit)) for ws in w_scale]
+    # the largest CAM value a class can reach: every activation at its maximum, 255 steps above the zero point
+    cam_max = (np.maximum(w_q.astype(np.int64), 0).sum(axis=1) * 255).clip(min=1)
+    trace_shift = np.maximum(0, np.ceil(np.log2(cam_max + 1)).astype(np.int64) - TRACE_BITS).astype(np.int32)
+    return QuantizedModel(
+        name=zoo.card.get("name", zoo.spec.name), fs=zoo.spec.fs, window=zoo.spec.window,
+        input_channels=zoo.spec.input_channels, classes=zoo.spec.outputs,
+        input_scale=activation[0][0], input_zero_point=activation[0][1], convs=convs,
+        head_weight=w_q, head_bias=_int32(b_q), head_multiplier=np.array([p[0] for p in pairs], np.int32),
+        head_shift=np.array([p[1] for p in pairs], np.int32), head_weight_scale=w_scale.numpy(),
+        logit_scale=s_logit, logit_zero_point=z_logit, trace_shift=trace_shift,
+        source={"model": zoo.card.get("name", zoo.spec.name), "version": zoo.card.get("version", ""),
+                "sha256": zoo.card.get("sha256", ""), "quantization": "qat" if qat else f"post-training ({calibration})"},
+    )
+
+
+def _int32(values: np.ndarray) -> np.ndarray:
+    if np.abs(values).max(initial=0) >= 2 ** 31:
+        raise HeartSightError("a bias does not fit int32 at its scale; the calibration range is degenerate (check the data)")
+    return values.astype(np.int32)

@@ -1,0 +1,135 @@
+"""Each compression method returns a real, smaller (or sparser, or int8) model that still works and reloads."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from models.architectures import fold_batch_norm, multiply_accumulates, parameter_count
+from models.quantization import activation_quantizers, weight_scales
+from models.registry import get_spec, load_model
+from sdk.compress import pruning
+from sdk.compress.methods import Plan, run
+from sdk.compress.report import explanation_report, size_report
+from sdk.compress.wcam import Wcam
+from sdk.errors import HeartSightError
+from sdk.training.datasets import Dataset
+from sdk.training.recipes import write_model
+from sdk.training.train import TrainConfig, fit, predict
+
+TOY = replace(get_spec("ecg_beat"), window=128, widths=(16, 24))
+
+
+def _toy_beats(n_per_class: int, seed: int) -> Dataset:
+    """The class is written in the ECG amplitude around the window centre, where the beat is."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), n_per_class)
+    x = rng.normal(0, 0.05, size=(len(y), 3, TOY.window)).astype(np.float32)
+    x[:, 0, 54:74] += (y[:, None] - 1.5).astype(np.float32)
+    return Dataset(x, y, np.array(["toy"] * len(y)))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    train, held_out = _toy_beats(600, seed=1), _toy_beats(50, seed=2)
+    teacher, _ = fit(TOY, train, TrainConfig(epochs=6, batch_size=64, max_lr=1e-2), progress=False)
+    return teacher, train, held_out
+
+
+def _accuracy(model, data):
+    return float(np.mean(predict(model, data.x).argmax(1) == data.y))
+
+
+def test_removing_no_channel_keeps_the_function_and_removing_some_shrinks_the_model(toy):
+    teacher, train, _ = toy
+    x = torch.from_numpy(train.x[:32])
+    same = pruning.remove_channels(teacher, pruning.channels_to_keep(teacher, teacher.widths))
+    assert torch.allclose(same(x), teacher(x), atol=1e-6)
+    keep = pruning.channels_to_keep(teacher, (8, 12))
+    norms = pruning.l1_filter_norms(teacher)[0]
+    assert set(keep[0].tolist()) == set(torch.topk(norms, 8).indices.tolist())
+    smaller = pruning.remove_channels(teacher, keep)
+    assert smaller.widths == (8, 12) and parameter_count(smaller) < parameter_count(teacher) / 2
+
+
+@pytest.mark.parametrize("schedule", ["one-shot", "iterative"])
+def test_structured_pruning_gives_a_smaller_dense_model_that_still_classifies(toy, schedule):
+    teacher, train, held_out = toy
+    model, spec, history = run(Plan("structured", 0.5, schedule=schedule, epochs=6), TOY, teacher, train, held_out,
+                               progress=False)
+    assert spec.widths == (8, 12) and model.widths == (8, 12)
+    assert multiply_accumulates(model, TOY.window) < multiply_accumulates(teacher, TOY.window) / 3
+    assert len(history) == 6  # iterative: 3 rounds of 2 epochs
+    assert _accuracy(model, held_out) > 0.9
+
+
+def test_unstructured_pruning_reaches_the_sparsity_in_20_percent_rounds_and_keeps_the_masks(toy):
+    teacher, train, held_out = toy
+    assert pruning.sparsity_schedule(0.5) == pytest.approx([0.2, 0.36, 0.488, 0.5])
+    model, spec, history = run(Plan("unstructured", 0.5, epochs=2), TOY, teacher, train, held_out, progress=False)
+    assert spec.widths == TOY.widths
+    assert pruning.sparsity(model) == pytest.approx(0.5, abs=0.01)
+    assert [h["sparsity"] for h in history] == pytest.approx([0.2, 0.2, 0.36, 0.36, 0.488, 0.488, 0.5, 0.5], abs=1e-3)
+    assert size_report(model, spec)["params_nonzero"] < size_report(teacher, TOY)["params_nonzero"] * 0.6
+    assert _accuracy(model, held_out) > 0.9
+
+
+def test_distillation_trains_a_narrower_student(toy):
+    teacher, train, held_out = toy
+    model, spec, _ = run(Plan("distill", 0.5, epochs=30), TOY, teacher, train, held_out, progress=False)
+    assert spec.widths == (8, 12)
+    assert _accuracy(model, held_out) > 0.9
+
+
+def test_batch_norm_folding_keeps_the_function(toy):
+    teacher, train, _ = toy
+    x = torch.from_numpy(train.x[:64])
+    folded = fold_batch_norm(teacher)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules())
+    assert torch.allclose(folded(x), teacher(x), atol=1e-5)
+
+
+def test_qat_model_uses_int8_weights_and_ranges_and_reloads_from_its_card(toy, tmp_path):
+    teacher, train, held_out = toy
+    model, spec, _ = run(Plan("qat", 0.0, wcam_beta=10.0, epochs=3), TOY, teacher, train, held_out, progress=False)
+    for layer in [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Linear))]:
+        levels = layer.weight / weight_scales(layer.weight).reshape(-1, *[1] * (layer.weight.ndim - 1))
+        assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.abs().max() <= 127.001
+    quantizers = activation_quantizers(model)
+    assert len(quantizers) == 1 + len(TOY.widths) and all(q.calibrated for q in quantizers)
+    assert _accuracy(model, held_out) > 0.9
+    card = {"name": "toy_qat", "architecture": "ecg_beat", "widths": list(spec.widths),
+            "quantization": {"method": "qat"}}
+    write_model(tmp_path, model, card)
+    reloaded = load_model(tmp_path).model
+    x = torch.from_numpy(held_out.x[:16])
+    assert torch.equal(reloaded(x), model(x))
+    assert json.loads((tmp_path / "card.json").read_text())["sha256"]
+
+
+def test_wcam_fine_tuning_ends_closer_to_the_teacher_explanation_than_plain_fine_tuning(toy):
+    teacher, train, held_out = toy
+    x = torch.from_numpy(held_out.x)
+    distance, fidelity = {}, {}
+    for beta in (0.0, 10.0):
+        model, spec, _ = run(Plan("structured", 0.5, wcam_beta=beta, epochs=4), TOY, teacher, train, held_out,
+                             progress=False)
+        with torch.no_grad():
+            distance[beta] = Wcam(teacher, beta=1.0)(model, x)[2].item()
+        fidelity[beta] = explanation_report(teacher, model, held_out, TOY.fs)["fidelity_cosine"]
+    assert distance[10.0] < distance[0.0]
+    assert fidelity[10.0] > fidelity[0.0]
+
+
+@pytest.mark.parametrize("plan, message", [
+    (Plan("prune", 0.5), "unknown compression method"),
+    (Plan("structured", 1.0), "--ratio"),
+    (Plan("structured", 0.0), "--ratio"),
+    (Plan("structured", 0.5, wcam_beta=-1), "--wcam"),
+    (Plan("structured", 0.5, schedule="gradual"), "schedule"),
+])
+def test_bad_plans_are_refused_with_the_option_to_fix(plan, message):
+    with pytest.raises(HeartSightError, match=message):
+        plan.check()
