@@ -14,8 +14,10 @@ training windows (min/max, or a percentile to ignore outliers). Logit ranges alw
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -146,8 +148,6 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
         raise HeartSightError(f"unknown calibration {calibration!r}; choose minmax or percentile")
     if len(calibration_x) == 0:
         raise HeartSightError("calibration needs at least one training window")
-    if not zoo.spec.is_classifier:
-        raise HeartSightError(f"{zoo.spec.name} regresses a heart rate; int8 export covers classifiers (ecg_beat, ecg_af)")
     qat = is_quantized(zoo.model)
     model = zoo.model if qat else fold_batch_norm(zoo.model)
     model.eval()
@@ -187,7 +187,8 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
         head_weight=w_q, head_bias=_int32(b_q), head_multiplier=np.array([p[0] for p in pairs], np.int32),
         head_shift=np.array([p[1] for p in pairs], np.int32), head_weight_scale=w_scale.numpy(),
         logit_scale=s_logit, logit_zero_point=z_logit, trace_shift=trace_shift,
-        source={"model": zoo.card.get("name", zoo.spec.name), "version": zoo.card.get("version", ""),
+        source={"model": zoo.card.get("name", zoo.spec.name), "architecture": zoo.spec.name,
+                "version": zoo.card.get("version", ""),
                 "sha256": zoo.card.get("sha256", ""), "quantization": "qat" if qat else f"post-training ({calibration})"},
     )
 
@@ -196,3 +197,32 @@ def _int32(values: np.ndarray) -> np.ndarray:
     if np.abs(values).max(initial=0) >= 2 ** 31:
         raise HeartSightError("a bias does not fit int32 at its scale; the calibration range is degenerate (check the data)")
     return values.astype(np.int32)
+
+
+QUANTIZED_FILE = "quantized_model.json"
+
+
+def save_quantized(model: QuantizedModel, directory: str | Path) -> Path:
+    """The integer model as JSON next to the generated code, so verification needs neither torch nor the zoo."""
+    def plain(value):
+        return value.tolist() if isinstance(value, np.ndarray) else value
+    record = {k: plain(v) for k, v in asdict(model).items() if k != "convs"}
+    record["convs"] = [{k: plain(v) for k, v in asdict(c).items()} for c in model.convs]
+    path = Path(directory) / QUANTIZED_FILE
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def load_quantized(directory: str | Path) -> QuantizedModel:
+    path = Path(directory) / QUANTIZED_FILE
+    if not path.exists():
+        raise HeartSightError(f"{directory} holds no {QUANTIZED_FILE}; export the model with "
+                              "`heartsight export --model NAME --target c --out DIR` first")
+    record = json.loads(path.read_text())
+    types = {"weight": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32}
+    convs = [QuantizedConv(**{k: np.array(v, types[k]) if k in types else v for k, v in c.items()}) for c in record.pop("convs")]
+    arrays = {"head_weight": np.int8, "head_bias": np.int32, "head_multiplier": np.int32, "head_shift": np.int32,
+              "head_weight_scale": np.float64, "trace_shift": np.int32}
+    fields = {k: np.array(v, arrays[k]) if k in arrays else v for k, v in record.items()}
+    fields["input_channels"], fields["classes"] = tuple(fields["input_channels"]), tuple(fields["classes"])
+    return QuantizedModel(convs=convs, **fields)

@@ -71,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_option(bench)
     bench.set_defaults(run=_bench)
 
+    export = commands.add_parser("export", help="int8 C library (or ONNX) of a model, with its flash/RAM report")
+    export.add_argument("--model", required=True, help="zoo name or model directory")
+    export.add_argument("--target", default="c", choices=["c", "onnx"])
+    export.add_argument("--out", required=True, help="directory to write")
+    export.add_argument("--calibration", default="minmax", help="minmax or percentile (training windows)")
+    export.add_argument("--max-flash", type=int, metavar="BYTES", help="refuse an export needing more flash")
+    export.add_argument("--max-ram", type=int, metavar="BYTES", help="refuse an export needing more RAM")
+    _data_dir_option(export)
+    export.set_defaults(run=_export)
+
+    verify = commands.add_parser("verify-firmware", help="check an exported C library against the integer reference")
+    verify.add_argument("directory", help="the directory `heartsight export --target c` wrote")
+    verify.add_argument("--qemu", action="store_true", help="also build for Cortex-M4 and run under QEMU")
+    verify.add_argument("--n", type=int, default=32, help="held-out windows to compare (default 32)")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_dir_option(verify)
+    verify.set_defaults(run=_verify)
+
     analyze = commands.add_parser("analyze", help="run the device path over recordings")
     analyze.add_argument("inputs", nargs="+", metavar="INPUT", help="WFDB record path, .npy or .csv")
     analyze.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
@@ -136,6 +154,36 @@ def _bench(args) -> int:
     for path in run_benchmark(args.out, args.data_dir):
         print(f"wrote {path}")
     return 0
+
+
+def _export(args) -> int:
+    from firmware_export import export
+    from firmware_export.codegen import format_report
+
+    if args.target == "onnx":
+        from firmware_export.onnx_export import export_onnx
+
+        print(json.dumps(export_onnx(args.model, args.out, args.data_dir, args.calibration), indent=2))
+        return 0
+    report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram)
+    print(format_report(report))
+    print(f"wrote {args.out} (heartsight_model.h/.c, hs_kernels.h/.c, report.json)")
+    return 0
+
+
+def _verify(args) -> int:
+    from firmware_export import verify
+
+    result = verify(args.directory, args.n, args.qemu, args.data_dir)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for where in ("host", "qemu"):
+            if where in result:
+                print(f"{where}: {result[where]['exact']}/{result[where]['n']} windows bit-exact")
+        print(f"flash {result['flash_bytes']:,} bytes, RAM {result['ram_bytes']:,} bytes, {result['macs']:,} MACs")
+    checks = [result[w] for w in ("host", "qemu") if w in result]
+    return 0 if all(c["exact"] == c["n"] for c in checks) else 1
 
 
 def _analyze(args) -> int:
