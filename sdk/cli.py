@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a trained model by its protocol")
     evaluate.add_argument("--model", required=True, help="zoo name or model directory")
     evaluate.add_argument("--split", help="MIT-BIH split for beat models (default DS2)")
+    evaluate.add_argument("--backend", default="torch", help="torch (float), onnxruntime or c (the int8 model)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(evaluate)
     evaluate.set_defaults(run=_evaluate)
@@ -129,7 +130,7 @@ def _evaluate(args) -> int:
     from sdk.training.recipes import evaluate
     from sdk.training.tables import format_evaluation
 
-    result = evaluate(args.model, args.split, args.data_dir)
+    result = evaluate(args.model, args.split, args.data_dir, backend=args.backend)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:

@@ -28,7 +28,7 @@ from sdk.device.rpeak import detect_r_peaks
 from sdk.errors import HeartSightError
 from sdk.training import metrics
 from sdk.training.datasets import Dataset, af_dataset, beat_dataset, ppg_dataset
-from sdk.training.train import TrainConfig, fit, predict
+from sdk.training.train import TrainConfig, fit
 
 # DS1 patients held out to choose the checkpoint. 201 stays in training: with 203 it is DS1's only source of
 # normal beats in atrial fibrillation, without which irregular normal beats are taken for S beats.
@@ -163,15 +163,26 @@ def _train_cross_validated(spec, data_root, out, seed, epochs, progress) -> dict
 
 
 def evaluate(name_or_dir: str, split: str | None = None, data_root: str | os.PathLike | None = None,
-             progress: bool = True) -> dict:
-    """Score a trained model by its protocol: ecg_beat on a split (default DS2), the others on their held-out folds."""
+             progress: bool = True, backend: str = "torch") -> dict:
+    """Score a trained model by its protocol: ecg_beat on a split (default DS2), the others on their held-out folds.
+
+    backend: torch (float), or the int8 model on onnxruntime or in the generated C library, quantized with
+    training windows (sdk.device.backends).
+    """
+    from firmware_export import CALIBRATION_WINDOWS, real_windows
+    from sdk.device.backends import BACKENDS, make_runner
+
+    if backend not in BACKENDS:
+        raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     zoo = load_model(name_or_dir)
     spec = zoo.spec
+    calibration = (lambda: real_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS))
     if spec.task == "beat":
         split = split or "DS2"
         dataset = beat_dataset(spec, mitdb.split_records(split), data_root)
-        report = metrics.classification_report(dataset.y, predict(zoo.model, dataset.x).argmax(1), spec.outputs)
-        return {"model": spec.name, "split": split, **report}
+        output = make_runner(zoo, backend, calibration)(dataset.x)
+        report = metrics.classification_report(dataset.y, output.argmax(1), spec.outputs)
+        return {"model": zoo.card.get("name", spec.name), "split": split, "backend": backend, **report}
     if split is not None:
         raise HeartSightError(f"{spec.name} is scored by held-out folds, not by --split; drop --split")
     dataset, _, protocol = _folds(spec, data_root)
@@ -179,13 +190,13 @@ def evaluate(name_or_dir: str, split: str | None = None, data_root: str | os.Pat
     for fold in zoo.card["folds"]:
         fold_zoo = load_model(zoo.directory, weights=fold["weights"])
         part = dataset.subset(dataset.in_groups(fold["held_out"]))
-        output = predict(fold_zoo.model, part.x)
+        output = make_runner(fold_zoo, backend, calibration)(part.x)
         output = output.argmax(1) if spec.is_classifier else output[:, 0]
         folds.append({"held_out": fold["held_out"], **_score(spec, part.y, output)})
         truth.append(part.y)
         predicted.append(output)
     pooled = _score(spec, np.concatenate(truth), np.concatenate(predicted))
-    return {"model": spec.name, "protocol": protocol, "pooled": pooled, "folds": folds}
+    return {"model": spec.name, "protocol": protocol, "backend": backend, "pooled": pooled, "folds": folds}
 
 
 def _score(spec: ModelSpec, y: np.ndarray, output: np.ndarray) -> dict:

@@ -1,0 +1,183 @@
+"""The int8 export: the integer reference, the generated C library and its report, host and Cortex-M4 builds."""
+
+import ctypes
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA, needs_mitdb, needs_wrist
+from firmware_export import export, reference, verify
+from firmware_export.codegen import RUNTIME, Tensor, activation_tensors, arena_layout, write_c_library
+from firmware_export.host import STRICT_FLAGS, CModel, build_shared_library
+from firmware_export.quantize import load_quantized, quantize_model, quantize_multiplier, save_quantized
+from firmware_export.target import toolchain_missing
+from models.architectures import GapCnn
+from models.registry import ZooModel, get_spec
+from test_cli import heartsight
+
+TOY_SPEC = replace(get_spec("ecg_beat"), window=96, widths=(6, 8, 10))
+
+
+def _toy_zoo(seed=0):
+    torch.manual_seed(seed)
+    model = GapCnn(3, TOY_SPEC.widths, 7, 4)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return ZooModel(TOY_SPEC, model.eval(), {"name": "toy", "version": "0", "sha256": "ab" * 32}, Path("."))
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    library = tmp_path_factory.mktemp("kernels") / "libkernels.so"
+    subprocess.run(["gcc", *STRICT_FLAGS, "-shared", "-fPIC", "-o", str(library), str(RUNTIME / "hs_kernels.c")], check=True)
+    lib = ctypes.CDLL(str(library))
+    lib.hs_requantize.restype = ctypes.c_int32
+    lib.hs_requantize.argtypes = [ctypes.c_int32] * 3
+    return lib
+
+
+def test_quantize_multiplier_represents_the_real_multiplier():
+    for real in (0.5, 0.0123, 0.99999, 1.7, 3e-6):
+        q, shift = quantize_multiplier(real)
+        assert 2 ** 30 <= q < 2 ** 31
+        assert q * 2.0 ** (shift - 31) == pytest.approx(real, rel=1e-9)
+    assert quantize_multiplier(0.5) == (2 ** 30, 0)
+
+
+def test_requantize_rounds_like_the_c_kernel_on_random_and_edge_values(kernels):
+    rng = np.random.default_rng(0)
+    acc = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, 3000), rng.integers(-5000, 5000, 3000),
+                          [0, 1, -1, 3, -3, 2 ** 31 - 1, -2 ** 31]])
+    multipliers = rng.integers(2 ** 30, 2 ** 31, len(acc))
+    shifts = rng.integers(-20, 3, len(acc))
+    expected = reference.requantize(acc, multipliers, shifts)
+    actual = [kernels.hs_requantize(int(a), int(m), int(s)) for a, m, s in zip(acc, multipliers, shifts)]
+    assert np.array_equal(expected, np.array(actual))
+    q, shift = quantize_multiplier(0.5)
+    assert reference.requantize(np.array([3, 100, 101]), q, shift).tolist() == [2, 50, 51]  # ties away from zero
+
+
+def test_the_integer_model_follows_the_float_model_and_its_explanation():
+    zoo = _toy_zoo()
+    x = np.random.default_rng(1).normal(0, 1, (200, 3, TOY_SPEC.window)).astype(np.float32)
+    quantized = quantize_model(zoo, x[:100])
+    logits, last = reference.infer(quantized, reference.quantize_input(quantized, x))
+    with torch.no_grad():
+        float_logits = zoo.model(torch.from_numpy(x)).numpy()
+    assert np.mean(logits.argmax(1) == float_logits.argmax(1)) > 0.9
+    assert np.abs(reference.dequantize_logits(quantized, logits) - float_logits).max() < 0.1 * np.abs(float_logits).max()
+    from sdk.explain import ClassActivationMap
+    from sdk.explain.metrics import cosine_similarity
+
+    target = logits.argmax(1)
+    traces = reference.explain(quantized, last, target)
+    float_traces = ClassActivationMap(zoo.model).attribute(torch.from_numpy(x), torch.from_numpy(target.astype(np.int64)))
+    assert traces.dtype == np.int16 and traces.shape == (200, TOY_SPEC.window) and traces.min() >= 0
+    assert np.median(cosine_similarity(traces, float_traces)) > 0.98
+    scale = np.array([quantized.trace_scale(c) for c in target])[:, None]
+    assert np.abs(traces * scale - float_traces.numpy()).max() < 0.1 * float_traces.max().item()
+
+
+def test_the_arena_holds_every_pair_of_live_tensors_without_overlap():
+    tensors = [Tensor("a", 4, 100, 0, 1), Tensor("b", 4, 50, 1, 2), Tensor("c", 8, 50, 2, 3), Tensor("d", 8, 25, 3, 5)]
+    offsets, arena, peak = arena_layout(tensors)
+    assert arena == peak == 400 + 200 == max(400 + 200, 200 + 400, 400 + 200)
+    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(size=(16, 3, 96)).astype(np.float32))
+    tensors = activation_tensors(quantized)
+    assert [t.name for t in tensors] == ["block0", "block0_pooled", "block1", "block1_pooled", "block2"]
+    _, arena, peak = arena_layout(tensors)
+    assert arena == max(a.size + b.size for a, b in zip(tensors, tensors[1:]))
+
+
+def test_generated_library_is_bit_exact_on_the_host_including_input_quantization_and_bad_classes(tmp_path):
+    zoo = _toy_zoo(seed=3)
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1.5, (40, 3, TOY_SPEC.window)).astype(np.float32)
+    quantized = quantize_model(zoo, x[:20])
+    x[0, 0, :4] = [np.nan, np.inf, -np.inf, 1e30]
+    x[1, 0, :3] = (np.array([0.5, -0.5, 2.5]) * quantized.input_scale).astype(np.float32)  # rounding ties
+    report = write_c_library(quantized, tmp_path)
+    model = CModel(build_shared_library(tmp_path), 3, TOY_SPEC.window, 4)
+    expected_q = reference.quantize_input(quantized, x)
+    assert np.array_equal(model.quantize_input(x), expected_q)
+    logits, traces = model.infer(expected_q, explain=True)
+    expected_logits, last = reference.infer(quantized, expected_q)
+    assert np.array_equal(logits, expected_logits)
+    assert np.array_equal(traces, reference.explain(quantized, last, expected_logits.argmax(1)))
+    for class_index in range(4):  # any class, not only the predicted one
+        trace = np.zeros(TOY_SPEC.window, np.int16)
+        model.library.hs_explain(class_index, trace.ctypes.data)
+        assert np.array_equal(trace, reference.explain(quantized, last[-1:], np.array([class_index]))[0])
+    trace = np.ones(TOY_SPEC.window, np.int16)
+    model.library.hs_explain(7, trace.ctypes.data)
+    assert not trace.any()
+    header = (tmp_path / "heartsight_model.h").read_text()
+    assert "#define HS_INPUT_LENGTH 96" in header and f"#define HS_ARENA_BYTES {report['ram']['arena']}" in header
+    assert "malloc" not in (tmp_path / "heartsight_model.c").read_text() + (tmp_path / "hs_kernels.c").read_text()
+    assert "float" not in (tmp_path / "hs_kernels.c").read_text()
+    assert report["flash"]["weights"] == report["lower_bounds"]["flash_int8_weights"] == sum(
+        p.numel() for n, p in zoo.model.named_parameters() if n.endswith("weight") and p.ndim > 1)
+
+
+def test_the_quantized_model_round_trips_through_its_json(tmp_path):
+    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(size=(16, 3, 96)).astype(np.float32))
+    save_quantized(quantized, tmp_path)
+    again = load_quantized(tmp_path)
+    x_q = reference.quantize_input(quantized, np.random.default_rng(1).normal(size=(8, 3, 96)))
+    assert np.array_equal(reference.infer(again, x_q)[0], reference.infer(quantized, x_q)[0])
+
+
+@pytest.fixture(scope="module")
+def exported_zoo(tmp_path_factory):
+    """Every zoo model exported once (real calibration windows), shared by the verification tests."""
+    from models.registry import ZOO_DIR
+
+    out = {}
+    for card in sorted(ZOO_DIR.glob("*/card.json")):
+        out[card.parent.name] = tmp_path_factory.mktemp(card.parent.name)
+        export(card.parent.name, out[card.parent.name], DATA)
+    return out
+
+
+@needs_mitdb
+@needs_wrist
+@pytest.mark.skipif(toolchain_missing() is not None, reason=str(toolchain_missing()))
+def test_every_zoo_model_exports_and_is_bit_exact_on_the_host_and_on_a_cortex_m4(exported_zoo):
+    assert {"ecg_beat", "ecg_af", "ppg_hr"} <= set(exported_zoo)
+    for name, directory in exported_zoo.items():
+        result = verify(directory, n=12, qemu=True, data_root=DATA)
+        assert result["host"] == {"n": 12, "exact": 12}, name
+        assert result["qemu"]["n"] == 12 and result["qemu"]["exact"] == 12, name
+        report = json.loads((directory / "report.json").read_text())
+        assert result["flash_bytes"] == report["flash_bytes"] >= report["lower_bounds"]["flash_int8_weights"]
+
+
+@needs_mitdb
+def test_an_export_over_budget_is_refused_with_its_report_and_writes_nothing(tmp_path):
+    run = heartsight("export", "--model", "ecg_beat", "--target", "c", "--out", tmp_path / "c", "--max-flash", 20000,
+                     "--data-dir", DATA)
+    assert run.returncode == 2
+    assert "does not fit: flash" in run.stderr and "lower bound (int8 weights)" in run.stderr
+    assert not (tmp_path / "c").exists()
+
+
+@needs_mitdb
+@needs_wrist
+def test_verify_firmware_json_from_the_command_line(exported_zoo):
+    run = heartsight("verify-firmware", exported_zoo["ecg_beat"], "--n", 4, "--json", "--data-dir", DATA)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["host"] == {"n": 4, "exact": 4} and result["macs"] > 1_000_000 and "qemu" not in result
+
+
+def test_verifying_a_directory_that_was_not_exported_says_how_to_export(tmp_path):
+    run = heartsight("verify-firmware", tmp_path)
+    assert run.returncode == 2 and "heartsight export --model NAME --target c --out DIR" in run.stderr
