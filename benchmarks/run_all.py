@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import rpeak_ds2, wcam_beta
+from benchmarks import firmware, rpeak_ds2, wcam_beta
 from sdk.compress.benchmark import run_benchmark
 
 
@@ -8,6 +8,7 @@ def main() -> None:
     rpeak_ds2.main([])
     wcam_beta.main([])
     run_benchmark()
+    firmware.main([])
 
 
 if __name__ == "__main__":

@@ -181,3 +181,24 @@ def test_verify_firmware_json_from_the_command_line(exported_zoo):
 def test_verifying_a_directory_that_was_not_exported_says_how_to_export(tmp_path):
     run = heartsight("verify-firmware", tmp_path)
     assert run.returncode == 2 and "heartsight export --model NAME --target c --out DIR" in run.stderr
+
+
+def test_a_qat_model_exports_with_its_trained_ranges_and_the_integer_model_follows_it():
+    from models.architectures import fold_batch_norm
+    from models.quantization import activation_quantizers, calibrate, prepare_qat
+
+    zoo = _toy_zoo(seed=4)
+    x = np.random.default_rng(5).normal(0, 1, (300, 3, TOY_SPEC.window)).astype(np.float32)
+    qat = prepare_qat(fold_batch_norm(zoo.model))
+    calibrate(qat, [torch.from_numpy(x[:100])])
+    qat_zoo = ZooModel(TOY_SPEC, qat.eval(), {"name": "toy_qat"}, Path("."))
+    quantized = quantize_model(qat_zoo, x[:50])
+    ranges = [q.qparams() for q in activation_quantizers(qat)]
+    assert (quantized.input_scale, quantized.input_zero_point) == ranges[0]
+    assert [(c.output_scale, c.output_zero_point) for c in quantized.convs] == ranges[1:]
+    assert quantized.source["quantization"] == "qat"
+    logits, _ = reference.infer(quantized, reference.quantize_input(quantized, x))
+    with torch.no_grad():
+        simulated = qat(torch.from_numpy(x)).numpy()
+    assert np.mean(logits.argmax(1) == simulated.argmax(1)) > 0.97
+    assert np.abs(reference.dequantize_logits(quantized, logits) - simulated).max() < 3 * quantized.logit_scale

@@ -7,7 +7,7 @@ def format_evaluation(result: dict) -> str:
     if "per_class" in result:
         return format_class_table(result)
     pooled = result["pooled"]
-    lines = [f"{result['model']}  {result['protocol']}"]
+    lines = [f"{result['model']} ({result.get('backend', 'torch')})  {result['protocol']}"]
     if "mae_bpm" in pooled:
         lines.append(f"{'held out':<24}{'MAE bpm':>9}{'RMSE bpm':>10}{'windows':>9}")
         rows = [(",".join(f["held_out"]), f) for f in result["folds"]] + [("pooled", pooled)]
@@ -21,7 +21,8 @@ def format_evaluation(result: dict) -> str:
 
 
 def format_class_table(result: dict) -> str:
-    lines = [f"{result['model']} on {result['split']}: {result['n']} beats, accuracy {result['accuracy']:.4f}",
+    lines = [f"{result['model']} ({result.get('backend', 'torch')}) on {result['split']}: {result['n']} beats, "
+             f"accuracy {result['accuracy']:.4f}",
              f"{'class':<6}{'Se':>8}{'+P':>8}{'F1':>8}{'n':>8}"]
     for name, r in result["per_class"].items():
         lines.append(f"{name:<6}{r['se']:>8.4f}{r['ppv']:>8.4f}{r['f1']:>8.4f}{r['n']:>8}")
