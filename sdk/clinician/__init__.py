@@ -1,0 +1,1 @@
+"""Clinician side of alert delivery: the MQTT listener, the alert store and the review pages."""

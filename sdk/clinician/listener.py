@@ -1,0 +1,123 @@
+"""Clinician-side receiver: takes alerts off the broker, checks them and stores each once.
+
+A message is acknowledged only after it is stored or dead-lettered, so a crash or a database failure leaves it at
+the broker for redelivery. Nothing in a payload can crash the listener or make one device write as another: a
+payload must pass the schema and name the same site and device as the topic it came on (which the broker's ACL
+ties to the device's credentials), or it goes to dead letters with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from sdk.clinician.store import Store
+from sdk.errors import HeartSightError
+from sdk.stream.mqtt import Connection
+from sdk.stream.payload import from_bytes, validate
+
+log = logging.getLogger("heartsight.listener")
+
+ALERTS_FILTER = "heartsight/v1/+/+/alerts"
+
+
+class Listener:
+    """Subscribes (QoS 1, MQTT 5) to every device's alerts, or shares them with other listeners of shared_group.
+
+    With a client_id the broker keeps this listener's session (and queues alerts for it) for session_expiry_s
+    while it is away; without one each start is a fresh session with a random id.
+    """
+
+    def __init__(self, broker_url: str, store: Store, shared_group: str | None = None,
+                 username: str | None = None, password: str | None = None, tls_ca: str | Path | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 client_id: str | None = None, session_expiry_s: int = 86400):
+        if shared_group is not None and (not shared_group or set(shared_group) & set("/+#")):
+            raise HeartSightError(f"shared group {shared_group!r} must be a non-empty name without '/', '+' or '#'")
+        self.store = store
+        self.topic_filter = f"$share/{shared_group}/{ALERTS_FILTER}" if shared_group else ALERTS_FILTER
+        self.counts = {"stored": 0, "duplicates": 0, "dead_letters": 0}
+        self._conn = Connection(broker_url, client_id or f"heartsight-listener-{uuid.uuid4().hex[:12]}",
+                                username=username, password=password, tls_ca=tls_ca, tls_cert=tls_cert,
+                                tls_key=tls_key, session_expiry_s=session_expiry_s if client_id else None,
+                                on_connected=self._on_connected, manual_ack=True)
+        self._conn.client.on_subscribe = self._on_subscribe
+        self._conn.client.on_message = self._on_message
+        self._subscribed = False
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect and subscribe in the background; raises HeartSightError if not subscribed within timeout_s."""
+        self._conn.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._subscribed:
+            if self._conn.error is not None or time.monotonic() >= deadline:
+                self._conn.stop()
+                self._conn.raise_if_failed()
+                raise HeartSightError(f"could not subscribe at {self._conn.url} within {timeout_s:g} s "
+                                      f"({self._conn.last_error or 'no answer'}): check the broker address and "
+                                      "that it is running")
+            time.sleep(0.02)
+
+    def stop(self) -> dict:
+        """Disconnect; the counts so far. Raises HeartSightError if the listener had to stop on an error."""
+        self._conn.stop()
+        self._conn.raise_if_failed()
+        return dict(self.counts)
+
+    def run(self, duration_s: float | None = None, stop_when: Callable[[], bool] | None = None) -> dict:
+        """Listen in the foreground until duration_s passes or stop_when() is true (forever if neither); the counts."""
+        self.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while self._conn.error is None:
+                if stop_when is not None and stop_when():
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        finally:
+            counts = self.stop()
+        return counts
+
+    def _on_connected(self, session_present: bool) -> None:
+        self._conn.client.subscribe(self.topic_filter, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            self._conn.fail(HeartSightError(f"{self._conn.url} refused the subscription to {self.topic_filter} "
+                                            f"({failed[0]}): check that the broker's ACL lets this user read it"))
+        else:
+            self._subscribed = True
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            outcome = self._handle(message.topic, message.payload)
+        except Exception as exc:  # the store failed: leave the message unacknowledged for redelivery
+            self._conn.fail(HeartSightError(f"could not store a message from {message.topic}: {exc}; "
+                                            "it stays unacknowledged at the broker"))
+            return
+        self.counts[outcome] += 1
+        client.ack(message.mid, message.qos)
+
+    def _handle(self, topic: str, raw: bytes) -> str:
+        try:
+            alert = from_bytes(raw)
+            validate(alert)
+            _check_topic(topic, alert)
+        except HeartSightError as exc:
+            log.warning("dead letter from %s: %s", topic, exc)
+            self.store.add_dead_letter(topic, raw, str(exc))
+            return "dead_letters"
+        return "stored" if self.store.add(alert) else "duplicates"
+
+
+def _check_topic(topic: str, alert: dict) -> None:
+    """The topic is what the broker authorised; the payload must not claim another site or device."""
+    levels = topic.split("/")
+    if len(levels) != 5 or (levels[2], levels[3]) != (alert["site"], alert["device"]):
+        raise HeartSightError(f"payload says site {alert['site']} device {alert['device']} but came on {topic}: "
+                              "a device may publish only on heartsight/v1/<its site>/<its device>/alerts")

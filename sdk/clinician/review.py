@@ -1,0 +1,171 @@
+"""What clinicians read: static HTML review pages, a JSON-lines export and FHIR Observations of stored alerts.
+
+Every piece of text on the pages comes from device payloads, so all of it is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sdk.clinician.store import Store
+from sdk.stream.payload import decode_array
+
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}section{margin:2em 0}"
+          "img{max-width:100%}code{font-size:.9em}")
+
+
+def write_review(store: Store, out_dir: str | Path) -> list[Path]:
+    """index.html plus one page per device, newest alert first, each with a PNG under png/; the pages, index first."""
+    out = Path(out_dir)
+    (out / "png").mkdir(parents=True, exist_ok=True)
+    by_device = {device: store.alerts(device) for device in store.devices()}
+    pages = []
+    for device, alerts in by_device.items():
+        sections = []
+        for alert in reversed(alerts):  # newest first
+            png = Path("png") / f"{_file_name(alert['id'])}.png"
+            _plot(alert, out / png)
+            sections.append(_alert_section(alert, png))
+        page = out / _device_page(device)
+        page.write_text(_html(f"Device {device}", f'<p><a href="index.html">All devices</a></p>'
+                              f"<p>{len(alerts)} alert(s)</p>{''.join(sections)}"), encoding="utf-8")
+        pages.append(page)
+    index = out / "index.html"
+    index.write_text(_html("HeartSight alerts", _device_table(by_device) + _dead_letter_table(store.dead_letters())),
+                     encoding="utf-8")
+    return [index, *pages]
+
+
+def export_jsonl(store: Store, device: str | None = None) -> Iterator[str]:
+    """One JSON line per alert, arrays decoded to plain numbers in real units (signal in mV)."""
+    for alert in store.alerts(device):
+        yield json.dumps({
+            "id": alert["id"], "device": alert["device"], "site": alert["site"], "type": alert["type"],
+            "time": alert["time"], "sample_index": alert["sample_index"], "label": alert["label"],
+            "confidence": alert["confidence"], "model": alert["model"], "details": alert["details"],
+            "fs": alert["signal"]["fs"], "start_sample": alert["signal"]["start_sample"],
+            "signal": _plain(decode_array(alert["signal"])), "trace": _plain(decode_array(alert["trace"])),
+        })
+
+
+def to_fhir_observation(alert: dict) -> dict:
+    """A FHIR R4 Observation: the ECG excerpt as SampledData, the saliency trace and the alert as components."""
+    signal, trace, model = alert["signal"], alert["trace"], alert["model"]
+    period_ms = 1000.0 / signal["fs"]
+    return {
+        "resourceType": "Observation",
+        "id": alert["id"],
+        "identifier": [{"system": "urn:heartsight:alert", "value": alert["id"]}],
+        "status": "preliminary",  # a model's finding until a clinician reviews it
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "procedure", "display": "Procedure"}]}],
+        "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.24", "code": "131328",
+                             "display": "MDC_ECG_ELEC_POTL"}],
+                 "text": f"ECG excerpt of a {alert['type']} alert"},
+        "device": {"identifier": {"system": "urn:heartsight:device", "value": alert["device"]},
+                   "display": f"{alert['device']} at {alert['site']}"},
+        "effectiveDateTime": alert["time"],
+        "valueSampledData": _sampled_data(signal, period_ms, {"value": 0, "unit": "mV",
+                                                              "system": "http://unitsofmeasure.org", "code": "mV"}),
+        "component": [
+            {"code": {"text": "alert type"}, "valueString": alert["type"]},
+            {"code": {"text": "model label"}, "valueString": alert["label"]},
+            {"code": {"text": "model confidence"},
+             "valueQuantity": {"value": alert["confidence"], "unit": "1", "system": "http://unitsofmeasure.org",
+                               "code": "1"}},
+            {"code": {"text": "saliency trace, aligned with the ECG excerpt"},
+             "valueSampledData": _sampled_data(trace, period_ms, {"value": 0, "unit": "1",
+                                                                  "system": "http://unitsofmeasure.org",
+                                                                  "code": "1"})},
+        ],
+        "note": [{"text": f"model {model['name']} {model['version']} ({model['backend']}), "
+                          f"sha256 {model['sha256']}; event at sample {alert['sample_index']}"}],
+    }
+
+
+def _sampled_data(encoded: dict, period_ms: float, origin: dict) -> dict:
+    steps = np.rint(decode_array(encoded) / encoded["scale"]).astype(int)
+    return {"origin": origin, "period": period_ms, "factor": encoded["scale"], "dimensions": 1,
+            "data": " ".join(map(str, steps))}
+
+
+def _plot(alert: dict, path: Path) -> None:
+    """ECG excerpt in black over the saliency trace as a filled area on its own axis; the event as a line."""
+    signal, trace = decode_array(alert["signal"]), decode_array(alert["trace"])
+    fs = alert["signal"]["fs"]
+    t = np.arange(len(signal)) / fs
+    fig = Figure(figsize=(10, 2.4), dpi=100)
+    ecg = fig.add_subplot()
+    saliency = ecg.twinx()
+    saliency.fill_between(t, 0, trace, color="tab:red", alpha=0.3, linewidth=0)
+    saliency.set_ylabel("saliency", color="tab:red")
+    ecg.plot(t, signal, color="black", linewidth=0.8)
+    ecg.set_zorder(saliency.get_zorder() + 1)  # the ECG stays readable on top of the filled trace
+    ecg.patch.set_visible(False)
+    event = (alert["sample_index"] - alert["signal"]["start_sample"]) / fs
+    if 0 <= event <= t[-1]:
+        ecg.axvline(event, color="tab:blue", linewidth=1, linestyle="--")
+    ecg.set_xlim(0, t[-1] if len(t) > 1 else 1 / fs)
+    ecg.set_xlabel("seconds from excerpt start")
+    ecg.set_ylabel("mV")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def _alert_section(alert: dict, png: Path) -> str:
+    e = html.escape
+    model = alert["model"]
+    rows = [("type", alert["type"]), ("time", alert["time"]), ("label", alert["label"]),
+            ("confidence", f"{alert['confidence']:.2f}"), ("model", f"{model['name']} {model['version']}"),
+            ("model sha256", model["sha256"][:12]), ("backend", model["backend"]),
+            ("details", json.dumps(alert["details"], sort_keys=True)), ("alert id", alert["id"])]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    return (f'<section id="{e(alert["id"])}"><h2>{e(alert["time"])}: {e(alert["type"])}</h2><table>{table}</table>'
+            f'<img src="{e(png.as_posix())}" alt="{e("ECG excerpt and saliency trace of alert " + alert["id"])}">'
+            "</section>")
+
+
+def _device_table(by_device: dict[str, list[dict]]) -> str:
+    e = html.escape
+    rows = "".join(f'<tr><td><a href="{e(_device_page(device))}">{e(device)}</a></td>'
+                   f"<td>{e(', '.join(sorted({a['site'] for a in alerts})))}</td><td>{len(alerts)}</td>"
+                   f"<td>{e(alerts[-1]['time'])}</td></tr>" for device, alerts in by_device.items())
+    return ("<h2>Devices</h2><table><tr><th>device</th><th>site</th><th>alerts</th><th>latest</th></tr>"
+            f"{rows}</table>")
+
+
+def _dead_letter_table(dead: list[dict]) -> str:
+    """Rejected messages, newest first, so an operator sees spoofing attempts and broken devices."""
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(d['received_at'])}</td><td><code>{e(d['topic'])}</code></td>"
+                   f"<td>{e(d['reason'])}</td></tr>" for d in reversed(dead[-100:]))
+    return (f"<h2>Rejected messages ({len(dead)})</h2><table><tr><th>received</th><th>topic</th><th>reason</th></tr>"
+            f"{rows}</table>")
+
+
+def _html(title: str, body: str) -> str:
+    t = html.escape(title)
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t}</title>'
+            f"<style>{_STYLE}</style></head><body><h1>{t}</h1>{body}</body></html>\n")
+
+
+def _device_page(device: str) -> str:
+    return f"device-{_file_name(device)}.html"
+
+
+def _file_name(text: str) -> str:
+    """Schema-valid names and ids are kept as they are; nothing can reach outside out_dir (no slashes)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def _plain(values: np.ndarray) -> list[float]:
+    """int16 steps times scale, without float noise such as 0.30000000000000004 (9 digits keep every step)."""
+    return [float(f"{v:.9g}") for v in values]

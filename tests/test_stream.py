@@ -1,0 +1,375 @@
+"""Alert wire format, outbox and publisher, against real Mosquitto brokers each test starts and stops (no mocks)."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from sdk.errors import HeartSightError
+from sdk.stream.outbox import Outbox
+from sdk.stream.payload import decode_array, encode_array, from_bytes, make_alert, to_bytes, validate
+from sdk.stream.publisher import Publisher
+
+REPO = Path(__file__).resolve().parents[1]
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt-get install mosquitto)")
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **overrides) -> dict:
+    """A valid alert with a 1 s synthetic ECG excerpt at 360 Hz and a saliency bump at the event."""
+    t = np.arange(360) / 360
+    signal_mv = np.sin(2 * np.pi * 1.2 * t) + 0.2 * np.sin(2 * np.pi * 17 * t)
+    trace = np.exp(-((t - 0.5) / 0.05) ** 2)
+    fields = dict(device=device, site=site, alert_type="ventricular_ectopic_beat", time=T0 + timedelta(seconds=i),
+                  sample_index=1000 + 360 * i + 180, confidence=0.93, label="V",
+                  model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "torch"},
+                  signal=signal_mv, fs=360, start_sample=1000 + 360 * i, trace=trace, details={"run_length": 1})
+    return make_alert(**{**fields, **overrides})
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A Mosquitto of the test's own on a free port (with persistence), so it can be stopped and restarted."""
+
+    def __init__(self, directory: Path, config: str = "allow_anonymous true", tls: bool = False):
+        self.port = free_port()
+        self.log_path = directory / f"mosquitto-{self.port}.log"
+        self.conf = directory / f"mosquitto-{self.port}.conf"
+        self.conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n{config}\n"
+                             f"persistence true\npersistence_location {directory}/\n"
+                             f"persistence_file mosquitto-{self.port}.db\nlog_dest stderr\n")
+        self.url = f"mqtts://localhost:{self.port}" if tls else f"mqtt://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        ready = wait_until(lambda: self.proc.poll() is not None or _accepts(self.port), 5)
+        if not ready or self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+class Collector:
+    """A plain MQTT 5 subscriber with a persistent session, recording every message it gets."""
+
+    def __init__(self, port: int, topic: str = "heartsight/v1/#"):
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{os.urandom(6).hex()}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *args: setattr(self, "subscribed", True)
+        self.client.on_message = lambda client, userdata, message: self.messages.append(message)
+        self.subscribed = False
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        self.client.connect_async("127.0.0.1", port, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert wait_until(lambda: self.subscribed, 5)
+
+    def alert_ids(self) -> list[str]:
+        return [json.loads(m.payload)["id"] for m in self.messages if m.topic.endswith("/alerts")]
+
+    def statuses(self) -> list[str]:
+        return [json.loads(m.payload)["state"] for m in self.messages if m.topic.endswith("/status")]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- wire format ---------------------------------------------------------------------------------------------------
+
+def test_arrays_are_int16_little_endian_base64_in_real_units():
+    encoded = encode_array(np.array([1.0, -0.002, 0.0304]), 0.001)
+    assert encoded["encoding"] == "base64-int16-le"
+    assert base64.b64decode(encoded["data"]) == struct.pack("<3h", 1000, -2, 30)
+    assert decode_array(encoded) == pytest.approx([1.0, -0.002, 0.030])
+
+
+def test_encoding_refuses_what_int16_cannot_hold():
+    with pytest.raises(HeartSightError, match="do not fit int16"):
+        encode_array(np.array([40.0]), 0.001)
+    with pytest.raises(HeartSightError, match="NaN"):
+        encode_array(np.array([0.0, np.nan]), 0.001)
+
+
+def test_make_alert_builds_a_valid_alert_that_roundtrips():
+    alert = sample_alert()
+    validate(alert)
+    assert len(alert["id"]) == 32 and alert["time"] == "2024-05-01T12:00:00.000Z"
+    assert from_bytes(to_bytes(alert)) == alert
+    t = np.arange(360) / 360
+    expected = np.sin(2 * np.pi * 1.2 * t) + 0.2 * np.sin(2 * np.pi * 17 * t)
+    assert np.max(np.abs(decode_array(alert["signal"]) - expected)) <= alert["signal"]["scale"] / 2 + 1e-12
+    assert len(decode_array(alert["trace"])) == 360
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda a: a.update(confidence=1.5), "at confidence"),
+    (lambda a: a.pop("trace"), "'trace' is a required property"),
+    (lambda a: a.update(extra=1), "Additional properties"),
+    (lambda a: a.update(type="panic"), "at type"),
+    (lambda a: a.update(device="dev/b"), "at device"),
+    (lambda a: a.update(time="2024-05-01 12:00:00"), "at time"),
+    (lambda a: a.update(time="2024-13-01T12:00:00Z"), "not a real date"),
+    (lambda a: a["model"].update(backend="tflite"), "at model.backend"),
+    (lambda a: a["signal"].update(data="!!!!"), "at signal.data"),
+    (lambda a: a["trace"].update(data=a["trace"]["data"][:-8]), "at trace.data"),
+])
+def test_validate_names_the_first_violation(change, where):
+    alert = sample_alert()
+    change(alert)
+    with pytest.raises(HeartSightError, match="alert is invalid") as error:
+        validate(alert)
+    assert where in str(error.value) and "\n" not in str(error.value)
+
+
+def test_from_bytes_rejects_what_is_not_a_json_object():
+    for raw in (b"{not json", b"\xff\xfe", b"[1, 2]", b'{"confidence": NaN}'):
+        with pytest.raises(HeartSightError):
+            from_bytes(raw)
+
+
+# --- outbox --------------------------------------------------------------------------------------------------------
+
+def test_outbox_keeps_order_across_restarts_and_ignores_duplicates(tmp_path):
+    alerts = [sample_alert(i=i) for i in range(3)]
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    assert [outbox.put(a) for a in alerts] == [True, True, True]
+    assert outbox.put(alerts[1]) is False
+    outbox.mark_acked(alerts[0]["id"])
+    assert outbox.put(alerts[0]) is False  # acknowledged ids are remembered, so a re-put does not resend
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite")
+    assert [a["id"] for a in reopened.pending()] == [alerts[1]["id"], alerts[2]["id"]]
+    assert reopened.pending()[0] == alerts[1] and len(reopened) == 2
+    reopened.close()
+
+
+# --- publisher -----------------------------------------------------------------------------------------------------
+
+@needs_mosquitto
+def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(broker, tmp_path):
+    collector = Collector(broker.port)
+    alerts = [sample_alert(i=i) for i in range(5)]
+    publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "outbox.sqlite")
+    for alert in alerts:
+        publisher.publish(alert)
+    publisher.publish(alerts[0])  # a duplicate id is neither queued nor sent again
+    assert publisher.flush(10) == 0
+    publisher.close()
+    assert wait_until(lambda: len(collector.alert_ids()) == 5 and collector.statuses()[-1:] == ["offline"]), \
+        (collector.alert_ids(), collector.statuses())
+    assert collector.alert_ids() == [a["id"] for a in alerts]
+    message = next(m for m in collector.messages if m.topic == "heartsight/v1/s1/dev-a/alerts")
+    assert message.qos == 1
+    assert message.properties.ContentType == "application/json"
+    assert message.properties.PayloadFormatIndicator == 1
+    assert message.properties.UserProperty == [("schema", "heartsight.alert.v1")]
+    assert collector.statuses() == ["online", "offline"]
+    collector.close()
+    late = Collector(broker.port, "heartsight/v1/s1/dev-a/status")  # retained: a newcomer sees the last state
+    assert wait_until(lambda: late.statuses() == ["offline"], 5)
+    late.close()
+
+
+@pytest.fixture
+def restartable_broker(tmp_path):
+    """A broker the test stops and starts itself; stopped at the end whatever happens."""
+    b = Broker(tmp_path)
+    yield b
+    b.stop()
+
+
+@needs_mosquitto
+def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartable_broker, tmp_path):
+    broker = restartable_broker
+    broker.start()
+    collector = Collector(broker.port)  # persistent session: the broker queues for it across its own restart
+    outbox = tmp_path / "outbox.sqlite"
+    alerts = [sample_alert(i=i) for i in range(30)]  # more than paho's 20 in flight
+    first = Publisher(broker.url, "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
+    first.publish(alerts[0])
+    assert first.flush(10) == 0
+    broker.stop()
+    for alert in alerts[1:3]:
+        first.publish(alert)  # broker down: no error, the alert waits on disk
+    assert first.flush(0.3) == 2
+    first.close()
+    # A device process that queues one more alert and then dies without closing anything.
+    crashed = subprocess.run(
+        [sys.executable, "-c", "import json, os, signal, sys; from sdk.stream.publisher import Publisher; "
+         f"p = Publisher({broker.url!r}, 'dev-a', 's1', outbox_path={str(outbox)!r}); "
+         "p.publish(json.loads(sys.stdin.read())); os.kill(os.getpid(), signal.SIGKILL)"],
+        input=json.dumps(alerts[3]), text=True, cwd=REPO, capture_output=True, timeout=60)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    broker.start()
+    restarted = Publisher(broker.url, "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
+    restarted.publish(alerts[4])
+    assert restarted.flush(15) == 0
+    broker.stop()  # an outage while connected: what is published meanwhile goes out on reconnect
+    for alert in alerts[5:]:
+        restarted.publish(alert)
+    broker.start()
+    assert restarted.flush(15) == 0
+    restarted.close()
+    assert wait_until(lambda: len(set(collector.alert_ids())) == len(alerts), 10), collector.alert_ids()
+    received = list(dict.fromkeys(collector.alert_ids()))  # at least once: drop redeliveries, keep first arrivals
+    assert received == [a["id"] for a in alerts], [[a["id"] for a in alerts].index(i) for i in collector.alert_ids()]
+    collector.close()
+
+
+@needs_mosquitto
+def test_last_will_marks_a_killed_device_offline(broker, tmp_path):
+    collector = Collector(broker.port, "heartsight/v1/s1/dev-a/status")
+    device = subprocess.Popen(
+        [sys.executable, "-c", "import time; from sdk.stream.publisher import Publisher; "
+         f"p = Publisher({broker.url!r}, 'dev-a', 's1', outbox_path={str(tmp_path / 'o.sqlite')!r}); "
+         "time.sleep(60)"], cwd=REPO)
+    try:
+        assert wait_until(lambda: collector.statuses() == ["online"], 20), collector.statuses()
+    finally:
+        device.kill()  # no DISCONNECT packet: the broker publishes the will
+        device.wait(10)
+    assert wait_until(lambda: collector.statuses() == ["online", "offline"], 5), collector.statuses()
+    collector.close()
+
+
+def test_unreachable_broker_does_not_raise_and_keeps_the_alert(tmp_path):
+    publisher = Publisher(f"mqtt://127.0.0.1:{free_port()}", "dev-a", "s1", outbox_path=tmp_path / "o.sqlite")
+    publisher.publish(sample_alert())
+    assert publisher.flush(0.5) == 1
+    assert "refused" in publisher.last_error.lower()
+    publisher.close()
+    assert len(Outbox(tmp_path / "o.sqlite").pending()) == 1
+
+
+def test_publisher_refuses_bad_input(tmp_path):
+    with pytest.raises(HeartSightError, match="not mqtt://"):
+        Publisher("http://127.0.0.1:1883", "dev-a", outbox_path=tmp_path / "o.sqlite")
+    with pytest.raises(HeartSightError, match="not a valid name"):
+        Publisher("mqtt://127.0.0.1:1", "dev/a", outbox_path=tmp_path / "o.sqlite")
+    publisher = Publisher(f"mqtt://127.0.0.1:{free_port()}", "dev-a", "s1", outbox_path=tmp_path / "o.sqlite")
+    with pytest.raises(HeartSightError, match="one Publisher per device"):
+        publisher.publish(sample_alert(device="dev-b"))
+    assert publisher.pending() == 0
+    publisher.close()
+
+
+@needs_mosquitto
+def test_bad_credentials_give_a_clear_error(tmp_path):
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(tmp_path / "passwords"), "dev-a", "right"], check=True)
+    broker = Broker(tmp_path, f"allow_anonymous false\npassword_file {tmp_path / 'passwords'}")
+    broker.start()
+    try:
+        publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite",
+                              username="dev-a", password="wrong")
+        with pytest.raises(HeartSightError, match="refused the connection .*username, password"):
+            publisher.wait_connected(5)
+        with pytest.raises(HeartSightError, match="refused the connection"):
+            publisher.publish(sample_alert())
+        with pytest.raises(HeartSightError, match="refused the connection"):
+            publisher.flush(1)
+        assert publisher.pending() == 1  # kept for when the credentials are fixed
+        publisher.close()
+        good = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite", username="dev-a",
+                         password="right")
+        assert good.flush(10) == 0
+        good.close()
+    finally:
+        broker.stop()
+
+
+def make_tls_files(directory: Path, name: str = "ca") -> dict[str, Path]:
+    """A throw-away CA and a server certificate for localhost and 127.0.0.1, made with openssl."""
+    files = {k: directory / f"{name}-{k}" for k in ("ca.crt", "ca.key", "server.crt", "server.key", "server.csr")}
+    ext = directory / f"{name}-san.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["openssl", "req", "-x509", *ec, "-keyout", files["ca.key"], "-out", files["ca.crt"], "-days", "2",
+         "-subj", f"/CN=HeartSight test {name}"],
+        ["openssl", "req", *ec, "-keyout", files["server.key"], "-out", files["server.csr"], "-subj", "/CN=localhost"],
+        ["openssl", "x509", "-req", "-in", files["server.csr"], "-CA", files["ca.crt"], "-CAkey", files["ca.key"],
+         "-CAcreateserial", "-out", files["server.crt"], "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run([str(c) for c in command], check=True, capture_output=True)
+    return files
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@needs_mosquitto
+def test_tls_publish_verifies_the_broker(tmp_path):
+    tls = make_tls_files(tmp_path)
+    other = make_tls_files(tmp_path, "other")
+    broker = Broker(tmp_path, f"allow_anonymous true\ncafile {tls['ca.crt']}\ncertfile {tls['server.crt']}\n"
+                              f"keyfile {tls['server.key']}", tls=True)
+    broker.start()
+    try:
+        publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite", tls_ca=tls["ca.crt"])
+        publisher.publish(sample_alert())
+        assert publisher.flush(10) == 0
+        publisher.close()
+        untrusted = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o2.sqlite",
+                              tls_ca=other["ca.crt"])
+        with pytest.raises(HeartSightError, match="does not verify"):
+            untrusted.wait_connected(5)
+        untrusted.close()
+    finally:
+        broker.stop()
