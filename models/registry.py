@@ -46,7 +46,7 @@ REGISTRY = {
     ),
     "ecg_af": ModelSpec(
         name="ecg_af", task="rhythm", fs=ECG_FS, window=1280, hop=1280,
-        input_channels=("ecg", "rhythm"), outputs=("non-AF", "AF"),
+        input_channels=("ecg", "rhythm", "rr_change"), outputs=("non-AF", "AF"),
         preprocessing="rhythm_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
     ),
     "ppg_hr": ModelSpec(

@@ -49,7 +49,9 @@ def test_beat_windows_centre_the_beat_and_carry_rhythm_bumps():
     assert windows[0, 1].argmax() == 384  # centre marker
     assert np.all(windows[0, 0, :384 - 100 - 20] == 0)  # before the record: zero padding
     starts = np.array([0, 1280])
-    assert preprocess.rhythm_windows(tracks, starts, 1280).shape == (2, 2, 1280)
+    rhythm = preprocess.rhythm_windows(tracks, starts, 1280)
+    assert rhythm.shape == (2, 3, 1280)
+    assert np.allclose(rhythm[:, 2], 0, atol=1e-6)  # a perfectly regular rhythm: no RR change anywhere
 
 
 def test_ppg_windows_are_standardised_per_window_and_channel():

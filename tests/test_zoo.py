@@ -6,7 +6,7 @@ import pytest
 
 from conftest import DATA, needs_mitdb, needs_wrist
 from models.architectures import parameter_count
-from models.registry import REGISTRY, load_model
+from models.registry import REGISTRY, ZOO_DIR, load_model
 from sdk.training.recipes import evaluate
 
 CARD_FIELDS = {"task", "outputs", "fs", "window_samples", "preprocessing", "training_data", "parameters",
@@ -47,3 +47,19 @@ def test_ppg_hr_leave_one_subject_out_is_reproduced():
     result = evaluate("ppg_hr", data_root=DATA, progress=False)
     assert [f["held_out"] for f in result["folds"]] == [[s] for s in ("s2", "s3", "s4", "s5", "s6", "s8", "s9")]
     assert result["pooled"] == card["metrics"]["cross_validation"]["pooled"]
+
+
+COMPRESSED = sorted(p.parent.name for p in ZOO_DIR.glob("*/card.json") if p.parent.name not in REGISTRY)
+
+
+@needs_mitdb
+@pytest.mark.parametrize("name", COMPRESSED)
+def test_compressed_zoo_models_reproduce_their_ds2_scores_and_name_their_teacher(name):
+    zoo = load_model(name)
+    card = zoo.card
+    assert card["compression"]["teacher_sha256"] == load_model(card["compression"]["teacher"]).card["sha256"]
+    assert card["sha256"] == hashlib.sha256((zoo.directory / "model.pt").read_bytes()).hexdigest()
+    assert card["size"]["params"] == parameter_count(zoo.model) < card["size"]["teacher"]["params"]
+    result = evaluate(name, data_root=DATA, progress=False)
+    assert result["accuracy"] == card["metrics"]["DS2"]["accuracy"]
+    assert result["per_class"] == card["metrics"]["DS2"]["per_class"]

@@ -7,6 +7,8 @@ trace accounts for everything a model used:
   must not be rescaled to look normal);
 - a rhythm track: a small bump at every R peak whose height is that beat's RR interval relative to the
   patient's recent mean RR, minus 1 (premature beats dip, pauses rise);
+- for rhythm models, an RR-change track: a bump at every R peak whose height is how much the relative RR
+  changed from the previous beat (beat-to-beat irregularity, the mark of atrial fibrillation);
 - for beat models, a centre marker: a bump at the beat being classified, because a global-average-pool
   head cannot otherwise tell which beat of a multi-beat window it is asked about.
 """
@@ -107,6 +109,7 @@ class EcgTracks:
 
     filtered: np.ndarray
     rhythm: np.ndarray
+    rr_change: np.ndarray  # a bump at every R peak: |change of the relative RR from the previous beat|
     context: BeatContext
 
 
@@ -114,7 +117,9 @@ def ecg_tracks(ecg_at_model_fs: np.ndarray, r_peaks: np.ndarray, fs: float = ECG
     """Filter an ECG already resampled to the model rate and build its rhythm track from R peaks."""
     filtered = ecg_bandpass(fs)(ecg_at_model_fs)
     context = beat_context(filtered, r_peaks, fs)
-    return EcgTracks(filtered, bump_track(len(filtered), context.r_peaks, context.rr_relative), context)
+    rr_change = np.abs(np.diff(context.rr_relative, prepend=context.rr_relative[:1]))
+    return EcgTracks(filtered, bump_track(len(filtered), context.r_peaks, context.rr_relative),
+                     bump_track(len(filtered), context.r_peaks, rr_change), context)
 
 
 def _slices(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -136,14 +141,17 @@ def beat_windows(tracks: EcgTracks, beat_indices: np.ndarray, window: int) -> np
 
 
 def rhythm_windows(tracks: EcgTracks, starts: np.ndarray, window: int) -> np.ndarray:
-    """(n, 2, window) inputs for rhythm models: scaled ECG and rhythm track."""
+    """(n, 3, window) inputs for rhythm models: scaled ECG, rhythm track and RR-change track.
+
+    The RR-change track makes beat-to-beat irregularity, the mark of atrial fibrillation, a local feature.
+    """
     starts = np.asarray(starts, dtype=np.int64)
     context = tracks.context
     last_beat = np.clip(np.searchsorted(context.r_peaks, starts + window) - 1, 0, max(len(context.r_peaks) - 1, 0))
     scale = context.amplitude_scale[last_beat][:, None] if len(context.r_peaks) else np.ones((len(starts), 1))
     ecg = np.clip(_slices(tracks.filtered, starts, window) / scale, -8.0, 8.0)
     rhythm = _slices(tracks.rhythm, starts, window)
-    return np.stack([ecg, rhythm], axis=1).astype(np.float32)
+    return np.stack([ecg, rhythm, _slices(tracks.rr_change, starts, window)], axis=1).astype(np.float32)
 
 
 def ppg_windows(ppg_and_accel_at_model_fs: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
