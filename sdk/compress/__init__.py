@@ -54,7 +54,9 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
     card["reproduce"] = (f"heartsight compress --model {zoo.card['name']} --method {plan.method} --ratio {plan.ratio}"
                          + (f" --wcam {plan.wcam_beta:g}" if plan.wcam_beta else "")
                          + (f" --schedule {plan.schedule}" if plan.schedule != "one-shot" else "")
-                         + (" --stochastic" if plan.stochastic else "") + f" --out {out}")
+                         + (" --stochastic" if plan.stochastic else "") + (" --exact" if plan.exact_wcam else "")
+                         + (f" --epochs {plan.epochs}" if plan.epochs else "") + (f" --seed {plan.seed}" if plan.seed else "")
+                         + f" --out {out}")
     card["compression"] = {"method": plan.method, "ratio": plan.ratio, "schedule": plan.schedule,
                            "wcam_beta": plan.wcam_beta, "wcam_stochastic": plan.stochastic,
                            "teacher": zoo.card["name"], "teacher_sha256": zoo.card.get("sha256")}
