@@ -100,6 +100,44 @@ def _parser() -> argparse.ArgumentParser:
                          help="add window_start and the saliency trace of the predicted class to every beat/window")
     analyze.set_defaults(run=_analyze)
 
+    stream = commands.add_parser("stream", help="replay a recording through the device runtime and publish alerts")
+    stream.add_argument("input", metavar="INPUT", help="WFDB record path, .npy or .csv")
+    stream.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    stream.add_argument("--device", required=True, help="this device's id (its topic and its broker user)")
+    stream.add_argument("--site", default="default")
+    stream.add_argument("--model", default="ecg_beat", help="zoo model (default ecg_beat)")
+    stream.add_argument("--backend", default="torch", help="torch, onnxruntime or c")
+    stream.add_argument("--speed", default="max", help="times real time, or max (default)")
+    stream.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
+    stream.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
+    stream.add_argument("--outbox", help="the store-and-forward file (default ~/.heartsight/outbox-SITE-DEVICE.sqlite)")
+    stream.add_argument("--username")
+    stream.add_argument("--password")
+    stream.add_argument("--tls-ca", help="CA certificate that signed the broker's")
+    stream.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_dir_option(stream)
+    stream.set_defaults(run=_stream)
+
+    clinician = commands.add_parser("clinician", help="receive, store and review explained alerts")
+    clinician_commands = clinician.add_subparsers(required=True, metavar="ACTION")
+    listen = clinician_commands.add_parser("listen", help="subscribe and store alerts (SQLite file or PostgreSQL URL)")
+    listen.add_argument("--broker", required=True)
+    listen.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    listen.add_argument("--shared", metavar="GROUP", help="join a shared subscription so listeners split the load")
+    listen.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    listen.add_argument("--client-id", help="a fixed id keeps the broker session (and unacknowledged alerts) across restarts")
+    listen.add_argument("--username")
+    listen.add_argument("--password")
+    listen.add_argument("--tls-ca")
+    listen.set_defaults(run=_listen)
+    review = clinician_commands.add_parser("review", help="write the HTML review pages")
+    review.add_argument("--db", required=True)
+    review.add_argument("--out", required=True)
+    review.set_defaults(run=_review)
+    export_alerts = clinician_commands.add_parser("export", help="print stored alerts as JSON lines")
+    export_alerts.add_argument("--db", required=True)
+    export_alerts.set_defaults(run=_export_alerts)
+
     demo = commands.add_parser("demo", help="the main job on embedded defaults")
     _data_dir_option(demo)
     demo.add_argument("--out", default="out/demo", help="where to write the results (default out/demo)")
@@ -185,6 +223,63 @@ def _verify(args) -> int:
         print(f"flash {result['flash_bytes']:,} bytes, RAM {result['ram_bytes']:,} bytes, {result['macs']:,} MACs")
     checks = [result[w] for w in ("host", "qemu") if w in result]
     return 0 if all(c["exact"] == c["n"] for c in checks) else 1
+
+
+def _stream(args) -> int:
+    from firmware_export import real_windows
+    from models.registry import load_model
+    from sdk.data.records import check_fs, read_input
+    from sdk.stream.publisher import Publisher
+    from sdk.stream.replay import parse_speed, stream_recording
+
+    speed = parse_speed(args.speed)
+    if args.fs is not None:
+        check_fs(args.fs)
+    recording = read_input(args.input, args.fs)
+    spec = load_model(args.model).spec
+    calibration = None if args.backend == "torch" else (lambda: real_windows(spec, "calibration", args.data_dir, 512))
+    with Publisher(args.broker, args.device, args.site, args.outbox, args.username, args.password, args.tls_ca) as publisher:
+        summary = stream_recording(recording, publisher, args.model, args.backend, speed, args.channel, calibration)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['samples']} samples, {summary['beats']} beats, {summary['alerts_published']} alerts published, "
+              f"{summary['queued']} still queued on disk")
+    return 0
+
+
+def _listen(args) -> int:
+    from sdk.clinician.listener import Listener
+    from sdk.clinician.store import Store
+
+    store = Store(args.db)
+    listener = Listener(args.broker, store, args.shared, args.username, args.password, args.tls_ca, client_id=args.client_id)
+    counts = listener.run(duration_s=args.duration)
+    print(json.dumps(counts))
+    store.close()
+    return 0
+
+
+def _review(args) -> int:
+    from sdk.clinician.review import write_review
+    from sdk.clinician.store import Store
+
+    store = Store(args.db)
+    pages = write_review(store, args.out)
+    store.close()
+    print(f"wrote {pages[0]} ({len(pages) - 1} device page(s))")
+    return 0
+
+
+def _export_alerts(args) -> int:
+    from sdk.clinician.review import export_jsonl
+    from sdk.clinician.store import Store
+
+    store = Store(args.db)
+    for line in export_jsonl(store):
+        print(line)
+    store.close()
+    return 0
 
 
 def _analyze(args) -> int:

@@ -26,7 +26,7 @@ def analyze(recording: Recording, model: str | ZooModel = "ecg_beat", channel: i
     """
     zoo = load_model(model) if isinstance(model, str) else model
     spec = zoo.spec
-    signal = _select_channels(recording, spec.task, channel)
+    signal = select_channels(recording, spec.task, channel)
     min_samples = int(np.ceil(spec.window / spec.fs * recording.fs))
     check_signal(signal, recording.name, min_samples)
     at_model_rate = resample(signal, recording.fs, spec.fs)
@@ -91,7 +91,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
 
-def _select_channels(recording: Recording, task: str, channel: int | None) -> np.ndarray:
+def select_channels(recording: Recording, task: str, channel: int | None) -> np.ndarray:
     """ECG models read one lead (MLII when the header names it); PPG models read PPG + accelerometer x, y, z.
 
     A PPG-only input is accepted: its accelerometer channels are taken as zero (a still wrist).
