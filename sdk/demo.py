@@ -1,8 +1,10 @@
-"""`heartsight demo`: the device path on one recording, checked against its reference beat labels.
+"""`heartsight demo`: the whole product on one recording, from signal to the clinician's review page.
 
 It reads a DS2 record of MIT-BIH when the data directory holds it (a patient the beat model never saw),
-else generates a synthetic ECG with ectopic beats, runs the R-peak detector and the beat model over it
-faster than real time, compares with the reference, and writes the results and a strip plot.
+else generates a synthetic ECG with ectopic beats. With the best zoo model (the WCAM-compressed int8 one
+when present) it runs the device path, compares the beats with the reference, then streams the recording
+through the device runtime faster than real time, publishes the explained alerts to a Mosquitto it starts
+on a free port, stores them with a clinician listener and writes the review pages.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.registry import load_model
+from models.registry import ZOO_DIR, load_model
 from sdk.data import mitdb
 from sdk.data.records import Recording, data_dir
 from sdk.data.synthetic import synthetic_ecg
@@ -24,6 +26,8 @@ from sdk.errors import HeartSightError
 from sdk.training.metrics import classification_report
 from sdk.training.tables import format_class_table
 
+DEMO_MODELS = ("ecg_beat_wcam", "ecg_beat")  # the first one in the zoo is used
+DEMO_DEVICE, DEMO_SITE = "demo-patch", "demo"
 DEMO_RECORD = "233"  # DS2: many ventricular and some supraventricular ectopic beats
 DEMO_SECONDS = 300
 MATCH_TOLERANCE_S = 0.15
@@ -50,7 +54,7 @@ def run_demo(data_root=None, out_dir="out/demo") -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recording, reference_peaks, reference_labels, source = demo_recording(data_root)
-    zoo = load_model("ecg_beat")
+    zoo = load_model(next(name for name in DEMO_MODELS if (ZOO_DIR / name / "card.json").exists()))
     started = time.perf_counter()
     result = analyze(recording, zoo)
     seconds = time.perf_counter() - started
@@ -61,7 +65,7 @@ def run_demo(data_root=None, out_dir="out/demo") -> dict:
     scored = [(reference_labels[i], zoo.spec.outputs.index(result["beats"][j]["label"]))
               for i, j in pairs if reference_labels[i] >= 0]
     truth, predicted = (np.array(v) for v in zip(*scored)) if scored else (np.zeros(0, int), np.zeros(0, int))
-    report = {"model": zoo.spec.name, "split": "demo", **classification_report(truth, predicted, zoo.spec.outputs)}
+    report = {"model": zoo.card["name"], "split": "demo", **classification_report(truth, predicted, zoo.spec.outputs)}
     summary = {
         "source": source,
         "duration_s": recording.n_samples / recording.fs,
@@ -72,6 +76,7 @@ def run_demo(data_root=None, out_dir="out/demo") -> dict:
         "labels_detected": dict(Counter(b["label"] for b in result["beats"])),
         "beat_classification": report,
     }
+    summary["streaming"] = _stream_to_clinician(recording, zoo.card["name"], out)
     (out / "analysis.json").write_text(json.dumps(result) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot_strip(recording, result, reference_peaks, reference_labels, out / "strip.png")
@@ -80,8 +85,44 @@ def run_demo(data_root=None, out_dir="out/demo") -> dict:
     print(f"R peaks: {len(detected)} detected, {len(reference_peaks)} in the reference "
           f"(Se {summary['r_peaks']['se']:.4f}, +P {summary['r_peaks']['ppv']:.4f})")
     print(format_class_table(report))
+    streaming = summary["streaming"]
+    if streaming:
+        print(f"streamed through the device runtime: {streaming['beats']} beats, {streaming['alerts_published']} explained "
+              f"alerts published, {streaming['stored']} stored by the clinician listener")
+        print(f"clinician review: {streaming['review']}")
     print(f"wrote {out / 'analysis.json'}, {out / 'summary.json'} and {out / 'strip.png'}")
     return summary
+
+
+def _stream_to_clinician(recording: Recording, model: str, out: Path) -> dict | None:
+    """Device runtime -> MQTT (an embedded Mosquitto) -> clinician store -> review pages; None without mosquitto."""
+    import tempfile
+
+    from sdk.clinician.listener import Listener
+    from sdk.clinician.review import write_review
+    from sdk.clinician.store import Store
+    from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
+    from sdk.stream.publisher import Publisher
+    from sdk.stream.replay import stream_recording
+
+    if mosquitto_binary() is None:
+        print("mosquitto is not installed (apt-get install -y mosquitto): skipping the streaming to the clinician side")
+        return None
+    for stale in ("alerts.sqlite", "outbox.sqlite"):
+        (out / stale).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as broker_dir, LocalBroker(Path(broker_dir)) as broker:
+        store = Store(str(out / "alerts.sqlite"))
+        listener = Listener(broker.url, store)
+        listener.start()
+        with Publisher(broker.url, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
+            streamed = stream_recording(recording, publisher, model)
+        wait_until(lambda: listener.counts["stored"] >= streamed["alerts_published"], 30)
+        counts = listener.stop()
+        pages = write_review(store, out / "review")
+        store.close()
+    return {"model": model, "broker": "mosquitto (embedded, free local port)", "beats": streamed["beats"],
+            "alerts_published": streamed["alerts_published"], "queued": streamed["queued"],
+            "stored": counts["stored"], "dead_letters": counts["dead_letters"], "review": str(pages[0])}
 
 
 def _nearest_pairs(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> list[tuple[int, int]]:

@@ -17,3 +17,8 @@ def test_demo_runs_on_the_synthetic_default_without_any_data(tmp_path):
     assert (tmp_path / "demo" / "strip.png").stat().st_size > 10_000
     analysis = json.loads((tmp_path / "demo" / "analysis.json").read_text())
     assert len(analysis["beats"]) == summary["r_peaks"]["detected"]
+    streaming = summary["streaming"]
+    assert streaming["model"] == "ecg_beat_wcam"
+    assert streaming["alerts_published"] > 0 and streaming["queued"] == 0
+    assert streaming["stored"] == streaming["alerts_published"] and streaming["dead_letters"] == 0
+    assert "<img" in (tmp_path / "demo" / "review" / "device-demo-patch.html").read_text()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,10 +23,12 @@ from paho.mqtt.properties import Properties
 from sdk.errors import HeartSightError
 from sdk.stream.outbox import Outbox
 from sdk.stream.payload import decode_array, encode_array, from_bytes, make_alert, to_bytes, validate
+from sdk.stream.broker import LocalBroker as Broker
+from sdk.stream.broker import free_port, mosquitto_binary, wait_until
 from sdk.stream.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+MOSQUITTO = mosquitto_binary()
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt-get install mosquitto)")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -44,56 +43,6 @@ def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **override
                   model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "torch"},
                   signal=signal_mv, fs=360, start_sample=1000 + 360 * i, trace=trace, details={"run_length": 1})
     return make_alert(**{**fields, **overrides})
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A Mosquitto of the test's own on a free port (with persistence), so it can be stopped and restarted."""
-
-    def __init__(self, directory: Path, config: str = "allow_anonymous true", tls: bool = False):
-        self.port = free_port()
-        self.log_path = directory / f"mosquitto-{self.port}.log"
-        self.conf = directory / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n{config}\n"
-                             f"persistence true\npersistence_location {directory}/\n"
-                             f"persistence_file mosquitto-{self.port}.db\nlog_dest stderr\n")
-        self.url = f"mqtts://localhost:{self.port}" if tls else f"mqtt://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        ready = wait_until(lambda: self.proc.poll() is not None or _accepts(self.port), 5)
-        if not ready or self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
