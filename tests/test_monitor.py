@@ -125,8 +125,8 @@ def test_streaming_beat_labels_agree_with_analyze_on_mitdb():
 
 
 def test_isolated_ventricular_beats_and_a_run_raise_their_alerts_at_their_beats():
-    labels, times = sinus_with_ectopy(60, {25: 1, 45: 1, 60: 4})
-    signal, r_peaks, truth = ecg_from_schedule(labels, times, 60)
+    labels, times = sinus_with_ectopy(90, {20: 1, 70: 1, 95: 4})  # isolated V beats 40 s apart
+    signal, r_peaks, truth = ecg_from_schedule(labels, times, 90)
     v_peaks = r_peaks[np.array(truth) == "V"]  # two isolated, then a run of four
     events = stream(Monitor(fs=FS, device="patch-7", site="ward-3", start_time=START), signal, 360)
     raised = alert_list(events)
@@ -207,7 +207,7 @@ def test_ectopy_burden_alert_has_hysteresis_and_s_alerts_are_rate_limited():
     assert len(burden) == 2 and burden[0] < 60 and 300 <= burden[1] < 360
     s_alerts = [a for a in raised if a["type"] == "supraventricular_ectopy"]
     times = np.array([a["sample_index"] / FS for a in s_alerts])
-    assert np.diff(times).min() >= alerts.S_ALERT_INTERVAL_S
+    assert np.diff(times).min() >= alerts.ECTOPIC_ALERT_INTERVAL_S
     s_times = np.array([beat * 0.5 for beat, label in enumerate(labels) if label == "S"])
     not_yet_counted = np.sum(s_times > times[-1])
     assert len(s_alerts) + sum(a["details"]["suppressed_since_last"] for a in s_alerts) + not_yet_counted == len(s_times)
@@ -348,3 +348,15 @@ def test_bad_input_is_refused_with_a_clear_message():
     monitor.finish()
     with pytest.raises(HeartSightError, match="finished"):
         monitor.feed(np.zeros(10))
+
+
+def test_isolated_ventricular_alerts_are_rate_limited_and_count_what_they_suppressed():
+    # an isolated V beat every 10 s for two minutes: one alert per 30 s, the rest counted
+    labels = ["V" if beat % 10 == 5 else "N" for beat in range(120)]
+    rules, raised = policy(), []
+    for beat, label in enumerate(labels):
+        raised += rules.beat(finding(beat * 1.0, label))
+    isolated = [a for a in raised if a["type"] == "ventricular_ectopic_beat"]
+    times = np.array([a["sample_index"] / FS for a in isolated])
+    assert len(isolated) == 4 and np.diff(times).min() >= alerts.ECTOPIC_ALERT_INTERVAL_S
+    assert [a["details"]["suppressed_since_last"] for a in isolated] == [0, 2, 2, 2]

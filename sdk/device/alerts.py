@@ -4,12 +4,14 @@ Definitions (sample indices and times are at the sensor rate; "confident" means 
 its label is at least MIN_BEAT_CONFIDENCE = 0.6; a beat that is not confident, or that the signal-quality gate
 kept from being classified, is "unknown"):
 - ventricular_ectopic_beat: an isolated ventricular ectopic beat: a confident V beat whose previous and next
-  beats are both known and not V. Raised when the next beat is classified; at the V beat's R peak.
+  beats are both known and not V. Raised when the next beat is classified; at the V beat's R peak; at most
+  one alert per ECTOPIC_ALERT_INTERVAL_S = 30 s (details count those not alerted: suppressed_since_last), so
+  frequent ectopy does not bury the clinician (the burden alert reports the rate).
 - ventricular_run: at least VENTRICULAR_RUN_BEATS = 3 consecutive confident V beats. One alert per run, at its
   first beat, raised when the run ends (a beat that is not a confident V, or the end of the signal) or, for a
   sustained run, once it has lasted SUSTAINED_RUN_S = 30 s. details: run_length (beats), duration_s,
   rate_bpm, sustained. Two consecutive V beats (a couplet) raise neither this nor the isolated-beat alert.
-- supraventricular_ectopy: a confident S beat, at most one alert per S_ALERT_INTERVAL_S = 30 s; details
+- supraventricular_ectopy: a confident S beat, at most one alert per ECTOPIC_ALERT_INTERVAL_S = 30 s; details
   count the S beats not alerted since the previous one (suppressed_since_last).
 - high_ectopy_burden: confident S and V beats in the sliding last 60 s. Raised when the count reaches
   BURDEN_RAISE_PER_MIN = 10, at the beat that reaches it; re-armed only after the count falls to
@@ -45,7 +47,7 @@ from sdk.stream.payload import make_alert
 MIN_BEAT_CONFIDENCE = 0.6
 VENTRICULAR_RUN_BEATS = 3
 SUSTAINED_RUN_S = 30.0
-S_ALERT_INTERVAL_S = 30.0
+ECTOPIC_ALERT_INTERVAL_S = 30.0  # isolated V and S alerts, each
 BURDEN_WINDOW_S = 60.0
 BURDEN_RAISE_PER_MIN = 10
 BURDEN_CLEAR_PER_MIN = 5
@@ -107,8 +109,8 @@ class AlertPolicy:
         self.fs, self.device, self.site, self.start_time, self.model = fs, device, site, start_time, model
         self._previous: Finding | None = None  # the beat before the current run of V beats
         self._run: _Run | None = None  # the current run of confident V beats
-        self._last_s_alert: int | None = None
-        self._s_suppressed = 0
+        self._last_ectopic_alert: dict[str, int] = {}  # alert type -> sample of its last alert
+        self._ectopic_suppressed: dict[str, int] = {}
         self._ectopic: deque[int] = deque()  # samples of confident S and V beats in the last minute
         self._burden_raised = False
         self._in_af = False
@@ -122,13 +124,19 @@ class AlertPolicy:
     def beat(self, finding: Finding) -> list[dict]:
         alerts = self._ventricular(finding) + self._burden(finding)
         if self._known(finding) == "S":
-            if self._last_s_alert is None or finding.sample - self._last_s_alert >= S_ALERT_INTERVAL_S * self.fs:
-                alerts.append(self._alert("supraventricular_ectopy", finding.sample, finding.confidence, "S",
-                                          finding.excerpt, {"suppressed_since_last": self._s_suppressed}))
-                self._last_s_alert, self._s_suppressed = finding.sample, 0
-            else:
-                self._s_suppressed += 1
+            alerts += self._rate_limited("supraventricular_ectopy", finding, "S")
         return alerts
+
+    def _rate_limited(self, kind: str, finding: "Finding", label: str) -> list[dict]:
+        """At most one alert of this kind per ECTOPIC_ALERT_INTERVAL_S; the next one counts those suppressed."""
+        last = self._last_ectopic_alert.get(kind)
+        if last is not None and finding.sample - last < ECTOPIC_ALERT_INTERVAL_S * self.fs:
+            self._ectopic_suppressed[kind] = self._ectopic_suppressed.get(kind, 0) + 1
+            return []
+        self._last_ectopic_alert[kind] = finding.sample
+        suppressed, self._ectopic_suppressed[kind] = self._ectopic_suppressed.get(kind, 0), 0
+        return [self._alert(kind, finding.sample, finding.confidence, label, finding.excerpt,
+                            {"suppressed_since_last": suppressed})]
 
     def rhythm_window(self, finding: Finding) -> list[dict]:
         if finding.label is None:
@@ -214,8 +222,7 @@ class AlertPolicy:
         alerts = []
         if run is not None and run.count == 1 and label is not None and self._previous is not None \
                 and self._known(self._previous) not in (None, "V"):
-            alerts.append(self._alert("ventricular_ectopic_beat", run.first.sample, run.first.confidence, "V",
-                                      run.first.excerpt, {}))
+            alerts += self._rate_limited("ventricular_ectopic_beat", run.first, "V")
         elif run is not None and run.count >= VENTRICULAR_RUN_BEATS and not run.reported:
             alerts.append(self._run_alert(run, sustained=False))
         self._run, self._previous = None, finding
