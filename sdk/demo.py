@@ -50,7 +50,7 @@ def demo_recording(data_root) -> tuple[Recording, np.ndarray, np.ndarray, str]:
     return recording, record.beat_samples[keep], record.aami_labels[keep], source
 
 
-def run_demo(data_root=None, out_dir="out/demo") -> dict:
+def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recording, reference_peaks, reference_labels, source = demo_recording(data_root)
@@ -76,7 +76,7 @@ def run_demo(data_root=None, out_dir="out/demo") -> dict:
         "labels_detected": dict(Counter(b["label"] for b in result["beats"])),
         "beat_classification": report,
     }
-    summary["streaming"] = _stream_to_clinician(recording, zoo.card["name"], out)
+    summary["streaming"] = _stream_to_clinician(recording, zoo.card["name"], out, broker_url)
     (out / "analysis.json").write_text(json.dumps(result) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot_strip(recording, result, reference_peaks, reference_labels, out / "strip.png")
@@ -94,33 +94,47 @@ def run_demo(data_root=None, out_dir="out/demo") -> dict:
     return summary
 
 
-def _stream_to_clinician(recording: Recording, model: str, out: Path) -> dict | None:
-    """Device runtime -> MQTT (an embedded Mosquitto) -> clinician store -> review pages; None without mosquitto."""
+def _stream_to_clinician(recording: Recording, model: str, out: Path, broker_url: str | None) -> dict | None:
+    """Device runtime -> MQTT -> clinician store -> review pages, through broker_url or an embedded Mosquitto.
+
+    Returns None when there is neither (no `mosquitto` binary): no MQTT 5 broker installs from PyPI alone.
+    """
+    import contextlib
     import tempfile
 
+    from sdk.stream.broker import LocalBroker, mosquitto_binary
+
+    if broker_url is not None:
+        return _deliver(recording, model, out, broker_url, "given with --broker")
+    if mosquitto_binary() is None:
+        print("mosquitto is not installed (apt-get install -y mosquitto) and no --broker was given: "
+              "skipping the streaming to the clinician side")
+        return None
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(LocalBroker(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        return _deliver(recording, model, out, broker.url, "mosquitto (embedded, free local port)")
+
+
+def _deliver(recording: Recording, model: str, out: Path, broker_url: str, broker_note: str) -> dict:
     from sdk.clinician.listener import Listener
     from sdk.clinician.review import write_review
     from sdk.clinician.store import Store
-    from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
+    from sdk.stream.broker import wait_until
     from sdk.stream.publisher import Publisher
     from sdk.stream.replay import stream_recording
 
-    if mosquitto_binary() is None:
-        print("mosquitto is not installed (apt-get install -y mosquitto): skipping the streaming to the clinician side")
-        return None
     for stale in ("alerts.sqlite", "outbox.sqlite"):
         (out / stale).unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory() as broker_dir, LocalBroker(Path(broker_dir)) as broker:
-        store = Store(str(out / "alerts.sqlite"))
-        listener = Listener(broker.url, store)
-        listener.start()
-        with Publisher(broker.url, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
-            streamed = stream_recording(recording, publisher, model)
-        wait_until(lambda: listener.counts["stored"] >= streamed["alerts_published"], 30)
-        counts = listener.stop()
-        pages = write_review(store, out / "review")
-        store.close()
-    return {"model": model, "broker": "mosquitto (embedded, free local port)", "beats": streamed["beats"],
+    store = Store(str(out / "alerts.sqlite"))
+    listener = Listener(broker_url, store)
+    listener.start()
+    with Publisher(broker_url, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
+        streamed = stream_recording(recording, publisher, model)
+    wait_until(lambda: listener.counts["stored"] >= streamed["alerts_published"], 30)
+    counts = listener.stop()
+    pages = write_review(store, out / "review")
+    store.close()
+    return {"model": model, "broker": f"{broker_url} ({broker_note})", "beats": streamed["beats"],
             "alerts_published": streamed["alerts_published"], "queued": streamed["queued"],
             "stored": counts["stored"], "dead_letters": counts["dead_letters"], "review": str(pages[0])}
 
