@@ -48,7 +48,8 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np
 def quantize_input(model: QuantizedModel, x: np.ndarray) -> np.ndarray:
     """float (N, C, L) -> int8, exactly as hs_quantize_input: float32 x * (1/scale), round half away, + zero point."""
     inverse = np.float32(1.0 / model.input_scale)
-    v = np.nan_to_num(np.asarray(x, np.float32), nan=0.0) * inverse
+    with np.errstate(over="ignore"):  # huge inputs overflow to inf, as in C, and are clamped next
+        v = np.nan_to_num(np.asarray(x, np.float32), nan=0.0) * inverse
     v = np.clip(v, np.float32(-256.0), np.float32(256.0))
     whole = np.trunc(v)
     fraction = v - whole  # exact in float32
