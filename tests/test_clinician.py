@@ -117,7 +117,7 @@ def test_listener_stores_valid_alerts_once_and_dead_letters_the_rest(broker, tmp
 
 
 @needs_mosquitto
-def test_acl_stops_a_device_writing_as_another(tmp_path):
+def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tmp_path):
     passwords = tmp_path / "passwords"
     for i, (user, password) in enumerate([("dev-a", "pa"), ("dev-b", "pb"), ("clinic", "pc")]):
         subprocess.run(["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwords), user, password],
@@ -138,6 +138,12 @@ def test_acl_stops_a_device_writing_as_another(tmp_path):
             with pytest.raises(HeartSightError, match="refused 1 alert.*Not authorized"):
                 impostor.flush(5)  # the broker dropped it
             impostor.close()
+            clinician = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "clinician.sqlite",
+                                  username="clinic", password="pc")  # a clinician account may read, never write
+            clinician.publish(sample_alert(device="dev-a", i=9))
+            with pytest.raises(HeartSightError, match="refused 1 alert.*Not authorized"):
+                clinician.flush(5)
+            clinician.close()
             # dev-a on its own topic, but the payload claims dev-b
             raw_publish(broker.port, [("heartsight/v1/s1/dev-a/alerts", to_bytes(sample_alert(device="dev-b")))],
                         "dev-a", "pa")

@@ -20,6 +20,7 @@ from sdk.stream.mqtt import Connection
 from sdk.stream.payload import from_bytes, validate
 
 log = logging.getLogger("heartsight.listener")
+MAX_PAYLOAD_BYTES = 2_000_000  # ~10 minutes of 1 kHz int16 signal and trace: far beyond any real alert
 
 ALERTS_FILTER = "heartsight/v1/+/+/alerts"
 
@@ -105,6 +106,9 @@ class Listener:
 
     def _handle(self, topic: str, raw: bytes) -> str:
         try:
+            if len(raw) > MAX_PAYLOAD_BYTES:
+                raise HeartSightError(f"payload of {len(raw):,} bytes exceeds the {MAX_PAYLOAD_BYTES:,}-byte limit "
+                                      "(an alert's excerpt is seconds of signal, not minutes)")
             alert = from_bytes(raw)
             validate(alert)
             _check_topic(topic, alert)
