@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=_compress)
 
     bench = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/")
-    bench.add_argument("name", choices=["compression"])
+    bench.add_argument("name", choices=["compression", "stream"])
     bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
     _data_dir_option(bench)
     bench.set_defaults(run=_bench)
@@ -189,7 +189,10 @@ def _compress(args) -> int:
 
 
 def _bench(args) -> int:
-    from sdk.compress.benchmark import run_benchmark
+    if args.name == "compression":
+        from sdk.compress.benchmark import run_benchmark
+    else:
+        from sdk.stream.benchmark import run_benchmark
 
     for path in run_benchmark(args.out, args.data_dir):
         print(f"wrote {path}")

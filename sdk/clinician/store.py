@@ -76,6 +76,11 @@ class Store:
         rows = self._query(f"SELECT payload FROM alerts {where} ORDER BY time, id", args)
         return [payload if self._postgres else json.loads(payload) for (payload,) in rows]
 
+    def arrivals(self) -> list[tuple[str, str]]:
+        """(event time, received_at) of every stored alert, as ISO text: how late alerts reach the store."""
+        rows = self._query("SELECT time, received_at FROM alerts ORDER BY received_at")
+        return [(t.isoformat() if self._postgres else t, r.isoformat() if self._postgres else r) for t, r in rows]
+
     def dead_letters(self) -> list[dict]:
         """Rejected messages, oldest first: received_at (ISO text), topic, reason, raw (bytes)."""
         rows = self._query("SELECT received_at, topic, reason, raw FROM dead_letters ORDER BY seq")

@@ -1,0 +1,164 @@
+"""`heartsight bench stream`: the device runtime's speed per backend, and alert delivery at fleet scale.
+
+1. Throughput: 10 minutes of MIT-BIH record 233 through Monitor(ecg_beat) in 1-s chunks, one thread,
+   per backend, as a multiple of real time.
+2. Fleet: N simulated devices (one Publisher each: outbox, MQTT 5, QoS 1) publish one alert with its
+   3-s excerpt and trace per second to a loopback Mosquitto; one clinician listener stores them in
+   SQLite. Messages/s, loss, and latency from the alert's creation to its commit in the store.
+3. Mosquitto's own ceiling in the same run, with its bundled mosquitto_pub/mosquitto_sub (QoS 1, the same
+   payload), for the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sdk.clinician.listener import Listener
+from sdk.clinician.store import Store
+from sdk.data.records import read_database_record
+from sdk.device.monitor import Monitor
+from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
+from sdk.stream.payload import make_alert, to_bytes
+from sdk.stream.publisher import Publisher
+
+THROUGHPUT_SECONDS = 600
+FLEET_SIZES = (100, 1000)
+FLEET_SECONDS = 20
+CEILING_MESSAGES = 20_000
+
+
+def _monitor_throughput(backend: str, data_root) -> dict:
+    from firmware_export import real_windows
+    from models.registry import get_spec
+
+    recording = read_database_record("mitdb", "233", data_root)
+    signal = recording.channel("MLII")[: int(THROUGHPUT_SECONDS * recording.fs)]
+    calibration = None if backend == "torch" else real_windows(get_spec("ecg_beat"), "calibration", data_root, 512)
+    monitor = Monitor(model="ecg_beat", fs=recording.fs, backend=backend, device="bench", calibration=calibration)
+    chunk = int(recording.fs)
+    beats = 0
+    started = time.perf_counter()
+    for first in range(0, len(signal), chunk):
+        beats += sum(e["kind"] == "beat" for e in monitor.feed(signal[first: first + chunk]))
+    beats += sum(e["kind"] == "beat" for e in monitor.finish())
+    seconds = time.perf_counter() - started
+    return {"backend": backend, "signal_s": THROUGHPUT_SECONDS, "beats": beats, "wall_s": round(seconds, 2),
+            "x_real_time": round(THROUGHPUT_SECONDS / seconds, 1)}
+
+
+def _bench_alert(device: str, i: int) -> dict:
+    t = np.arange(1080) / 360
+    return make_alert(device=device, site="bench", alert_type="ventricular_ectopic_beat",
+                      time=datetime.now(timezone.utc), sample_index=360 * i, confidence=0.9, label="V",
+                      model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "c"},
+                      signal=np.sin(2 * np.pi * 1.2 * t), fs=360, start_sample=360 * i,
+                      trace=np.exp(-((t - 1.5) / 0.1) ** 2), details={"bench": i})
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _fleet(devices: int, work: Path) -> dict:
+    with LocalBroker(work) as broker:
+        store = Store(work / f"fleet-{devices}.sqlite")
+        listener = Listener(broker.url, store)
+        listener.start()
+        publishers = [Publisher(broker.url, f"dev-{d:04d}", "bench", work / f"outbox-{devices}-{d}.sqlite")
+                      for d in range(devices)]
+        for p in publishers:
+            p.wait_connected(30)
+        sent = 0
+        started = time.perf_counter()
+        for second in range(FLEET_SECONDS):
+            tick = time.perf_counter()
+            for p in publishers:
+                p.publish(_bench_alert(p.device, second))
+                sent += 1
+            time.sleep(max(0.0, 1.0 - (time.perf_counter() - tick)))
+        wait_until(lambda: listener.counts["stored"] >= sent, 60)
+        elapsed = time.perf_counter() - started
+        queued = sum(p.flush(10) for p in publishers)
+        for p in publishers:
+            p.close()
+        counts = listener.stop()
+        latencies = [(_utc(received) - _utc(created)).total_seconds() * 1000 for created, received in store.arrivals()]
+        store.close()
+    return {"devices": devices, "alerts_per_device_s": 1, "sent": sent, "stored": counts["stored"],
+            "lost": sent - counts["stored"], "still_queued": queued, "messages_per_s": round(counts["stored"] / elapsed, 1),
+            "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
+            "latency_ms_p99": round(float(np.percentile(latencies, 99)), 1) if latencies else None}
+
+
+def _mosquitto_ceiling(work: Path) -> dict:
+    payload = to_bytes(_bench_alert("dev-0000", 0)).decode()
+    lines = work / "payloads.txt"
+    lines.write_text((payload + "\n") * CEILING_MESSAGES)
+    with LocalBroker(work) as broker:
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-h", "127.0.0.1", "-q", "1", "-t", "ceiling",
+                                "-C", str(CEILING_MESSAGES)], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        started = time.perf_counter()
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-h", "127.0.0.1", "-q", "1", "-t", "ceiling", "-l"],
+                       stdin=open(lines), check=True)
+        sub.wait(120)
+        seconds = time.perf_counter() - started
+    return {"messages": CEILING_MESSAGES, "payload_bytes": len(payload), "seconds": round(seconds, 2),
+            "messages_per_s": round(CEILING_MESSAGES / seconds, 1)}
+
+
+def run_benchmark(out_dir="benchmarks/results", data_root=None) -> list[Path]:
+    out = Path(out_dir)
+    torch.set_num_threads(1)
+    result = {"throughput": [], "fleet": [], "mosquitto": None}
+    json_path, md_path = out / "stream.json", out / "stream.md"
+    for backend in ("torch", "onnxruntime", "c"):
+        result["throughput"].append(_monitor_throughput(backend, data_root))
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+    if mosquitto_binary() is not None and shutil.which("mosquitto_pub"):
+        for devices in FLEET_SIZES:
+            with tempfile.TemporaryDirectory() as work:
+                try:
+                    result["fleet"].append(_fleet(devices, Path(work)))
+                except Exception as exc:  # report the ceiling we hit rather than nothing
+                    result["fleet"].append({"devices": devices, "error": f"{type(exc).__name__}: {exc}"})
+            json_path.write_text(json.dumps(result, indent=1) + "\n")
+        with tempfile.TemporaryDirectory() as work:
+            result["mosquitto"] = _mosquitto_ceiling(Path(work))
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    md_path.write_text(_markdown(result))
+    return [json_path, md_path]
+
+
+def _markdown(result: dict) -> str:
+    lines = ["# Streaming benchmark", "", f"Machine: {os.cpu_count()} cores. Device runtime on one thread: "
+             f"{THROUGHPUT_SECONDS // 60} minutes of MIT-BIH record 233 through Monitor(ecg_beat) in 1-s chunks.", "",
+             "| backend | beats | wall s | × real time |", "|---|---|---|---|"]
+    lines += [f"| {r['backend']} | {r['beats']} | {r['wall_s']} | {r['x_real_time']} |" for r in result["throughput"]]
+    lines += ["", f"Fleet: N devices (one Publisher each) publish one alert per second with a 3-s excerpt and trace "
+              f"for {FLEET_SECONDS} s to a loopback Mosquitto; one listener stores them in SQLite. Latency: the "
+              "alert's creation to its commit in the store.", "",
+              "| devices | sent | stored | lost | msg/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    for r in result["fleet"]:
+        if "error" in r:
+            lines.append(f"| {r['devices']} | failed: {r['error']} | | | | | |")
+        else:
+            lines.append(f"| {r['devices']} | {r['sent']} | {r['stored']} | {r['lost']} | {r['messages_per_s']} | "
+                         f"{r['latency_ms_p50']} | {r['latency_ms_p99']} |")
+    if result["mosquitto"]:
+        m = result["mosquitto"]
+        lines += ["", f"Mosquitto's own ceiling (mosquitto_pub -l → mosquitto_sub, QoS 1, {m['payload_bytes']}-byte "
+                  f"payloads): {m['messages_per_s']} msg/s."]
+    return "\n".join(lines) + "\n"
