@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from sdk.errors import HeartSightError
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (systemd, docker, kill) stops a command as Ctrl-C does: listeners disconnect, outboxes stay."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args) or 0
     except HeartSightError as exc:
