@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
