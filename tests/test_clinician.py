@@ -26,14 +26,6 @@ POSTGRES = os.environ.get("HEARTSIGHT_TEST_POSTGRES", "postgresql://postgres@127
 
 
 @pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def postgres_url():
     """A store URL whose tables live in a schema of this test's own, dropped afterwards."""
     try:

@@ -45,14 +45,6 @@ def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **override
     return make_alert(**{**fields, **overrides})
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    b.stop()
-
-
 class Collector:
     """A plain MQTT 5 subscriber with a persistent session, recording every message it gets."""
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from sdk.data.synthetic import synthetic_ecg
 from test_cli import heartsight
-from test_stream import broker, wait_until  # noqa: F401  (the broker fixture starts a Mosquitto of the test's own)
+from sdk.stream.broker import wait_until
 
 
-def test_a_replayed_recording_reaches_the_clinician_store_and_review_pages(broker, tmp_path):  # noqa: F811
+def test_a_replayed_recording_reaches_the_clinician_store_and_review_pages(broker, tmp_path):  # broker: a Mosquitto of the test's own (conftest)
     ecg = synthetic_ecg(duration_s=90, fs=250, heart_rate=70, ectopic={"V": 0.08}, seed=5)
     recording = tmp_path / "patch.npy"
     np.save(recording, ecg.signal)
