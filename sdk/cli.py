@@ -247,10 +247,10 @@ def _stream(args) -> int:
     if args.fs is not None:
         check_fs(args.fs)
     recording = read_input(args.input, args.fs)
-    spec = load_model(args.model).spec
-    calibration = None if args.backend == "torch" else (lambda: real_windows(spec, "calibration", args.data_dir, 512))
+    zoo = load_model(args.model)
+    calibration = None if args.backend == "torch" else (lambda: real_windows(zoo.spec, "calibration", args.data_dir, 512))
     with Publisher(args.broker, args.device, args.site, args.outbox, args.username, args.password, args.tls_ca) as publisher:
-        summary = stream_recording(recording, publisher, args.model, args.backend, speed, args.channel, calibration)
+        summary = stream_recording(recording, publisher, zoo, args.backend, speed, args.channel, calibration)
     if args.json:
         print(json.dumps(summary))
     else:

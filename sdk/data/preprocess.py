@@ -161,6 +161,11 @@ def ppg_windows(ppg_and_accel_at_model_fs: np.ndarray, starts: np.ndarray, windo
     """
     filtered = ppg_bandpass()(ppg_and_accel_at_model_fs)
     windows = np.stack([_slices(filtered[:, c], starts, window) for c in range(filtered.shape[1])], axis=1)
+    return standardized_ppg(windows)
+
+
+def standardized_ppg(windows: np.ndarray) -> np.ndarray:
+    """Band-passed (n, 4, window) PPG + accelerometer windows, each channel z-scored per window."""
     centred = windows - windows.mean(axis=2, keepdims=True)
     spread = centred.std(axis=2, keepdims=True)
     spread[:, 1:] = np.maximum(spread[:, 1:], 0.05)  # m/s^2: a still wrist must not amplify sensor noise

@@ -73,14 +73,19 @@ def _add_traces(items: list[dict], zoo: ZooModel, inputs: np.ndarray, starts_at_
     """Attach window_start and the class activation map, resampled from the model's rate to the input's."""
     spec = zoo.spec
     explainer = ClassActivationMap(zoo.model)
-    length = int(round(spec.window * fs_input / spec.fs))
-    positions = np.arange(length) * spec.fs / fs_input  # input samples on the model's time axis
     for first in range(0, len(items), batch_size):
         chunk = slice(first, first + batch_size)
         traces = explainer.attribute(torch.from_numpy(inputs[chunk]), torch.from_numpy(targets[chunk])).numpy()
         for item, start, trace in zip(items[chunk], starts_at_model_rate[chunk], traces):
             item["window_start"] = int(round(start * fs_input / spec.fs))
-            item["trace"] = np.round(np.interp(positions, np.arange(spec.window), trace), 5).tolist()
+            item["trace"] = np.round(trace_at_input_rate(trace, spec, fs_input), 5).tolist()
+
+
+def trace_at_input_rate(trace: np.ndarray, spec, fs_input: float) -> np.ndarray:
+    """A model-rate trace over the model's window, linearly resampled to the input's rate (same time span)."""
+    length = int(round(spec.window * fs_input / spec.fs))
+    positions = np.arange(length) * spec.fs / fs_input  # input samples on the model's time axis
+    return np.interp(positions, np.arange(spec.window), trace)
 
 
 def _window(start: int, spec, fields: dict) -> dict:

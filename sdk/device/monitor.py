@@ -42,6 +42,7 @@ from models.registry import ZooModel, load_model
 from sdk.data import preprocess
 from sdk.data.records import resampled_index
 from sdk.device.alerts import AlertPolicy, Excerpt, Finding
+from sdk.device.analyze import trace_at_input_rate
 from sdk.device.backends import make_runner
 from sdk.device.quality import QualityGate
 from sdk.device.rpeak import RPeakDetector
@@ -129,19 +130,6 @@ class _Samples:
     def drop_before(self, index: int) -> None:
         cut = min(max(index - self.start, 0), len(self.data))
         self.data, self.start = self.data[cut:], self.start + cut
-
-
-def settled_until(detector: RPeakDetector) -> int:
-    """Every R peak before this sample has been reported by the detector, and no later decision can add one.
-
-    A candidate still queued, or judged noise but open to search-back, may yet become a beat at its R index;
-    a candidate not yet found lies at or after the scanned point, and its R wave at most an integration
-    window, the band-pass delay and the R search distance before it. (RPeakDetector does not expose this, so
-    it is read from the detector's state.)
-    """
-    back = detector._mwi_len + detector._band_delay + detector._locate
-    pending = [c.r_index for c in detector._queue] + [c.r_index for c in detector._since_beat]
-    return min([detector._scanned_until - back, *pending])
 
 
 class Monitor:
@@ -309,7 +297,7 @@ class Monitor:
 
     def _settled(self) -> float:
         """Model-rate sample before which every R peak is known."""
-        return math.inf if self._finished else settled_until(self._detector)
+        return math.inf if self._finished else self._detector.settled_until
 
     def _ready(self, end: int) -> bool:
         """Whether a window ending at this model-rate sample has everything it needs: the filtered signal,
@@ -366,11 +354,7 @@ class Monitor:
         """preprocess.ppg_windows on the already band-passed stream."""
         window = self.spec.window
         windows = np.stack([self._filtered.slice(s, s + window) for s in starts]).transpose(0, 2, 1)
-        windows = np.ascontiguousarray(windows)  # (n, channels, window), reduced along contiguous rows as offline
-        centred = windows - windows.mean(axis=2, keepdims=True)
-        spread = centred.std(axis=2, keepdims=True)
-        spread[:, 1:] = np.maximum(spread[:, 1:], 0.05)
-        return (centred / np.maximum(spread, 1e-6)).astype(np.float32)
+        return preprocess.standardized_ppg(np.ascontiguousarray(windows))  # contiguous rows, as offline
 
     def _classify(self, starts: np.ndarray, inputs: np.ndarray, to_policy) -> list[dict]:
         """Gate, run and explain the windows starting at these model-rate samples; events and alerts in order."""
@@ -380,7 +364,6 @@ class Monitor:
         good = np.array([p is None for p in problems])
         outputs, traces = self._run(inputs[good]) if good.any() else (None, None)
         length = int(round(spec.window * self.fs / spec.fs))
-        positions = np.arange(length) * spec.fs / self.fs  # sensor samples on the model's time axis
         events, k = [], 0
         for start, problem in zip(starts, problems):
             window_start = int(round(start * self.fs / spec.fs))
@@ -391,7 +374,7 @@ class Monitor:
                               "quality": problem})
                 finding = Finding(sample, window_start + length, None, 0.0, None)
             else:
-                trace = np.interp(positions, np.arange(spec.window), traces[k]).astype(np.float32)
+                trace = trace_at_input_rate(traces[k], spec, self.fs).astype(np.float32)
                 excerpt = self._excerpt_of(sample if spec.task == "beat" else None, window_start, trace)
                 if spec.is_classifier:
                     p = torch.softmax(torch.from_numpy(outputs[k]), dim=0).numpy()

@@ -132,6 +132,19 @@ class RPeakDetector:
                 self._decide(known_until=self._n_seen)
         return self._take_confirmed()
 
+    @property
+    def settled_until(self) -> int:
+        """Every R peak before this sample has been reported, and no later decision can add one.
+
+        A candidate still queued, or judged noise but open to search-back, may yet become a beat at its R index;
+        a candidate not yet found lies at or after the scanned point, and its R wave at most an integration
+        window, the band-pass delay and the R search distance before it. The streaming runtime needs this to
+        know when a beat's context (the beats before it) is final.
+        """
+        back = self._mwi_len + self._band_delay + self._locate
+        pending = [c.r_index for c in self._queue] + [c.r_index for c in self._since_beat]
+        return min([self._scanned_until - back, *pending])
+
     def _filter(self, x: np.ndarray) -> None:
         """Band-pass, differentiate, square and integrate one chunk, continuing from the previous one."""
         if self._band_state is None:

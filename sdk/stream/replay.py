@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from models.registry import ZooModel
 from sdk.data.records import Recording
 from sdk.device.analyze import select_channels
 from sdk.device.monitor import Monitor
@@ -30,8 +31,8 @@ def parse_speed(text: str) -> float | None:
     return speed
 
 
-def stream_recording(recording: Recording, publisher: Publisher, model: str = "ecg_beat", backend: str = "torch",
-                     speed: float | None = None, channel: int | None = None, calibration=None,
+def stream_recording(recording: Recording, publisher: Publisher, model: str | ZooModel = "ecg_beat",
+                     backend: str = "torch", speed: float | None = None, channel: int | None = None, calibration=None,
                      start_time: datetime | None = None) -> dict:
     """Feed the recording in 1-s chunks (paced by `speed`, or as fast as possible), publish every alert, and
     wait until each is acknowledged by the broker or safely queued on disk. Returns the summary."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -176,7 +177,8 @@ def evaluate(name_or_dir: str, split: str | None = None, data_root: str | os.Pat
         raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     zoo = load_model(name_or_dir)
     spec = zoo.spec
-    calibration = (lambda: real_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS))
+    # read once, however many fold models are quantized with them
+    calibration = functools.cache(lambda: real_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS))
     if spec.task == "beat":
         split = split or "DS2"
         dataset = beat_dataset(spec, mitdb.split_records(split), data_root)
