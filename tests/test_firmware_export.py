@@ -13,8 +13,8 @@ import torch
 from conftest import DATA, needs_mitdb, needs_wrist
 from firmware_export import export, reference, verify
 from firmware_export.codegen import RUNTIME, Tensor, activation_tensors, arena_layout, write_c_library
-from firmware_export.host import STRICT_FLAGS, CModel, build_shared_library
-from firmware_export.quantize import load_quantized, quantize_model, quantize_multiplier, save_quantized
+from firmware_export.host import HOST_OPTIMISATION, STRICT_FLAGS, CModel, build_shared_library
+from firmware_export.quantize import QuantizedConv, load_quantized, quantize_model, quantize_multiplier, save_quantized
 from firmware_export.target import toolchain_missing
 from models.architectures import GapCnn
 from models.registry import ZooModel, get_spec
@@ -37,10 +37,12 @@ def _toy_zoo(seed=0):
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory):
     library = tmp_path_factory.mktemp("kernels") / "libkernels.so"
-    subprocess.run(["gcc", *STRICT_FLAGS, "-shared", "-fPIC", "-o", str(library), str(RUNTIME / "hs_kernels.c")], check=True)
+    subprocess.run(["gcc", *STRICT_FLAGS, *HOST_OPTIMISATION, "-shared", "-fPIC", "-o", str(library), str(RUNTIME / "hs_kernels.c")], check=True)
     lib = ctypes.CDLL(str(library))
     lib.hs_requantize.restype = ctypes.c_int32
     lib.hs_requantize.argtypes = [ctypes.c_int32] * 3
+    lib.hs_conv1d_relu.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int32, *[ctypes.c_void_p] * 4,
+                                   ctypes.c_int, ctypes.c_int, ctypes.c_int32, ctypes.c_void_p]
     return lib
 
 
@@ -63,6 +65,26 @@ def test_requantize_rounds_like_the_c_kernel_on_random_and_edge_values(kernels):
     assert np.array_equal(expected, np.array(actual))
     q, shift = quantize_multiplier(0.5)
     assert reference.requantize(np.array([3, 100, 101]), q, shift).tolist() == [2, 50, 51]  # ties away from zero
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 4, 7, 9])
+@pytest.mark.parametrize("length", [1, 5, 31, 32, 33, 70, 131])
+def test_the_c_convolution_matches_the_reference_at_edges_short_signals_and_partial_blocks(kernels, kernel, length):
+    """The C kernel splits time into edge samples and 32-sample interior blocks; every split must give the same integers."""
+    rng = np.random.default_rng(kernel * 1000 + length)
+    channels, out_channels = 3, 4
+    layer = QuantizedConv(weight=rng.integers(-127, 128, (out_channels, channels, kernel)).astype(np.int8),
+                          bias=rng.integers(-20000, 20000, out_channels).astype(np.int32),
+                          multiplier=rng.integers(2 ** 30, 2 ** 31, out_channels).astype(np.int32),
+                          shift=rng.integers(-12, -6, out_channels).astype(np.int32),
+                          input_zero_point=int(rng.integers(-128, 128)), output_scale=1.0,
+                          output_zero_point=int(rng.integers(-128, 0)), pool_after=False)
+    x = rng.integers(-128, 128, (1, channels, length)).astype(np.int8)
+    out = np.zeros((out_channels, length), np.int8)
+    kernels.hs_conv1d_relu(x.ctypes.data, channels, length, layer.input_zero_point, layer.weight.ctypes.data,
+                           layer.bias.ctypes.data, layer.multiplier.ctypes.data, layer.shift.ctypes.data,
+                           out_channels, kernel, layer.output_zero_point, out.ctypes.data)
+    assert np.array_equal(out, reference.conv_block(layer, x)[0])
 
 
 def test_the_integer_model_follows_the_float_model_and_its_explanation():

@@ -4,6 +4,7 @@
 #define HS_INT8_MIN (-128)
 #define HS_INT8_MAX 127
 #define HS_INT16_MAX 32767
+#define HS_TIME_BLOCK 64
 
 static int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b)
 {
@@ -46,28 +47,81 @@ static int8_t clamp_int8(int32_t value, int32_t low)
     return (int8_t)(value > HS_INT8_MAX ? HS_INT8_MAX : value);
 }
 
+/* One output sample where some taps fall in the padding: only the taps inside the signal contribute. */
+static int32_t conv_at_edge(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
+                            const int8_t *w_out, int kernel, int t)
+{
+    const int pad = kernel / 2;
+    const int first = t - pad < 0 ? pad - t : 0;
+    const int last = t - pad + kernel > length ? length - t + pad : kernel;
+    int32_t acc = 0;
+    int i, k;
+    for (i = 0; i < in_channels; i++) {
+        const int8_t *x = input + i * length + t - pad;
+        const int8_t *w = w_out + i * kernel;
+        for (k = first; k < last; k++) {
+            acc += (int32_t)w[k] * ((int32_t)x[k] - input_zero_point);
+        }
+    }
+    return acc;
+}
+
 void hs_conv1d_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
                     const int8_t *weight, const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
                     int out_channels, int kernel, int32_t output_zero_point, int8_t *output)
 {
     const int pad = kernel / 2;
     const int32_t low = output_zero_point > HS_INT8_MIN ? output_zero_point : HS_INT8_MIN;
-    int o, t, i, k;
+    /* Interior samples [pad, interior_end) see every tap; the samples outside it are the edges. */
+    const int interior_end = length - (kernel - 1 - pad) > pad ? length - (kernel - 1 - pad) : pad;
+    int o, t, i, k, j;
     for (o = 0; o < out_channels; o++) {
         const int8_t *w_out = weight + o * in_channels * kernel;
-        for (t = 0; t < length; t++) {
-            int32_t acc = bias[o];
-            /* taps whose input sample lies inside the signal; the padding contributes (z - z) = 0 */
-            const int first = t - pad < 0 ? pad - t : 0;
-            const int last = t - pad + kernel > length ? length - t + pad : kernel;
+        int8_t *out = output + o * length;
+        int32_t weight_sum = 0;
+        int32_t interior_bias;
+        for (k = 0; k < in_channels * kernel; k++) {
+            weight_sum += w_out[k];
+        }
+        /* sum w * (x - z) = sum w * x - z * sum w: the zero point leaves the inner loop */
+        interior_bias = bias[o] - input_zero_point * weight_sum;
+        for (t = 0; t < length; t++) {  /* the edges, sample by sample */
+            if (t >= pad && t < interior_end) {
+                t = interior_end - 1;
+                continue;
+            }
+            out[t] = clamp_int8(hs_requantize(bias[o] + conv_at_edge(input, in_channels, length, input_zero_point,
+                                                                      w_out, kernel, t),
+                                              multiplier[o], shift[o]) + output_zero_point, low);
+        }
+        /* The interior in blocks of HS_TIME_BLOCK outputs that accumulate together: each weight is loaded once
+         * per block, and the innermost loop runs along time over contiguous samples, which compilers vectorize. */
+        for (t = pad; t < interior_end; t += HS_TIME_BLOCK) {
+            const int block = interior_end - t < HS_TIME_BLOCK ? interior_end - t : HS_TIME_BLOCK;
+            int32_t acc[HS_TIME_BLOCK];
+            for (j = 0; j < HS_TIME_BLOCK; j++) {
+                acc[j] = interior_bias;
+            }
             for (i = 0; i < in_channels; i++) {
-                const int8_t *x = input + i * length;
+                const int8_t *x_row = input + i * length + t - pad;
                 const int8_t *w = w_out + i * kernel;
-                for (k = first; k < last; k++) {
-                    acc += (int32_t)w[k] * ((int32_t)x[t - pad + k] - input_zero_point);
+                for (k = 0; k < kernel; k++) {
+                    const int32_t w_k = w[k];
+                    const int8_t *x = x_row + k;
+                    if (block == HS_TIME_BLOCK) {
+                        for (j = 0; j < HS_TIME_BLOCK; j++) {
+                            acc[j] += w_k * (int32_t)x[j];
+                        }
+                    } else {
+                        for (j = 0; j < block; j++) {
+                            acc[j] += w_k * (int32_t)x[j];
+                        }
+                    }
                 }
             }
-            output[o * length + t] = clamp_int8(hs_requantize(acc, multiplier[o], shift[o]) + output_zero_point, low);
+            for (j = 0; j < block; j++) {
+                out[t + j] = clamp_int8(hs_requantize(acc[j], multiplier[o], shift[o]) + output_zero_point, low);
+            }
         }
     }
 }
