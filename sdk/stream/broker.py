@@ -16,6 +16,10 @@ from pathlib import Path
 
 from sdk.errors import HeartSightError
 
+# Mosquitto drops QoS 1 messages for a client once 1,000 are queued for it (its default): a listener that is away,
+# or falls a few seconds behind a fleet, would lose alerts. Brokers in production need the same setting.
+QUEUE_LIMITS = "max_queued_messages 1000000"
+
 
 def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
@@ -57,7 +61,7 @@ class LocalBroker:
         self.log_path = directory / f"mosquitto-{self.port}.log"
         self.conf = directory / f"mosquitto-{self.port}.conf"
         self.conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n{config}\n"
-                             f"persistence true\npersistence_location {directory}/\n"
+                             f"persistence true\npersistence_location {directory}/\n{QUEUE_LIMITS}\n"
                              f"persistence_file mosquitto-{self.port}.db\nlog_dest stderr\n")
         self.url = f"mqtts://localhost:{self.port}" if tls else f"mqtt://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
