@@ -121,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--username")
     stream.add_argument("--password")
     stream.add_argument("--tls-ca", help="CA certificate that signed the broker's")
+    stream.add_argument("--wait", type=float, default=30.0,
+                        help="seconds to wait at the end for the broker to acknowledge queued alerts (default 30)")
     stream.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(stream)
     stream.set_defaults(run=_stream)
@@ -250,12 +252,15 @@ def _stream(args) -> int:
     zoo = load_model(args.model)
     calibration = None if args.backend == "torch" else (lambda: real_windows(zoo.spec, "calibration", args.data_dir, 512))
     with Publisher(args.broker, args.device, args.site, args.outbox, args.username, args.password, args.tls_ca) as publisher:
-        summary = stream_recording(recording, publisher, zoo, args.backend, speed, args.channel, calibration)
+        summary = stream_recording(recording, publisher, zoo, args.backend, speed, args.channel, calibration,
+                                   flush_timeout_s=args.wait)
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"{summary['samples']} samples, {summary['beats']} beats, {summary['alerts_published']} alerts published, "
               f"{summary['queued']} still queued on disk")
+    if summary["queued"]:
+        print(f"heartsight stream: {summary['status']}", file=sys.stderr)
     return 0
 
 

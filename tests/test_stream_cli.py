@@ -10,7 +10,8 @@ import numpy as np
 
 from sdk.data.synthetic import synthetic_ecg
 from test_cli import heartsight
-from sdk.stream.broker import wait_until
+from sdk.stream.broker import free_port, wait_until
+from sdk.stream.outbox import Outbox
 
 
 def test_a_replayed_recording_reaches_the_clinician_store_and_review_pages(broker, tmp_path):  # broker: a Mosquitto of the test's own (conftest)
@@ -52,3 +53,20 @@ def test_bad_speed_and_unreachable_brokers_are_explained(tmp_path):
     run = heartsight("stream", tmp_path / "x.npy", "--fs", 250, "--broker", "mqtt://127.0.0.1:1", "--device", "d",
                      "--speed", "fast")
     assert run.returncode == 2 and "--speed must be a positive number" in run.stderr
+
+
+def test_an_unreachable_broker_leaves_alerts_queued_says_why_and_the_next_run_delivers_them(broker, tmp_path):
+    ecg = synthetic_ecg(duration_s=40, fs=250, heart_rate=70, ectopic={"V": 0.15}, seed=2)
+    recording, outbox = tmp_path / "patch.npy", tmp_path / "outbox.sqlite"
+    np.save(recording, ecg.signal)
+    args = (recording, "--fs", 250, "--device", "patch-2", "--outbox", outbox, "--json")
+    offline = heartsight("stream", *args, "--broker", f"mqtt://127.0.0.1:{free_port()}", "--wait", 1.5)
+    assert offline.returncode == 0, offline.stderr
+    summary = json.loads(offline.stdout)
+    assert summary["queued"] == len(summary["alert_ids"]) > 0 and summary["alerts_published"] == 0
+    assert "not connected" in offline.stderr and "retrying in" in offline.stderr and str(outbox) in offline.stderr
+    assert [a["id"] for a in Outbox(outbox).pending()] == summary["alert_ids"]
+
+    online = heartsight("stream", *args, "--broker", broker.url)
+    assert online.returncode == 0, online.stderr
+    assert json.loads(online.stdout)["queued"] == 0 and Outbox(outbox).pending() == []

@@ -71,7 +71,7 @@ class Connection:
         host, port, tls = parse_broker_url(broker_url)
         self._on_connected = on_connected
         self._on_idle = on_idle
-        self._reconnect_max_s = reconnect_max_s
+        self.reconnect_max_s = reconnect_max_s
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                                   manual_ack=manual_ack)
         if username is not None:
@@ -96,6 +96,7 @@ class Connection:
         self.connected = threading.Event()
         self.error: HeartSightError | None = None
         self.last_error: str | None = None
+        self.retry_in_s: float | None = None  # the current back-off while the broker cannot be reached
         self._stopping = threading.Event()
         self._goodbye: tuple[str, bytes] | None = None
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{client_id}", daemon=True)
@@ -144,8 +145,12 @@ class Connection:
                             delay = 1.0
                             if self._on_idle is not None:
                                 self._on_idle()
+                if self._stopping.is_set():
+                    break
+                self.retry_in_s = delay
+                log.warning("%s: %s; retrying in %g s", self.url, self.last_error or "connection lost", delay)
                 if not self._stopping.wait(delay):
-                    delay = min(delay * 2, self._reconnect_max_s)
+                    delay = min(delay * 2, self.reconnect_max_s)
             if self._goodbye is not None and self.connected.is_set():
                 info = self.client.publish(*self._goodbye, qos=1, retain=True, properties=json_properties())
                 deadline = time.monotonic() + 2
@@ -173,7 +178,7 @@ class Connection:
                 self.fail(HeartSightError(f"{self.url} refused the connection ({reason_code}): "
                                           "check the username, password and client id the broker expects"))
             return
-        self.last_error = None
+        self.last_error, self.retry_in_s = None, None
         self.connected.set()
         if self._on_connected is not None:
             self._on_connected(flags.session_present)
@@ -182,7 +187,6 @@ class Connection:
         self.connected.clear()
         if reason_code.is_failure and not self._stopping.is_set():
             self.last_error = f"disconnected: {reason_code}"
-            log.warning("%s: %s; reconnecting", self.url, self.last_error)
 
 
 def _existing(path: str | Path | None, name: str) -> str | None:

@@ -73,6 +73,17 @@ class Publisher:
         """Why the broker is not reachable right now, if known (e.g. connection refused)."""
         return self._conn.last_error
 
+    def status(self) -> str:
+        """One line for people: connected, or why not and when the next attempt is, and what waits on disk."""
+        queued = self.pending()
+        if self.connected:
+            return f"connected to {self._conn.url}; {queued} alert(s) not yet acknowledged"
+        retry = f"; retrying in {self._conn.retry_in_s:g} s (backing off up to {self._conn.reconnect_max_s:g} s)" \
+            if self._conn.retry_in_s else ""
+        return (f"not connected to {self._conn.url} ({self.last_error or 'connecting'}){retry}; {queued} alert(s) "
+                f"wait in {self._outbox.path} and go out in order once it is reachable (also from a later run "
+                "with the same outbox)")
+
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         """True once connected, False on timeout; HeartSightError for bad credentials or an untrusted certificate."""
         return self._conn.wait_connected(timeout_s)

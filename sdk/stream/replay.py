@@ -33,9 +33,10 @@ def parse_speed(text: str) -> float | None:
 
 def stream_recording(recording: Recording, publisher: Publisher, model: str | ZooModel = "ecg_beat",
                      backend: str = "torch", speed: float | None = None, channel: int | None = None, calibration=None,
-                     start_time: datetime | None = None) -> dict:
+                     start_time: datetime | None = None, flush_timeout_s: float = FLUSH_TIMEOUT_S) -> dict:
     """Feed the recording in 1-s chunks (paced by `speed`, or as fast as possible), publish every alert, and
-    wait until each is acknowledged by the broker or safely queued on disk. Returns the summary."""
+    wait up to flush_timeout_s for the broker to acknowledge them; the rest stay queued on disk. Returns the
+    summary, with the publisher's status line (why alerts are still queued, when it retries)."""
     monitor = Monitor(model=model, fs=recording.fs, backend=backend, device=publisher.device, site=publisher.site,
                       start_time=start_time or datetime.now(timezone.utc), calibration=calibration)
     signal = select_channels(recording, monitor.spec.task, channel)
@@ -50,9 +51,9 @@ def stream_recording(recording: Recording, publisher: Publisher, model: str | Zo
         events = monitor.feed(np.ascontiguousarray(signal[first: first + chunk]))
         beats, alert_ids = _publish(events, publisher, beats, alert_ids)
     beats, alert_ids = _publish(monitor.finish(), publisher, beats, alert_ids)
-    queued = publisher.flush(FLUSH_TIMEOUT_S)
+    queued = publisher.flush(flush_timeout_s)
     return {"samples": int(len(signal)), "beats": beats, "alerts_published": len(alert_ids) - queued,
-            "queued": queued, "alert_ids": alert_ids}
+            "queued": queued, "alert_ids": alert_ids, "status": publisher.status()}
 
 
 def _publish(events: list[dict], publisher: Publisher, beats: int, alert_ids: list[str]) -> tuple[int, list[str]]:
