@@ -314,3 +314,21 @@ def test_tls_publish_verifies_the_broker(tmp_path):
         untrusted.close()
     finally:
         broker.stop()
+
+
+def test_simulated_fleet_devices_each_deliver_every_alert_on_their_own_topic(broker, tmp_path):
+    """The fleet benchmark's load: every simulated device's alerts are acknowledged and stored once, as its own."""
+    from sdk.clinician.listener import Listener
+    from sdk.clinician.store import Store
+    from sdk.stream.fleet import run_fleet
+
+    store = Store(tmp_path / "fleet.sqlite")
+    listener = Listener(broker.url, store)
+    listener.start()
+    result = run_fleet(broker.url, devices=30, seconds=2, processes=2)
+    assert result["sent"] == result["acked"] == 60 and result["refused"] == 0
+    assert wait_until(lambda: listener.counts["stored"] == 60, 10)
+    assert listener.stop() == {"stored": 60, "duplicates": 0, "dead_letters": 0}
+    assert store.devices() == [f"dev-{d:04d}" for d in range(30)]
+    assert all(len(store.alerts(device)) == 2 for device in store.devices())
+    store.close()
