@@ -33,7 +33,7 @@ from torch import nn
 
 from firmware_export.quantize import QuantizedModel
 from models.architectures import GapCnn, fold_batch_norm
-from models.quantization import ActivationFakeQuant, is_quantized, weight_scales
+from models.quantization import ActivationFakeQuant, is_quantized
 from models.registry import ZooModel
 from sdk.errors import HeartSightError
 
@@ -192,44 +192,19 @@ def export_float(zoo: ZooModel, path: str | Path, opset: int = OPSET) -> Path:
     return _save(onnx, model, path)
 
 
-def _conv_weight_scales(zoo: ZooModel, qm: QuantizedModel) -> list[np.ndarray]:
-    """Per-output-channel weight scale of every conv, recomputed as quantize_model does; checks qm matches the zoo model."""
-    blocks, head = _layers(zoo)
-    if len(blocks) != len(qm.convs):
-        raise HeartSightError(f"the quantized model has {len(qm.convs)} convolutions but {zoo.spec.name} has "
-                              f"{len(blocks)}; quantize this zoo model with firmware_export.quantize.quantize_model")
-    scales = []
-    for i, ((conv, pool), layer) in enumerate(zip(blocks, qm.convs)):
-        weight = conv.weight.detach().double()
-        scale = weight_scales(weight).double()
-        recovered = torch.clamp(torch.round(weight / scale[:, None, None]), -127, 127).numpy()
-        if weight.shape != layer.weight.shape or pool != layer.pool_after \
-                or np.abs(recovered - layer.weight.astype(np.float64)).max() > 1:
-            raise HeartSightError(f"conv {i} of the quantized model does not match {zoo.spec.name}'s weights; pass the "
-                                  "zoo model the QuantizedModel was made from (quantize_model(zoo, calibration_x))")
-        scales.append(scale.numpy())
-    if head.weight.shape != qm.head_weight.shape:
-        raise HeartSightError(f"the quantized head {qm.head_weight.shape} does not match {zoo.spec.name}'s "
-                              f"{tuple(head.weight.shape)}; pass the zoo model the QuantizedModel was made from")
-    return scales
-
-
 def export_int8_qdq(zoo: ZooModel, qm: QuantizedModel, path: str | Path, opset: int = OPSET) -> Path:
-    """Write the int8 model (firmware_export.quantize.QuantizedModel) as an ONNX QDQ graph for onnxruntime.
-
-    The zoo model supplies what QuantizedModel does not store: each conv's per-output-channel weight scale.
-    """
+    """Write the int8 model (firmware_export.quantize.QuantizedModel) as an ONNX QDQ graph for onnxruntime;
+    the zoo model it was made from names it and supplies its card."""
     onnx = _require("onnx", "onnx")
     _check_opset(opset)
-    weight_scale = _conv_weight_scales(zoo, qm)
     g = _Graph(onnx)
     x = g.quantize_dequantize(INPUT, "input", qm.input_scale, qm.input_zero_point)
     s_in = float(qm.input_scale)
     for i, layer in enumerate(qm.convs):
         kernel = layer.weight.shape[2]
         pad = kernel // 2
-        w = g.dequantized_constant(f"conv{i}_weight", layer.weight.astype(np.int8), weight_scale[i])
-        b = g.dequantized_constant(f"conv{i}_bias", layer.bias.astype(np.int32), s_in * weight_scale[i])
+        w = g.dequantized_constant(f"conv{i}_weight", layer.weight.astype(np.int8), layer.weight_scale)
+        b = g.dequantized_constant(f"conv{i}_bias", layer.bias.astype(np.int32), s_in * layer.weight_scale)
         x = g.node("Conv", [x, w, b], f"conv{i}", kernel_shape=[kernel], pads=[pad, pad], strides=[1],
                    dilations=[1], group=1)
         x = g.quantize_dequantize(g.node("Relu", [x], f"relu{i}"), f"block{i}", layer.output_scale,

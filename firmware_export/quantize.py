@@ -56,6 +56,7 @@ class QuantizedConv:
     output_scale: float
     output_zero_point: int
     pool_after: bool  # max-pool by 2 after the block
+    weight_scale: np.ndarray  # float (out,): weight = int8 * weight_scale, per output channel
 
 
 @dataclass
@@ -168,7 +169,8 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
         b_q = torch.round(bias / (s_in * w_scale)).to(torch.int64).numpy()
         pairs = [quantize_multiplier(s_in * float(ws) / s_out) for ws in w_scale]
         convs.append(QuantizedConv(w_q, _int32(b_q), np.array([p[0] for p in pairs], np.int32),
-                                   np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after[i]))
+                                   np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after[i],
+                                   w_scale.numpy()))
     s_last = activation[len(convs)][0]
     length = zoo.spec.window // (2 ** sum(pool_after))
     w = head.weight.detach().double()
@@ -219,7 +221,10 @@ def load_quantized(directory: str | Path) -> QuantizedModel:
         raise HeartSightError(f"{directory} holds no {QUANTIZED_FILE}; export the model with "
                               "`heartsight export --model NAME --target c --out DIR` first")
     record = json.loads(path.read_text())
-    types = {"weight": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32}
+    if any("weight_scale" not in c for c in record["convs"]):
+        raise HeartSightError(f"{path} was written by an older HeartSight (no conv weight scales); export the model "
+                              "again with `heartsight export --model NAME --target c --out DIR`")
+    types = {"weight": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32, "weight_scale": np.float64}
     convs = [QuantizedConv(**{k: np.array(v, types[k]) if k in types else v for k, v in c.items()}) for c in record.pop("convs")]
     arrays = {"head_weight": np.int8, "head_bias": np.int32, "head_multiplier": np.int32, "head_shift": np.int32,
               "head_weight_scale": np.float64, "trace_shift": np.int32}

@@ -18,6 +18,7 @@ from firmware_export.quantize import QuantizedConv, load_quantized, quantize_mod
 from firmware_export.target import toolchain_missing
 from models.architectures import GapCnn
 from models.registry import ZooModel, get_spec
+from sdk.errors import HeartSightError
 from test_cli import heartsight
 
 TOY_SPEC = replace(get_spec("ecg_beat"), window=96, widths=(6, 8, 10))
@@ -78,7 +79,8 @@ def test_the_c_convolution_matches_the_reference_at_edges_short_signals_and_part
                           multiplier=rng.integers(2 ** 30, 2 ** 31, out_channels).astype(np.int32),
                           shift=rng.integers(-12, -6, out_channels).astype(np.int32),
                           input_zero_point=int(rng.integers(-128, 128)), output_scale=1.0,
-                          output_zero_point=int(rng.integers(-128, 0)), pool_after=False)
+                          output_zero_point=int(rng.integers(-128, 0)), pool_after=False,
+                          weight_scale=np.ones(out_channels))
     x = rng.integers(-128, 128, (1, channels, length)).astype(np.int8)
     out = np.zeros((out_channels, length), np.int8)
     kernels.hs_conv1d_relu(x.ctypes.data, channels, length, layer.input_zero_point, layer.weight.ctypes.data,
@@ -155,6 +157,12 @@ def test_the_quantized_model_round_trips_through_its_json(tmp_path):
     again = load_quantized(tmp_path)
     x_q = reference.quantize_input(quantized, np.random.default_rng(1).normal(size=(8, 3, 96)))
     assert np.array_equal(reference.infer(again, x_q)[0], reference.infer(quantized, x_q)[0])
+    assert all(np.array_equal(a.weight_scale, b.weight_scale) for a, b in zip(again.convs, quantized.convs))
+    record = json.loads((tmp_path / "quantized_model.json").read_text())
+    del record["convs"][0]["weight_scale"]  # as an export from before weight scales were stored
+    (tmp_path / "quantized_model.json").write_text(json.dumps(record))
+    with pytest.raises(HeartSightError, match="older HeartSight.*export the model again"):
+        load_quantized(tmp_path)
 
 
 @pytest.fixture(scope="module")
