@@ -115,7 +115,7 @@ def _plot(alert: dict, path: Path) -> None:
         ecg.axvline(event, color="tab:blue", linewidth=1, linestyle="--")
     ecg.set_xlim(0, t[-1] if len(t) > 1 else 1 / fs)
     ecg.set_xlabel("seconds from excerpt start")
-    ecg.set_ylabel("mV")
+    ecg.set_ylabel("PPG (arbitrary units)" if alert["type"] == "hr_out_of_range" else "ECG (mV)")
     fig.tight_layout()
     fig.savefig(path, format="png")
 
