@@ -150,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job on embedded defaults")
     _data_dir_option(demo)
     demo.add_argument("--out", default="out/demo", help="where to write the results (default out/demo)")
-    demo.add_argument("--broker", help="publish to this broker (mqtt://host:port) instead of an embedded Mosquitto")
+    demo.add_argument("--broker", help="publish to this broker (mqtt://host:port) instead of an embedded one")
+    demo.add_argument("--embedded-broker", choices=["auto", "mosquitto", "python"], default="auto",
+                      help="auto (default): Mosquitto on a free port when installed, else the in-process Python broker")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -336,7 +338,7 @@ def _summary(result: dict) -> str:
 def _demo(args) -> int:
     from sdk.demo import run_demo
 
-    run_demo(args.data_dir, args.out, args.broker)
+    run_demo(args.data_dir, args.out, args.broker, args.embedded_broker)
     return 0
 
 

@@ -3,8 +3,9 @@
 It reads a DS2 record of MIT-BIH when the data directory holds it (a patient the beat model never saw),
 else generates a synthetic ECG with ectopic beats. With the best zoo model (the WCAM-compressed int8 one
 when present) it runs the device path, compares the beats with the reference, then streams the recording
-through the device runtime faster than real time, publishes the explained alerts to a Mosquitto it starts
-on a free port, stores them with a clinician listener and writes the review pages.
+through the device runtime faster than real time, publishes the explained alerts to an embedded broker
+(Mosquitto on a free port when installed, else the in-process Python broker), stores them with a clinician
+listener and writes the review pages.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from models.registry import ZOO_DIR, load_model
 from sdk.data import mitdb
 from sdk.data.records import Recording, data_dir
 from sdk.data.synthetic import synthetic_ecg
+from sdk.errors import HeartSightError
 from sdk.device.analyze import analyze
 from sdk.device.rpeak import match_peaks
 from sdk.errors import HeartSightError
@@ -50,7 +52,14 @@ def demo_recording(data_root) -> tuple[Recording, np.ndarray, np.ndarray, str]:
     return recording, record.beat_samples[keep], record.aami_labels[keep], source
 
 
-def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None) -> dict:
+EMBEDDED_BROKERS = ("auto", "mosquitto", "python")
+
+
+def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None, embedded_broker: str = "auto") -> dict:
+    """The main job; alerts go through broker_url, else through the embedded broker chosen (auto: Mosquitto
+    when it is installed, else the in-process Python broker)."""
+    if embedded_broker not in EMBEDDED_BROKERS:
+        raise HeartSightError(f"unknown embedded broker {embedded_broker!r}; choose {', '.join(EMBEDDED_BROKERS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recording, reference_peaks, reference_labels, source = demo_recording(data_root)
@@ -76,7 +85,7 @@ def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None) 
         "labels_detected": dict(Counter(b["label"] for b in result["beats"])),
         "beat_classification": report,
     }
-    summary["streaming"] = _stream_to_clinician(recording, zoo.card["name"], out, broker_url)
+    summary["streaming"] = _stream_to_clinician(recording, zoo.card["name"], out, broker_url, embedded_broker)
     (out / "analysis.json").write_text(json.dumps(result) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot_strip(recording, result, reference_peaks, reference_labels, out / "strip.png")
@@ -86,32 +95,27 @@ def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None) 
           f"(Se {summary['r_peaks']['se']:.4f}, +P {summary['r_peaks']['ppv']:.4f})")
     print(format_class_table(report))
     streaming = summary["streaming"]
-    if streaming:
-        print(f"streamed through the device runtime: {streaming['beats']} beats, {streaming['alerts_published']} explained "
-              f"alerts published, {streaming['stored']} stored by the clinician listener")
-        print(f"clinician review: {streaming['review']}")
+    print(f"streamed through the device runtime: {streaming['beats']} beats, {streaming['alerts_published']} explained "
+          f"alerts published via {streaming['broker']}, {streaming['stored']} stored by the clinician listener")
+    print(f"clinician review: {streaming['review']}")
     print(f"wrote {out / 'analysis.json'}, {out / 'summary.json'} and {out / 'strip.png'}")
     return summary
 
 
-def _stream_to_clinician(recording: Recording, model: str, out: Path, broker_url: str | None) -> dict | None:
-    """Device runtime -> MQTT -> clinician store -> review pages, through broker_url or an embedded Mosquitto.
-
-    Returns None when there is neither (no `mosquitto` binary): no MQTT 5 broker installs from PyPI alone.
-    """
-    import contextlib
+def _stream_to_clinician(recording: Recording, model: str, out: Path, broker_url: str | None,
+                         embedded_broker: str) -> dict:
+    """Device runtime -> MQTT -> clinician store -> review pages, through broker_url or an embedded broker."""
     import tempfile
 
     from sdk.stream.broker import LocalBroker, mosquitto_binary
+    from sdk.stream.python_broker import PythonBroker
 
     if broker_url is not None:
         return _deliver(recording, model, out, broker_url, "given with --broker")
-    if mosquitto_binary() is None:
-        print("mosquitto is not installed (apt-get install -y mosquitto) and no --broker was given: "
-              "skipping the streaming to the clinician side")
-        return None
-    with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(LocalBroker(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+    if embedded_broker == "python" or (embedded_broker == "auto" and mosquitto_binary() is None):
+        with PythonBroker() as broker:
+            return _deliver(recording, model, out, broker.url, "python broker (embedded, in-process)")
+    with tempfile.TemporaryDirectory() as work, LocalBroker(Path(work)) as broker:
         return _deliver(recording, model, out, broker.url, "mosquitto (embedded, free local port)")
 
 

@@ -20,3 +20,18 @@ def broker(tmp_path):
         pytest.skip("mosquitto not installed (apt-get install -y mosquitto)")
     with LocalBroker(tmp_path) as running:
         yield running
+
+
+@pytest.fixture(params=["mosquitto", "python"])
+def any_broker(request, tmp_path):
+    """Each embedded broker in turn: a Mosquitto of the test's own, then the in-process Python broker."""
+    from sdk.stream.python_broker import PythonBroker
+
+    if request.param == "mosquitto":
+        if mosquitto_binary() is None:
+            pytest.skip("mosquitto not installed (apt-get install -y mosquitto)")
+        running = LocalBroker(tmp_path)
+    else:
+        running = PythonBroker()
+    with running:
+        yield running

@@ -85,8 +85,8 @@ def test_store_explains_an_unreachable_database(tmp_path):
 
 # --- listener ------------------------------------------------------------------------------------------------------
 
-@needs_mosquitto
-def test_listener_stores_valid_alerts_once_and_dead_letters_the_rest(broker, tmp_path):
+def test_listener_stores_valid_alerts_once_and_dead_letters_the_rest(any_broker, tmp_path):
+    broker = any_broker
     good = sample_alert()
     bad_schema = {**sample_alert(i=1), "confidence": 1.7}
     spoofed = sample_alert(device="dev-b", i=2)
@@ -152,8 +152,8 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
         broker.stop()
 
 
-@needs_mosquitto
-def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(broker, postgres_url, tmp_path):
+def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(any_broker, postgres_url, tmp_path):
+    broker = any_broker
     alerts = [sample_alert(device=f"dev-{i % 3}", i=i) for i in range(20)]
     with Store(postgres_url) as first_store, Store(postgres_url) as second_store:
         listeners = [Listener(broker.url, s, shared_group="clinic") for s in (first_store, second_store)]
@@ -176,8 +176,8 @@ def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(broker,
         assert second_store.devices() == ["dev-0", "dev-1", "dev-2"]
 
 
-@needs_mosquitto
-def test_an_alert_the_store_cannot_take_stays_at_the_broker_until_it_can(broker, tmp_path):
+def test_an_alert_the_store_cannot_take_stays_at_the_broker_until_it_can(any_broker, tmp_path):
+    broker = any_broker
     path = tmp_path / "store.sqlite"
     alert = sample_alert()
     with Store(path) as store:

@@ -146,7 +146,8 @@ def test_outbox_keeps_order_across_restarts_and_ignores_duplicates(tmp_path):
 # --- publisher -----------------------------------------------------------------------------------------------------
 
 @needs_mosquitto
-def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(broker, tmp_path):
+def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(any_broker, tmp_path):
+    broker = any_broker
     collector = Collector(broker.port)
     alerts = [sample_alert(i=i) for i in range(5)]
     publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "outbox.sqlite")
@@ -216,8 +217,8 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     collector.close()
 
 
-@needs_mosquitto
-def test_last_will_marks_a_killed_device_offline(broker, tmp_path):
+def test_last_will_marks_a_killed_device_offline(any_broker, tmp_path):
+    broker = any_broker
     collector = Collector(broker.port, "heartsight/v1/s1/dev-a/status")
     device = subprocess.Popen(
         [sys.executable, "-c", "import time; from sdk.stream.publisher import Publisher; "

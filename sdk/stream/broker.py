@@ -1,7 +1,5 @@
-"""A Mosquitto of our own on a free local port: the demo's embedded broker, and the tests'.
-
-No MQTT 5 broker installs with pip alone (amqtt speaks only 3.1.1), so the embedded broker needs the
-`mosquitto` binary (Debian package `mosquitto`); without it the demo says so and skips the streaming part.
+"""A Mosquitto of our own on a free local port: the demo's embedded broker when Mosquitto is installed, and the
+tests'. Without it the demo uses sdk.stream.python_broker instead.
 """
 
 from __future__ import annotations
