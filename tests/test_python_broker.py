@@ -8,6 +8,9 @@ import os
 import socket
 
 import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -103,9 +106,10 @@ def test_wildcards_match_levels_and_a_subscriber_gets_one_copy_per_message():
 
 
 def _raw_exchange(port: int, data: bytes) -> bytes:
-    """Send raw bytes; everything the broker answers until it closes the connection."""
+    """Send raw bytes and end the stream; everything the broker answers until it closes the connection."""
     with socket.create_connection(("127.0.0.1", port), 5) as sock:
         sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := sock.recv(4096):
             answer += chunk
@@ -132,3 +136,28 @@ def test_bad_clients_are_disconnected_with_a_reason_and_the_broker_keeps_serving
         assert wait_until(lambda: watcher.payloads() == [b"still here"], 5), watcher.payloads()
         for client in (watcher, device):
             client.close()
+
+
+CONNECT_5 = b"\x10\x0f\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x02fz"
+PACKET_HEADS = st.sampled_from([0x10, 0x30, 0x32, 0x33, 0x34, 0x40, 0x82, 0xA2, 0xC0, 0xE0, 0xF0])
+
+
+@pytest.fixture(scope="module")
+def fuzzed_broker():
+    with PythonBroker() as broker:
+        yield broker
+
+
+@settings(max_examples=150, deadline=None)
+@given(packets=st.lists(st.tuples(PACKET_HEADS, st.binary(max_size=40)), max_size=4), tail=st.binary(max_size=20))
+def test_random_packets_after_a_connect_never_stop_the_broker_serving_others(fuzzed_broker, packets, tail):
+    data = CONNECT_5 + b"".join(bytes([head, len(body)]) + body for head, body in packets) + tail
+    _raw_exchange(fuzzed_broker.port, data)
+    with socket.create_connection(("127.0.0.1", fuzzed_broker.port), 5) as sock:  # a well-behaved client still gets in
+        sock.sendall(CONNECT_5.replace(b"fz", b"ok") + b"\xc0\x00")  # CONNECT, PINGREQ
+        answer = b""
+        while not answer.endswith(b"\xd0\x00"):
+            chunk = sock.recv(4096)
+            assert chunk, f"the broker closed a good connection after {data!r}"
+            answer += chunk
+    assert answer.startswith(b"\x20")
