@@ -214,6 +214,11 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     assert wait_until(lambda: len(set(collector.alert_ids())) == len(alerts), 10), collector.alert_ids()
     received = list(dict.fromkeys(collector.alert_ids()))  # at least once: drop redeliveries, keep first arrivals
     assert received == [a["id"] for a in alerts], [[a["id"] for a in alerts].index(i) for i in collector.alert_ids()]
+    statuses = [json.loads(m.payload) for m in collector.messages if m.topic.endswith("/status")]
+    backlogs = [s["queued"] for s in statuses if s["state"] == "online"]
+    # each time the device came online it said what it still had to send: after the first outage and the crash,
+    # their three alerts (four if alert 4 was queued before the connection was up); after the second, 25
+    assert {3, 4} & set(backlogs) and backlogs[-1] == 25, backlogs
     collector.close()
 
 

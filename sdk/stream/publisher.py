@@ -139,13 +139,18 @@ class Publisher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _status(self, state: str) -> bytes:
-        return json.dumps({"device": self.device, "site": self.site, "state": state}).encode()
+    def _status(self, state: str, queued: int | None = None) -> bytes:
+        """The retained status; "online" also says how many alerts wait to go out, so a backlog after an outage
+        shows to whoever watches the fleet."""
+        status = {"device": self.device, "site": self.site, "state": state}
+        if queued is not None:
+            status["queued"] = queued
+        return json.dumps(status).encode()
 
     # The methods below run on the connection's network thread only.
 
     def _on_connected(self, session_present: bool) -> None:
-        self._conn.client.publish(self.status_topic, self._status("online"), qos=1, retain=True,
+        self._conn.client.publish(self.status_topic, self._status("online", len(self._outbox)), qos=1, retain=True,
                                   properties=json_properties())
         self._new.set()
 
