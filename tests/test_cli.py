@@ -69,6 +69,8 @@ def test_one_failing_input_does_not_stop_the_others(synthetic_npy, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("analyze", "{npy}", "--fs", "0"), "positive"),
     (("analyze", "{npy}", "--fs", "-250"), "positive"),
+    (("analyze", "{npy}", "--fs", "25"), "25 Hz is too low for ECG"),
+    (("stream", "{npy}", "--fs", "3", "--broker", "mqtt://127.0.0.1:1", "--device", "d"), "3 Hz is too low for ECG"),
     (("analyze", "{npy}", "--fs", "250", "--model", "resnet"), "unknown model 'resnet'"),
     (("analyze", "{npy}", "--fs", "250", "--channel", "3"), "channel 3 is out of range"),
     (("analyze", "{short}", "--fs", "250"), "at least"),

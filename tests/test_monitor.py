@@ -331,6 +331,10 @@ def test_bad_input_is_refused_with_a_clear_message():
         Monitor(fs=0)
     with pytest.raises(HeartSightError, match="sampling rate"):
         Monitor(fs=-360.0)
+    with pytest.raises(HeartSightError, match="50 Hz is too low for ECG.*at least 80 Hz"):
+        Monitor(fs=50)
+    with pytest.raises(HeartSightError, match="4 Hz is too low for PPG"):
+        Monitor("ppg_hr", fs=4)
     with pytest.raises(HeartSightError, match="unknown backend 'tflite'"):
         Monitor(backend="tflite")
     with pytest.raises(HeartSightError, match="needs calibration windows"):

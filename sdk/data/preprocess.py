@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
+from sdk.errors import HeartSightError
+
 ECG_FS = 128.0
 PPG_FS = 32.0
 HISTORY_BEATS = 256  # about 3-4 minutes of beats for the patient's "recent" RR and amplitude
@@ -48,14 +50,27 @@ class CausalFilter:
         return out.astype(np.float32)
 
 
+ECG_BAND_HZ = (0.5, 40.0)  # removes baseline wander and mains/EMG noise, keeps QRS and P/T morphology
+PPG_BAND_HZ = (0.5, 4.0)  # 30-240 bpm: the pulse band for PPG and the motion band for the accelerometer
+
+
 def ecg_bandpass(fs: float = ECG_FS) -> CausalFilter:
-    """0.5-40 Hz: removes baseline wander and mains/EMG noise, keeps QRS and P/T morphology."""
-    return CausalFilter(butter(2, [0.5, 40.0], btype="bandpass", fs=fs, output="sos"))
+    return CausalFilter(butter(2, list(ECG_BAND_HZ), btype="bandpass", fs=fs, output="sos"))
 
 
 def ppg_bandpass(fs: float = PPG_FS) -> CausalFilter:
-    """0.5-4 Hz (30-240 bpm): the pulse band for PPG and the motion band for the accelerometer."""
-    return CausalFilter(butter(2, [0.5, 4.0], btype="bandpass", fs=fs, output="sos"))
+    return CausalFilter(butter(2, list(PPG_BAND_HZ), btype="bandpass", fs=fs, output="sos"))
+
+
+def check_input_rate(fs: float, task: str) -> None:
+    """Refuse a sampling rate that cannot carry the band the model reads (below twice its upper edge): that is
+    a wrong --fs far more often than a real sensor, and upsampling cannot recover what was never sampled."""
+    low, high = PPG_BAND_HZ if task == "hr" else ECG_BAND_HZ
+    if fs < 2 * high:
+        kind = "PPG" if task == "hr" else "ECG"
+        raise HeartSightError(f"a sampling rate of {fs:g} Hz is too low for {kind}: the model reads {low:g}-{high:g} Hz "
+                              f"of the signal, which needs at least {2 * high:g} Hz; check the sampling rate (--fs) "
+                              "of the recording")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def analyze(recording: Recording, model: str | ZooModel = "ecg_beat", channel: i
     """
     zoo = load_model(model) if isinstance(model, str) else model
     spec = zoo.spec
+    preprocess.check_input_rate(recording.fs, spec.task)
     signal = select_channels(recording, spec.task, channel)
     min_samples = int(np.ceil(spec.window / spec.fs * recording.fs))
     check_signal(signal, recording.name, min_samples)

@@ -158,6 +158,7 @@ class Monitor:
             raise HeartSightError("start_time has no time zone: pass an aware datetime, e.g. datetime.now(timezone.utc)")
         self.zoo = load_model(model) if isinstance(model, str) else model
         self.spec = spec = self.zoo.spec
+        preprocess.check_input_rate(fs, spec.task)
         if not isinstance(excerpt_s, numbers.Real) or not 0 < excerpt_s <= spec.window / spec.fs / 2:
             raise HeartSightError(f"excerpt_s must be in (0, {spec.window / spec.fs / 2:g}] s (half the model window), "
                                   f"got {excerpt_s!r}")
