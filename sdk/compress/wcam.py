@@ -15,11 +15,10 @@ Two paths give the same loss and gradients (tests/test_wcam.py proves it):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sdk.errors import HeartSightError
-from sdk.explain.attribution import has_gap_linear_head, weighted_channel_sum
+from sdk.explain.attribution import has_gap_linear_head, upsample, weighted_channel_sum
 
 PAPER_BETA = 100.0
 STOCHASTIC_DROP = 0.3  # share of the teacher's channels dropped when forming its map (stochastic WCAM)
@@ -80,8 +79,6 @@ class Wcam:
         teacher_logits, target, teacher_maps = self.teacher_targets_and_maps(x)
         exact = self.exact if self.exact is not None else not has_gap_linear_head(student)
         logits, student_maps = forward_with_map(student, x, target, exact)
-        if student_maps.shape[-1] != teacher_maps.shape[-1]:
-            student_maps = F.interpolate(student_maps[:, None], size=teacher_maps.shape[-1], mode="linear",
-                                         align_corners=False)[:, 0]
+        student_maps = upsample(student_maps, teacher_maps.shape[-1])
         distance = (normalized(student_maps) - teacher_maps).pow(2).sum(dim=-1)
         return logits, teacher_logits, self.beta * distance.mean()
