@@ -21,7 +21,6 @@ from models.registry import ZOO_DIR, load_model
 from sdk.data import mitdb
 from sdk.data.records import Recording, data_dir
 from sdk.data.synthetic import synthetic_ecg
-from sdk.errors import HeartSightError
 from sdk.device.analyze import analyze
 from sdk.device.rpeak import match_peaks
 from sdk.errors import HeartSightError
