@@ -210,13 +210,19 @@ def check_signal(x: np.ndarray, what: str, min_samples: int) -> None:
         )
 
 
+def resample_factors(fs_in: float, fs_out: float) -> tuple[int, int]:
+    """(up, down): fs_out / fs_in as a ratio of small integers, the polyphase factors of every resampling here."""
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    return ratio.numerator, ratio.denominator
+
+
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along axis 0 from fs_in to fs_out (rates as a ratio of small integers)."""
     check_fs(fs_in)
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    if ratio == 1:
+    up, down = resample_factors(fs_in, fs_out)
+    if up == down:
         return np.asarray(x, dtype=np.float32)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=0).astype(np.float32)
+    return resample_poly(x, up, down, axis=0).astype(np.float32)
 
 
 def resampled_index(sample: np.ndarray | int, fs_in: float, fs_out: float) -> np.ndarray:

@@ -31,7 +31,6 @@ import math
 import numbers
 from collections import deque
 from datetime import datetime, timezone
-from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -40,7 +39,7 @@ from scipy.signal import firwin, resample_poly
 
 from models.registry import ZooModel, load_model
 from sdk.data import preprocess
-from sdk.data.records import resampled_index
+from sdk.data.records import resample_factors, resampled_index
 from sdk.device.alerts import AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
 from sdk.device.backends import make_runner
@@ -64,8 +63,7 @@ class StreamResampler:
     """
 
     def __init__(self, fs_in: float, fs_out: float, channels: int):
-        ratio = Fraction(fs_out / fs_in).limit_denominator(1000)  # as sdk.data.records.resample
-        self.up, self.down = ratio.numerator, ratio.denominator
+        self.up, self.down = resample_factors(fs_in, fs_out)
         self._half = 10 * max(self.up, self.down)
         taps = firwin(2 * self._half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))  # resample_poly's
         self._filter = taps.astype(np.float32)  # in the signal's dtype, as resample_poly casts it
