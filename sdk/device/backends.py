@@ -25,11 +25,16 @@ BACKENDS = ("torch", "onnxruntime", "c")
 
 
 class Runner:
-    """A model on one backend: `runner(x)` -> outputs; `runner.explain(x)` -> (outputs, traces (N, L))."""
+    """A model on one backend: `runner(x)` -> outputs; `runner.explain(x)` -> (outputs, traces (N, L)).
+
+    batch_invariant: each window's result is the same bits whatever else is in its batch (the C library runs
+    windows one by one; torch computes a batch of one by another path).
+    """
 
     def __init__(self, zoo: ZooModel, backend: str, outputs: Callable[[np.ndarray], np.ndarray],
-                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None):
-        self.zoo, self.backend = zoo, backend
+                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                 batch_invariant: bool = False):
+        self.zoo, self.backend, self.batch_invariant = zoo, backend, batch_invariant
         self._outputs = outputs
         self._explain = explain or self._float_map
 
@@ -78,7 +83,7 @@ def make_runner(zoo: ZooModel, backend: str, calibration_x: Callable[[], np.ndar
         def c_outputs(x: np.ndarray) -> np.ndarray:
             return reference.dequantize_logits(quantized, library.infer(library.quantize_input(x))[0])
 
-        return Runner(zoo, backend, c_outputs, c_explain)
+        return Runner(zoo, backend, c_outputs, c_explain, batch_invariant=True)
     from firmware_export.onnx_export import int8_session
 
     session = int8_session(zoo, quantized, directory)

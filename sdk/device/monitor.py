@@ -410,10 +410,9 @@ class Monitor:
         return Excerpt(lo, signal, trace[lo - window_start: hi - window_start])
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Outputs and traces. torch computes a batch of one by another path whose last bits differ, so on the
-        float backends a lone window runs beside a zero one: results never depend on how many windows a chunk
-        completed. The C library computes each window alone, so it needs no companion."""
-        if len(x) == 1 and self.runner.backend != "c":
+        """Outputs and traces. Unless the backend is batch-invariant, a lone window runs beside a zero one, so
+        results never depend on how many windows a chunk completed."""
+        if len(x) == 1 and not self.runner.batch_invariant:
             outputs, traces = self.runner.explain(np.concatenate([x, np.zeros_like(x)]))
             return outputs[:1], traces[:1]
         return self.runner.explain(x)
