@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from firmware_export.quantize import QuantizedModel
+from firmware_export.quantize import QuantizedModel, gapcnn_blocks
 from models.architectures import GapCnn, fold_batch_norm
 from models.quantization import ActivationFakeQuant, is_quantized
 from models.registry import ZooModel
@@ -61,29 +61,8 @@ def _layers(zoo: ZooModel) -> tuple[list[tuple[nn.Conv1d, bool]], nn.Linear]:
     if not isinstance(model, GapCnn):
         raise HeartSightError(f"ONNX export covers the zoo's GapCnn models, not {type(model).__name__}; "
                               "load one with models.registry.load_model")
-    folded = fold_batch_norm(model)  # a copy in eval mode; a QAT model is already folded (nothing changes)
-    blocks: list[list] = []
-    for module in folded.features:
-        if isinstance(module, nn.Conv1d):
-            if module.stride != (1,) or module.dilation != (1,) or module.groups != 1 \
-                    or module.padding != (module.kernel_size[0] // 2,) or module.padding_mode != "zeros":
-                raise HeartSightError(f"unsupported convolution {module} in {zoo.spec.name}: the export expects "
-                                      "stride 1, no dilation or groups and 'same' zero padding k//2 (a GapCnn)")
-            blocks.append([module, False, False])  # conv, has ReLU, pool after
-        elif isinstance(module, nn.ReLU) and blocks and not blocks[-1][1]:
-            blocks[-1][1] = True
-        elif isinstance(module, nn.MaxPool1d) and blocks and blocks[-1][1] and not blocks[-1][2]:
-            if module.kernel_size not in (2, (2,)) or module.stride not in (2, (2,)) or module.padding not in (0, (0,)) \
-                    or module.dilation not in (1, (1,)) or module.ceil_mode:
-                raise HeartSightError(f"unsupported pooling {module} in {zoo.spec.name}: the export expects MaxPool1d(2)")
-            blocks[-1][2] = True
-        elif not isinstance(module, (nn.Identity, ActivationFakeQuant)):
-            raise HeartSightError(f"unexpected layer {type(module).__name__} in {zoo.spec.name}.features; the export "
-                                  "expects Conv1d-BatchNorm-ReLU blocks with MaxPool1d(2) between them (a GapCnn)")
-    if not blocks or not all(relu for _, relu, _ in blocks):
-        raise HeartSightError(f"{zoo.spec.name} is not a GapCnn of Conv1d-BatchNorm-ReLU blocks; "
-                              "build it with models.registry.ModelSpec.build")
-    return [(conv, pool) for conv, _, pool in blocks], folded.head
+    # a copy in eval mode; a QAT model is already folded (nothing changes)
+    return gapcnn_blocks(fold_batch_norm(model), zoo.spec.name)
 
 
 def _conv_parameters(conv: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from models.architectures import fold_batch_norm
-from models.quantization import WEIGHT_MAX, activation_qparams, activation_quantizers, is_quantized, weight_scales
+from models.quantization import (WEIGHT_MAX, ActivationFakeQuant, activation_qparams, activation_quantizers,
+                                 is_quantized, weight_scales)
 from models.registry import ZooModel
 from sdk.errors import HeartSightError
 
@@ -102,17 +103,31 @@ class QuantizedModel:
         return total + self.head_weight.size
 
 
-def _float_layers(model: nn.Module) -> tuple[list[nn.Conv1d], nn.Linear, list[bool]]:
-    """The folded model's convolutions, head, and whether each block ends in a max-pool."""
-    modules = list(model.features)
-    convs = [m for m in modules if isinstance(m, nn.Conv1d)]
-    pool_after = []
-    for i, m in enumerate(modules):
-        if isinstance(m, nn.Conv1d):
-            following = modules[i + 1:]
-            next_conv = next((j for j, f in enumerate(following) if isinstance(f, nn.Conv1d)), len(following))
-            pool_after.append(any(isinstance(f, nn.MaxPool1d) for f in following[:next_conv]))
-    return convs, model.head, pool_after
+def gapcnn_blocks(folded: nn.Module, name: str) -> tuple[list[tuple[nn.Conv1d, bool]], nn.Linear]:
+    """A batch-norm-folded GapCnn's (convolution, max-pool after it) blocks and its head, checked to be what the
+    integer kernels and the ONNX export implement: 'same' stride-1 convolutions, ReLU, MaxPool1d(2)."""
+    blocks: list[list] = []
+    for module in folded.features:
+        if isinstance(module, nn.Conv1d):
+            if module.stride != (1,) or module.dilation != (1,) or module.groups != 1 \
+                    or module.padding != (module.kernel_size[0] // 2,) or module.padding_mode != "zeros":
+                raise HeartSightError(f"unsupported convolution {module} in {name}: the export expects "
+                                      "stride 1, no dilation or groups and 'same' zero padding k//2 (a GapCnn)")
+            blocks.append([module, False, False])  # conv, has ReLU, pool after
+        elif isinstance(module, nn.ReLU) and blocks and not blocks[-1][1]:
+            blocks[-1][1] = True
+        elif isinstance(module, nn.MaxPool1d) and blocks and blocks[-1][1] and not blocks[-1][2]:
+            if module.kernel_size not in (2, (2,)) or module.stride not in (2, (2,)) or module.padding not in (0, (0,)) \
+                    or module.dilation not in (1, (1,)) or module.ceil_mode:
+                raise HeartSightError(f"unsupported pooling {module} in {name}: the export expects MaxPool1d(2)")
+            blocks[-1][2] = True
+        elif not isinstance(module, (nn.Identity, ActivationFakeQuant)):
+            raise HeartSightError(f"unexpected layer {type(module).__name__} in {name}.features; the export "
+                                  "expects Conv1d-BatchNorm-ReLU blocks with MaxPool1d(2) between them (a GapCnn)")
+    if not blocks or not all(relu for _, relu, _ in blocks):
+        raise HeartSightError(f"{name} is not a GapCnn of Conv1d-BatchNorm-ReLU blocks; "
+                              "build it with models.registry.ModelSpec.build")
+    return [(conv, pool) for conv, _, pool in blocks], folded.head
 
 
 @torch.no_grad()
@@ -156,10 +171,10 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
     if qat:  # the ranges the model was trained with, for the input and every block
         trained = [(float(q.low), float(q.high)) for q in activation_quantizers(model)]
         ranges = trained + ranges[len(trained):]
-    convs_float, head, pool_after = _float_layers(model)
+    blocks, head = gapcnn_blocks(model, zoo.spec.name)
     activation = [activation_qparams(*r) for r in ranges]  # input, blocks..., logits
     convs = []
-    for i, conv in enumerate(convs_float):
+    for i, (conv, pool_after) in enumerate(blocks):
         w = conv.weight.detach().double()
         w_scale = weight_scales(w).double()
         s_in, z_in = activation[i]
@@ -169,10 +184,10 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
         b_q = torch.round(bias / (s_in * w_scale)).to(torch.int64).numpy()
         pairs = [quantize_multiplier(s_in * float(ws) / s_out) for ws in w_scale]
         convs.append(QuantizedConv(w_q, _int32(b_q), np.array([p[0] for p in pairs], np.int32),
-                                   np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after[i],
+                                   np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after,
                                    w_scale.numpy()))
     s_last = activation[len(convs)][0]
-    length = zoo.spec.window // (2 ** sum(pool_after))
+    length = zoo.spec.window // (2 ** sum(pool for _, pool in blocks))
     w = head.weight.detach().double()
     w_scale = weight_scales(w).double()
     w_q = torch.clamp(torch.round(w / w_scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
