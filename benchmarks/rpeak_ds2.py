@@ -24,7 +24,7 @@ import numpy as np
 from sdk.data.mitdb import BEAT_SYMBOLS, DS1, DS2, MitdbRecord, load_record
 from sdk.data.preprocess import ECG_FS
 from sdk.data.records import data_dir, database_path, fetch_command, read_annotations, resample, resampled_index
-from sdk.device.rpeak import LEARNING_SECONDS, RPeakDetector, detect_r_peaks, match_peaks
+from sdk.data.rpeak import LEARNING_SECONDS, RPeakDetector, detect_r_peaks, match_peaks
 from sdk.errors import HeartSightError
 
 TOLERANCE_SECONDS = 0.15
@@ -165,7 +165,7 @@ def report(ds2: list[dict], ds1: list[dict]) -> str:
     chunk = round(STREAM_CHUNK_SECONDS * ECG_FS)
     device_samples = round(np.mean([r["minutes"] for r in ds2 + ds1]) * 60 * ECG_FS)
     lines = [
-        "# R-peak detector on MIT-BIH (`sdk/device/rpeak.py`)",
+        "# R-peak detector on MIT-BIH (`sdk/data/rpeak.py`)",
         "",
         f"Lead MLII, reference = beat annotations ({' '.join(sorted(BEAT_SYMBOLS))}), one-to-one matching "
         f"within {TOLERANCE_SECONDS * 1000:.0f} ms at the record rate. The headline is the device path: the lead "

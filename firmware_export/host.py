@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,23 +20,46 @@ HOST_OPTIMISATION = ["-O3", "-march=native"]
 
 
 def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Compile the exported library with gcc (strict flags, tuned for this computer); returns the .so path."""
+    """Compile the exported library with gcc (strict flags, tuned for this computer); returns the .so path.
+
+    Without `out` the library goes to a per-user cache keyed by the sources, the flags and the compiler, so each
+    export is compiled once per computer, not every time a backend starts (and never inside the export itself).
+    """
     model_dir = Path(model_dir)
     sources = [model_dir / "heartsight_model.c", model_dir / "hs_kernels.c"]
     missing = [s.name for s in sources if not s.exists()]
     if missing:
         raise HeartSightError(f"{model_dir} is not an exported C model (missing {', '.join(missing)}); "
-                              "run `heartsight export --model NAME --target c --out DIR` first")
-    if shutil.which("gcc") is None:
+                              "run `heartsight export --model NAME --out DIR` first")
+    compiler = shutil.which("gcc")
+    if compiler is None:
         raise HeartSightError("gcc is not installed; install it with `apt-get install -y gcc`")
-    library = Path(out) if out else model_dir / "build" / "libheartsight_model.so"
+    flags = [*STRICT_FLAGS, *HOST_OPTIMISATION, "-shared", "-fPIC"]
+    if out is None:
+        key = hashlib.sha256()
+        for part in [*(s.read_bytes() for s in [*sources, model_dir / "heartsight_model.h", model_dir / "hs_kernels.h"]),
+                     " ".join(flags).encode(), compiler.encode(), platform.node().encode(),  # -march=native: per host
+                     subprocess.run([compiler, "--version"], capture_output=True).stdout]:
+            key.update(part)
+        library = _cache_directory() / key.hexdigest()[:24] / "libheartsight_model.so"
+        if library.exists():
+            return library
+    else:
+        library = Path(out)
     library.parent.mkdir(parents=True, exist_ok=True)
-    command = ["gcc", *STRICT_FLAGS, *HOST_OPTIMISATION, "-shared", "-fPIC", "-o", str(library), *map(str, sources)]
+    partial = library.with_name(f".{library.name}.{os.getpid()}")  # renamed into place: no half-written library
+    command = [compiler, *flags, "-o", str(partial), *map(str, sources)]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
         tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-20:])
         raise HeartSightError(f"the C library in {model_dir} did not compile with `{' '.join(command)}`:\n{tail}")
+    os.replace(partial, library)
     return library
+
+
+def _cache_directory() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "heartsight" / "c"
 
 
 class CModel:

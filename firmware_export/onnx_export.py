@@ -1,24 +1,33 @@
-"""ONNX export for onnxruntime: the float model and the int8 QDQ model, and their check against torch and the reference.
+"""ONNX export for onnxruntime: the float model, and the int8 model as an exact integer graph.
 
-Both graphs are written with `onnx.helper` from the batch-norm-folded GapCnn rather than with `torch.onnx.export`:
-in torch >= 2.9 that exporter needs `onnxscript` (the dynamo path) or falls back to the deprecated TorchScript
-exporter, while the GapCnn is six kinds of node. The graphs are checked numerically instead (`compare`).
+Both graphs are written with `onnx.helper` rather than with `torch.onnx.export`: in torch >= 2.9 that exporter
+needs `onnxscript` (the dynamo path) or falls back to the deprecated TorchScript exporter, while the GapCnn is six
+kinds of node.
 
 - float: input (N, C, L) float32 -> [Conv (pads k//2) -> Relu -> MaxPool(2)?]* -> GlobalAveragePool -> Flatten -> Gemm
-  -> logits (N, classes).
-- int8 QDQ: the same graph with QuantizeLinear/DequantizeLinear at every point the integer reference
-  (firmware_export.reference, the specification) rounds: the input, int8 weights per output channel (axis 0),
-  int32 biases at s_in * s_w, each block's output (after Relu), and the logits. The mean over time and the head
-  stay in float between the last block's DequantizeLinear and the logits' QuantizeLinear, as the reference keeps
-  the time sums exact. The output `logits` is the dequantized int8 logits: int8 = round(logits / s) + z exactly.
+  -> logits (N, classes). Checked against torch (`compare`).
+- int8: the integer reference (firmware_export.reference, the specification the C library matches bit for bit)
+  written as an ONNX graph: input (N, C, L) float32 -> `logits` (N, classes) int8 and `trace` (N, L) int16, the
+  class activation map of the arg-max class, exactly as hs_infer and hs_explain compute them.
 
-onnxruntime is not bit-exact with the reference, and is not expected to be: the reference requantizes as TensorFlow
-Lite does, a rounding high multiply then a rounding right shift (double rounding: a value less than 2**-(shift + 1)
-below a half rounds up), while onnxruntime rounds the exact product to nearest, ties to even (both in the
-QLinearConv it fuses DequantizeLinear-Conv-Relu-QuantizeLinear into and in the unfused float path). Its
-QuantizeLinear of the input also divides by the scale and rounds ties to even, where the reference multiplies by
-1 / scale and rounds them away from zero. A one-step difference in an early block spreads through the later
-ones; `compare` measures how far it goes on the logits.
+Why not QDQ or QOperator (QLinearConv) graphs, which onnxruntime documents for int8? Their results depend on the
+CPU. On x86-64 with AVX2 but without VNNI, onnxruntime's u8s8 kernels (VPMADDUBSW) saturate the int16 sums of
+pairs of products, which onnxruntime's own documentation warns about; its remedies, 7-bit weights
+(`reduce_range`) or s8s8, change the weights the C library runs or move the problem between kernels. And on every
+CPU QLinearConv requantizes with a float multiplier rounded half to even, not with the TensorFlow Lite fixed-point
+multiplier and double rounding the firmware uses, so logits differ by a step or more and labels now and then.
+A user whose server lacks VNNI would get other alerts from the same model.
+
+The graph here does the firmware's arithmetic with operators whose results do not depend on the CPU:
+- each convolution is a float32 Conv of integers (int8 weights, input minus its zero point): every product and
+  every partial sum is an integer below 2**24 in magnitude, so float32 holds it exactly in any summation order
+  (with or without FMA, on any SIMD width). `_exact_channel_groups` proves the bound from the weights at export
+  time and splits a convolution's input channels into groups summed in int64 when one Conv could exceed it;
+- bias, requantization (SaturatingRoundingDoublingHighMul, RoundingDivideByPOT), clamps, the head and the class
+  activation map are int64 elementwise operators. Division rounds only where the ONNX specification defines it:
+  floor division is (x - Mod(x, d)) / d, with Mod's remainder taking the divisor's sign (fmod=0), so Div divides
+  exactly and its rounding mode never matters.
+The result equals the integer reference bit for bit (tested on every export), on any CPU onnxruntime runs on.
 """
 
 from __future__ import annotations
@@ -31,14 +40,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from firmware_export.quantize import QuantizedModel, gapcnn_blocks
+from firmware_export.quantize import QuantizedConv, QuantizedModel, gapcnn_blocks
+from firmware_export.reference import INT8_MAX, INT8_MIN, INT16_MAX
 from models.architectures import GapCnn, fold_batch_norm
 from models.quantization import ActivationFakeQuant, is_quantized
 from models.registry import ZooModel
 from sdk.errors import HeartSightError
 
 OPSET = 17
-INPUT, OUTPUT = "input", "logits"
+INPUT, OUTPUT = "input", "logits"  # OUTPUT: the float graph's
 BATCH_AXIS = "batch"
 
 
@@ -80,8 +90,10 @@ class _Graph:
         self.helper = onnx_module.helper
         self.nodes: list = []
         self.initializers: list = []
+        self.names: set[str] = set()
 
     def constant(self, name: str, values: np.ndarray) -> str:
+        self.names.add(name)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(values), name))
         return name
 
@@ -89,41 +101,25 @@ class _Graph:
         self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attributes))
         return output
 
-    def quantize_dequantize(self, x: str, name: str, scale: float, zero_point: int) -> str:
-        """x -> QuantizeLinear -> DequantizeLinear at a per-tensor int8 (scale, zero point)."""
-        s = self.constant(f"{name}_scale", np.array(scale, np.float32))
-        z = self.constant(f"{name}_zero_point", np.array(zero_point, np.int8))
-        q = self.node("QuantizeLinear", [x, s, z], f"{name}_q")
-        return self.node("DequantizeLinear", [q, s, z], f"{name}_dq")
-
-    def dequantized_constant(self, name: str, values: np.ndarray, scales: np.ndarray) -> str:
-        """An integer initializer (int8 weights, int32 biases) and its per-axis (axis 0) DequantizeLinear."""
-        values = np.ascontiguousarray(values)
-        q = self.constant(f"{name}_quantized", values)
-        s = self.constant(f"{name}_scale", np.asarray(scales, np.float32).reshape(-1))
-        z = self.constant(f"{name}_zero_point", np.zeros(values.shape[0], values.dtype))
-        return self.node("DequantizeLinear", [q, s, z], name, axis=0)
-
-    def model(self, zoo: ZooModel, channels: int, classes: int, opset: int, description: str):
+    def model(self, name: str, channels: int, window: int, outputs: list, opset: int, description: str):
         helper, TensorProto = self.helper, self.onnx.TensorProto
         graph = helper.make_graph(
-            self.nodes, f"heartsight_{zoo.spec.name}",
-            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [BATCH_AXIS, channels, zoo.spec.window])],
-            [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [BATCH_AXIS, classes])],
-            self.initializers,
+            self.nodes, f"heartsight_{name}",
+            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [BATCH_AXIS, channels, window])],
+            outputs, self.initializers,
         )
         opsets = [helper.make_opsetid("", opset)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="heartsight",
                                   ir_version=helper.find_min_ir_version_for(opsets), doc_string=description)
-        card = zoo.card or {}
-        helper.set_model_props(model, {
-            "model": str(card.get("name", zoo.spec.name)), "version": str(card.get("version", "")),
-            "fs": str(zoo.spec.fs), "window": str(zoo.spec.window),
-            "input_channels": ",".join(zoo.spec.input_channels), "outputs": ",".join(zoo.spec.outputs),
-            "weights": description,
-        })
         self.onnx.checker.check_model(model, full_check=True)
         return model
+
+
+def _properties(card: dict, fs: float, window: int, channels, outputs) -> dict:
+    """Metadata every exported graph carries: which model, its sampling rate, window, channels and outputs."""
+    return {"model": str(card.get("name") or card.get("model", "")), "version": str(card.get("version", "")),
+            "sha256": str(card.get("sha256", "")), "fs": str(fs), "window": str(window),
+            "input_channels": ",".join(channels), "outputs": ",".join(outputs)}
 
 
 def _check_opset(opset: int) -> None:
@@ -166,56 +162,221 @@ def export_float(zoo: ZooModel, path: str | Path, opset: int = OPSET) -> Path:
     g.node("Gemm", [x, g.constant("head_weight", head.weight.detach().float().numpy()),
                     g.constant("head_bias", head.bias.detach().float().numpy())], OUTPUT, transB=1)
     weights = "fake-quantized (QAT) weights, no activation quantization" if is_quantized(zoo.model) else "float weights"
-    model = g.model(zoo, blocks[0][0].in_channels, head.out_features, opset,
+    outputs = [g.helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, [BATCH_AXIS, head.out_features])]
+    model = g.model(zoo.spec.name, blocks[0][0].in_channels, zoo.spec.window, outputs, opset,
                     f"HeartSight {zoo.spec.name}: batch-norm-folded float model ({weights})")
+    card = zoo.card or {}
+    onnx.helper.set_model_props(model, {**_properties({"name": card.get("name", zoo.spec.name), **card}, zoo.spec.fs,
+                                                      zoo.spec.window, zoo.spec.input_channels, zoo.spec.outputs),
+                                        "weights": weights})
     return _save(onnx, model, path)
 
 
-def export_int8_qdq(zoo: ZooModel, qm: QuantizedModel, path: str | Path, opset: int = OPSET) -> Path:
-    """Write the int8 model (firmware_export.quantize.QuantizedModel) as an ONNX QDQ graph for onnxruntime;
-    the zoo model it was made from names it and supplies its card."""
+INT8_OUTPUTS = ("logits", "trace")
+FLOAT32_EXACT = 2 ** 24  # every integer of smaller magnitude is a float32
+
+
+def _exact_channel_groups(layer: QuantizedConv) -> list[tuple[int, int]]:
+    """Input-channel ranges [a, b) whose float32 convolution is exact: for every output channel, the sum of
+    |weight| * largest |input - zero point| over the range stays below 2**24, so no partial sum can round."""
+    largest_input = max(abs(INT8_MIN - layer.input_zero_point), abs(INT8_MAX - layer.input_zero_point))
+    per_channel = np.abs(layer.weight.astype(np.int64)).sum(axis=2) * largest_input  # (out, in)
+    groups, start, total = [], 0, np.zeros(per_channel.shape[0], np.int64)
+    for c in range(per_channel.shape[1]):
+        if (per_channel[:, c] >= FLOAT32_EXACT).any():
+            raise HeartSightError(f"one input channel of a convolution can reach {per_channel[:, c].max():,}, beyond "
+                                  "float32's exact integers; the integer ONNX graph cannot represent this model")
+        if ((total + per_channel[:, c]) >= FLOAT32_EXACT).any():
+            groups.append((start, c))
+            start, total = c, np.zeros_like(total)
+        total += per_channel[:, c]
+    return groups + [(start, per_channel.shape[1])]
+
+
+class _IntegerGraph(_Graph):
+    """Integer arithmetic of the reference as ONNX operators on int64 tensors."""
+
+    def int64(self, name: str, values) -> str:
+        return self.constant(name, np.asarray(values, np.int64))
+
+    def zero(self) -> str:
+        """The int64 scalar 0, one initializer shared by every comparison with it."""
+        if "zero" not in self.names:
+            self.int64("zero", 0)
+        return "zero"
+
+    def cast(self, x: str, to: int, name: str) -> str:
+        return self.node("Cast", [x], name, to=to)
+
+    def floor_divide(self, x: str, divisor: str, name: str) -> str:
+        """floor(x / d) for d > 0: Mod (fmod=0) gives the divisor-signed remainder, so Div divides exactly."""
+        exact = self.node("Sub", [x, self.node("Mod", [x, divisor], f"{name}_remainder")], f"{name}_exact")
+        return self.node("Div", [exact, divisor], name)
+
+    def rounding_divide_by_pot(self, x: str, power: str, half: str, name: str) -> str:
+        """x / 2**e rounded to nearest, ties away from zero, given d = 2**e and (d - 1) // 2 (reference's)."""
+        remainder = self.node("Mod", [x, power], f"{name}_remainder")
+        negative = self.cast(self.node("Less", [x, self.zero()], f"{name}_is_negative"),
+                             self.onnx.TensorProto.INT64, f"{name}_negative")
+        threshold = self.node("Add", [half, negative], f"{name}_threshold")
+        round_up = self.cast(self.node("Greater", [remainder, threshold], f"{name}_is_up"), self.onnx.TensorProto.INT64,
+                             f"{name}_up")
+        return self.node("Add", [self.floor_divide(x, power, f"{name}_floor"), round_up], name)
+
+    def requantize(self, acc: str, multiplier: np.ndarray, shift: np.ndarray, shape: tuple[int, ...], name: str) -> str:
+        """MultiplyByQuantizedMultiplier per channel: saturating left shift, rounding doubling high multiply
+        (truncated toward zero, as C divides), rounding right shift."""
+        shift = np.asarray(shift, np.int64).reshape(shape)
+        left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+        shifted = self.node("Mul", [acc, self.int64(f"{name}_left", 1 << left)], f"{name}_shifted")
+        shifted = self.node("Clip", [shifted, self.int64(f"{name}_int32_min", -(1 << 31)),
+                                     self.int64(f"{name}_int32_max", (1 << 31) - 1)], f"{name}_saturated")
+        product = self.node("Mul", [shifted, self.int64(f"{name}_multiplier", np.asarray(multiplier).reshape(shape))],
+                            f"{name}_product")
+        non_negative = self.node("GreaterOrEqual", [product, self.zero()], f"{name}_non_negative")
+        nudged = self.node("Add", [product, self.node("Where", [non_negative, self.int64(f"{name}_nudge_up", 1 << 30),
+                                                                self.int64(f"{name}_nudge_down", 1 - (1 << 30))],
+                                                      f"{name}_nudge")], f"{name}_nudged")
+        two_31 = self.int64(f"{name}_2_31", 1 << 31)
+        down = self.floor_divide(nudged, two_31, f"{name}_high_floor")
+        up = self.node("Neg", [self.floor_divide(self.node("Neg", [nudged], f"{name}_minus"), two_31,
+                                                 f"{name}_high_ceil_minus")], f"{name}_high_ceil")
+        high = self.node("Where", [self.node("GreaterOrEqual", [nudged, self.zero()],
+                                             f"{name}_truncate_down"), down, up], f"{name}_high")
+        return self.rounding_divide_by_pot(high, self.int64(f"{name}_power", 1 << right),
+                                           self.int64(f"{name}_half", ((1 << right) - 1) >> 1), name)
+
+    def clamp_to_int8(self, x: str, low: int, name: str) -> str:
+        clipped = self.node("Clip", [x, self.int64(f"{name}_low", low), self.int64(f"{name}_high", INT8_MAX)],
+                            f"{name}_clipped")
+        return self.cast(clipped, self.onnx.TensorProto.INT8, name)
+
+
+def _quantize_input(g: _IntegerGraph, qm: QuantizedModel) -> str:
+    """hs_quantize_input: float32 x * (1 / scale), NaN -> 0, clamp to +-256, round half away from zero, + zero point."""
+    TensorProto = g.onnx.TensorProto
+    floats = lambda name, value: g.constant(name, np.array(value, np.float32))  # noqa: E731
+    x = g.node("Where", [g.node("IsNaN", [INPUT], "input_is_nan"), floats("input_nan_value", 0.0), INPUT],
+               "input_not_nan")
+    v = g.node("Mul", [x, floats("input_inverse_scale", np.float32(1.0 / qm.input_scale))], "input_scaled")
+    v = g.node("Clip", [v, floats("input_min", -256.0), floats("input_max", 256.0)], "input_bounded")
+    positive = g.node("GreaterOrEqual", [v, floats("input_zero", 0.0)], "input_positive")
+    whole = g.node("Where", [positive, g.node("Floor", [v], "input_floor"), g.node("Ceil", [v], "input_ceil")],
+                   "input_whole")
+    fraction = g.node("Sub", [v, whole], "input_fraction")  # exact in float32
+    up = g.cast(g.node("GreaterOrEqual", [fraction, floats("input_half", 0.5)], "input_is_up"), TensorProto.INT64,
+                "input_up")
+    down = g.cast(g.node("LessOrEqual", [fraction, floats("input_minus_half", -0.5)], "input_is_down"),
+                  TensorProto.INT64, "input_down")
+    rounded = g.node("Sub", [g.node("Add", [g.cast(whole, TensorProto.INT64, "input_whole_int"), up], "input_rounded_up"),
+                             down], "input_rounded")
+    shifted = g.node("Add", [rounded, g.int64("input_zero_point", qm.input_zero_point)], "input_shifted")
+    return g.clamp_to_int8(shifted, INT8_MIN, "input_q")
+
+
+def _conv_block(g: _IntegerGraph, x: str, layer: QuantizedConv, i: int) -> str:
+    """reference.conv_block: int8 (N, C, L) -> int8 (N, O, L'), float32 Conv of integers where exact."""
+    TensorProto = g.onnx.TensorProto
+    out_channels, _, kernel = layer.weight.shape
+    centred = g.node("Sub", [g.cast(x, TensorProto.FLOAT, f"conv{i}_input"),
+                             g.constant(f"conv{i}_input_zero_point", np.array(layer.input_zero_point, np.float32))],
+                     f"conv{i}_centred")
+    parts = []
+    for a, b in _exact_channel_groups(layer):
+        name = f"conv{i}" if (a, b) == (0, layer.weight.shape[1]) else f"conv{i}_channels{a}_{b}"
+        source = centred if name == f"conv{i}" else g.node(
+            "Slice", [centred, g.int64(f"{name}_start", [a]), g.int64(f"{name}_end", [b]), g.int64(f"{name}_axis", [1])],
+            f"{name}_input")
+        weight = g.cast(g.constant(f"{name}_weight_int8", np.ascontiguousarray(layer.weight[:, a:b])), TensorProto.FLOAT,
+                        f"{name}_weight")
+        conv = g.node("Conv", [source, weight], f"{name}_float", kernel_shape=[kernel], pads=[kernel // 2] * 2,
+                      strides=[1], dilations=[1], group=1)
+        parts.append(g.cast(conv, TensorProto.INT64, f"{name}_sum"))
+    acc = parts[0]
+    for k, part in enumerate(parts[1:]):  # exact in int64
+        acc = g.node("Add", [acc, part], f"conv{i}_partial_sum{k}")
+    acc = g.node("Add", [acc, g.int64(f"conv{i}_bias", layer.bias.reshape(1, -1, 1))], f"conv{i}_acc")
+    scaled = g.requantize(acc, layer.multiplier, layer.shift, (1, out_channels, 1), f"conv{i}_requantize")
+    out = g.node("Add", [scaled, g.int64(f"block{i}_zero_point", layer.output_zero_point)], f"block{i}_shifted")
+    out = g.clamp_to_int8(out, max(INT8_MIN, layer.output_zero_point), f"block{i}")  # the fused ReLU
+    if layer.pool_after:
+        out = g.node("MaxPool", [out], f"block{i}_pooled", kernel_shape=[2], strides=[2])
+    return out
+
+
+def export_int8(qm: QuantizedModel, path: str | Path, opset: int = OPSET, int8_sha256: str = "") -> Path:
+    """Write the int8 model as the exact integer graph (see the module's docstring); input `input` (N, C, L) float32,
+    outputs `logits` (N, classes) int8 and `trace` (N, L) int16, with a dynamic N."""
     onnx = _require("onnx", "onnx")
     _check_opset(opset)
-    g = _Graph(onnx)
-    x = g.quantize_dequantize(INPUT, "input", qm.input_scale, qm.input_zero_point)
-    s_in = float(qm.input_scale)
+    TensorProto = onnx.TensorProto
+    g = _IntegerGraph(onnx)
+    x = _quantize_input(g, qm)
     for i, layer in enumerate(qm.convs):
-        kernel = layer.weight.shape[2]
-        pad = kernel // 2
-        w = g.dequantized_constant(f"conv{i}_weight", layer.weight.astype(np.int8), layer.weight_scale)
-        b = g.dequantized_constant(f"conv{i}_bias", layer.bias.astype(np.int32), s_in * layer.weight_scale)
-        x = g.node("Conv", [x, w, b], f"conv{i}", kernel_shape=[kernel], pads=[pad, pad], strides=[1],
-                   dilations=[1], group=1)
-        x = g.quantize_dequantize(g.node("Relu", [x], f"relu{i}"), f"block{i}", layer.output_scale,
-                                  layer.output_zero_point)
-        if layer.pool_after:  # max-pooling keeps the block's quantization: requantizing at it is exact
-            x = g.quantize_dequantize(g.node("MaxPool", [x], f"pool{i}", kernel_shape=[2], strides=[2]),
-                                      f"pool{i}", layer.output_scale, layer.output_zero_point)
-        s_in = float(layer.output_scale)
-    x = g.node("Flatten", [g.node("GlobalAveragePool", [x], "mean_over_time")], "features", axis=1)
-    w = g.dequantized_constant("head_weight", qm.head_weight.astype(np.int8), qm.head_weight_scale)
-    b = g.dequantized_constant("head_bias", qm.head_bias.astype(np.int32), s_in * np.asarray(qm.head_weight_scale))
-    x = g.node("Gemm", [x, w, b], "head", transB=1)
-    scale = g.constant("logits_scale", np.array(qm.logit_scale, np.float32))
-    zero_point = g.constant("logits_zero_point", np.array(qm.logit_zero_point, np.int8))
-    g.node("DequantizeLinear", [g.node("QuantizeLinear", [x, scale, zero_point], "logits_q"), scale, zero_point], OUTPUT)
-    origin = qm.source.get("quantization", "") if isinstance(qm.source, dict) else ""
-    model = g.model(zoo, qm.convs[0].weight.shape[1], len(qm.classes), opset,
-                    f"HeartSight {zoo.spec.name}: int8 QDQ model ({origin or 'int8'}); output = dequantized int8 logits")
+        x = _conv_block(g, x, layer, i)
+    centred = g.node("Sub", [g.cast(x, TensorProto.INT64, "last_int64"), g.int64("last_zero_point", qm.last.output_zero_point)],
+                     "last_centred")  # (N, K, T)
+    sums = g.node("ReduceSum", [centred, g.int64("time_axis", [2])], "channel_sums", keepdims=0)  # (N, K)
+    head = g.int64("head_weight", qm.head_weight)  # (classes, K)
+    acc = g.node("ReduceSum", [g.node("Mul", [g.node("Unsqueeze", [sums, g.int64("class_axis", [1])], "sums_per_class"), head],
+                                      "head_products"), g.int64("channel_axis", [2])], "head_dot", keepdims=0)
+    acc = g.node("Add", [acc, g.int64("head_bias_times_length", qm.last_length * qm.head_bias.astype(np.int64)[None])],
+                 "head_acc")
+    logits = g.requantize(acc, qm.head_multiplier, qm.head_shift, (1, len(qm.classes)), "head_requantize")
+    logits = g.clamp_to_int8(g.node("Add", [logits, g.int64("logits_zero_point", qm.logit_zero_point)], "logits_shifted"),
+                             INT8_MIN, INT8_OUTPUTS[0])
+    # hs_explain of the arg-max class (the first on ties, as hs_infer returns it)
+    predicted = g.node("ArgMax", [g.cast(logits, TensorProto.INT32, "logits_int32")], "predicted", axis=1, keepdims=0)
+    class_weight = g.node("Gather", [head, predicted], "class_weight", axis=0)  # (N, K)
+    cam = g.node("ReduceSum", [g.node("Mul", [g.node("Unsqueeze", [class_weight, g.int64("time_axis_new", [2])],
+                                                     "class_weight_column"), centred], "cam_products"),
+                               g.int64("cam_channel_axis", [1])], "cam", keepdims=0)  # (N, T)
+    cam = g.node("Max", [cam, g.zero()], "cam_relu")
+    power = g.node("Unsqueeze", [g.node("Gather", [g.int64("trace_power", 1 << qm.trace_shift.astype(np.int64)), predicted],
+                                        "class_trace_power", axis=0), g.int64("trace_axis", [1])], "trace_power_column")
+    half = g.node("Unsqueeze", [g.node("Gather", [g.int64("trace_half", ((1 << qm.trace_shift.astype(np.int64)) - 1) >> 1),
+                                                  predicted], "class_trace_half", axis=0), g.int64("trace_axis2", [1])],
+                  "trace_half_column")
+    coarse = g.node("Min", [g.rounding_divide_by_pot(cam, power, half, "cam_shifted"), g.int64("int16_max", INT16_MAX)],
+                    "coarse")
+    length, t = qm.window, qm.last_length  # linear upsampling in integers, as reference.explain
+    denominator = 2 * length
+    numerator = np.maximum((2 * np.arange(length) + 1) * t - length, 0)
+    left, fraction = numerator // denominator, numerator % denominator
+    right = np.minimum(left + 1, t - 1)
+    weighted = g.node("Add", [
+        g.node("Mul", [g.node("Gather", [coarse, g.int64("upsample_left", left)], "coarse_left", axis=1),
+                       g.int64("upsample_left_weight", denominator - fraction)], "weighted_left"),
+        g.node("Mul", [g.node("Gather", [coarse, g.int64("upsample_right", right)], "coarse_right", axis=1),
+                       g.int64("upsample_right_weight", fraction)], "weighted_right")], "weighted")
+    weighted = g.node("Add", [weighted, g.int64("upsample_half", denominator // 2)], "weighted_rounded")
+    trace = g.floor_divide(weighted, g.int64("upsample_denominator", denominator), "trace_int64")
+    g.cast(trace, TensorProto.INT16, INT8_OUTPUTS[1])
+    helper = onnx.helper
+    outputs = [helper.make_tensor_value_info(INT8_OUTPUTS[0], TensorProto.INT8, [BATCH_AXIS, len(qm.classes)]),
+               helper.make_tensor_value_info(INT8_OUTPUTS[1], TensorProto.INT16, [BATCH_AXIS, qm.window])]
+    origin = qm.source.get("quantization", "int8")
+    model = g.model(qm.name, len(qm.input_channels), qm.window, outputs, opset,
+                    f"HeartSight {qm.name}: int8 ({origin}) as an exact integer graph; logits real = "
+                    f"(q - {qm.logit_zero_point}) * {qm.logit_scale!r}; trace real = q * trace_scale[class]")
+    onnx.helper.set_model_props(model, {
+        **_properties(qm.source, qm.fs, qm.window, qm.input_channels, qm.classes),
+        "logit_scale": repr(float(qm.logit_scale)), "logit_zero_point": str(qm.logit_zero_point),
+        "trace_scale": ",".join(repr(qm.trace_scale(c)) for c in range(len(qm.classes))),
+        "int8_sha256": int8_sha256,
+    })
     return _save(onnx, model, path)
 
 
-# ------------------------------------------------------------------------------------------------------ compare
+# ------------------------------------------------------------------------------------------------------ running
 
 
-def _session(path: Path, threads: int, optimized: Path | None = None):
+def _session(path: Path, threads: int = 1):
     ort = _require("onnxruntime", "onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: serializing the optimized graph warns that it is machine-specific
-    if optimized is not None:  # the graph onnxruntime actually runs, after its QDQ fusions
-        options.optimized_model_filepath = str(optimized)
+    options.log_severity_level = 3  # errors only
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
@@ -223,15 +384,19 @@ def _session(path: Path, threads: int, optimized: Path | None = None):
                               "upgrade onnxruntime (`pip install -U onnxruntime`) or export with a lower opset") from None
 
 
-def _run(session, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    return np.concatenate([session.run([OUTPUT], {INPUT: x[i: i + batch]})[0] for i in range(0, len(x), batch)])
+class Int8Session:
+    """The int8 ONNX model under onnxruntime: float windows (N, C, L) -> (int8 logits, int16 traces of the top class)."""
 
+    def __init__(self, path: str | Path, threads: int = 1, batch: int = 256):
+        self.path, self.batch = Path(path), batch
+        self.session = _session(self.path, threads)
 
-def _op_types(path: Path) -> list[str]:
-    onnx = _require("onnx", "onnx")
-    if not path.exists():
-        return []
-    return sorted({node.op_type for node in onnx.load(str(path)).graph.node})
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, np.float32)
+        parts = [self.session.run(list(INT8_OUTPUTS), {INPUT: x[i: i + self.batch]}) for i in range(0, len(x), self.batch)]
+        if not parts:
+            raise HeartSightError("no windows to run")
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _torch_float(zoo: ZooModel) -> nn.Module:
@@ -243,78 +408,40 @@ def _torch_float(zoo: ZooModel) -> nn.Module:
     return model
 
 
-def compare(zoo: ZooModel, qm: QuantizedModel, x_float: np.ndarray, work_dir: str | Path, threads: int = 1) -> dict:
-    """Export both models into work_dir, run them with onnxruntime (CPU) on x_float (N, C, L), and measure:
+def compare(zoo: ZooModel, qm: QuantizedModel, x_float: np.ndarray, float_path: Path | None, int8_path: Path,
+            threads: int = 1) -> dict:
+    """Run the exported models with onnxruntime (CPU) on x_float (N, C, L) and measure:
 
-    float: against the torch model (the unfolded zoo model, so batch-norm folding is checked too);
-    int8: against the integer reference (firmware_export.reference), in int8 logit steps and in real units.
+    float (when float_path is given): against the torch model (unfolded, so batch-norm folding is checked too);
+    int8: against the integer reference, logits and traces (they must be identical).
     """
-    from firmware_export.reference import dequantize_logits, infer, quantize_input
+    from firmware_export.reference import explain, infer, quantize_input
 
     x = np.asarray(x_float, np.float32)
     channels = len(zoo.spec.input_channels)
     if x.ndim != 3 or x.shape[1:] != (channels, zoo.spec.window) or len(x) == 0:
         raise HeartSightError(f"compare needs windows of shape (N, {channels}, {zoo.spec.window}) with N >= 1, "
                               f"got {x.shape}; build them with sdk.data.preprocess.{zoo.spec.preprocessing}")
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    name = str((zoo.card or {}).get("name", zoo.spec.name))
-    float_path = export_float(zoo, work_dir / f"{name}_float.onnx")
-    int8_path = export_int8_qdq(zoo, qm, work_dir / f"{name}_int8_qdq.onnx")
-
     with torch.no_grad():
         torch_logits = torch.cat([_torch_float(zoo)(torch.from_numpy(x[i: i + 256])) for i in range(0, len(x), 256)]).numpy()
-    float_logits = _run(_session(float_path, threads), x)
-
-    optimized = work_dir / f"{name}_int8_qdq.ort_optimized.onnx"
-    int8_real = _run(_session(int8_path, threads, optimized), x)
-    int8_onnx = np.clip(np.rint(int8_real / np.float32(qm.logit_scale)) + qm.logit_zero_point, -128, 127).astype(np.int64)
-    reference, _ = infer(qm, quantize_input(qm, x))
-    reference_real = dequantize_logits(qm, reference)
+    logits, traces = Int8Session(int8_path, threads)(x)
+    reference, last = infer(qm, quantize_input(qm, x))
+    reference_traces = explain(qm, last, reference.argmax(axis=1))
     torch_labels = torch_logits.argmax(axis=1)
-    return {
-        "float": {
+    report = {"int8": {
+        "n": len(x),
+        "logits_identical_to_reference": int(np.all(logits == reference, axis=1).sum()),
+        "traces_identical_to_reference": int(np.all(traces == reference_traces, axis=1).sum()),
+        "label_agreement_with_torch": float(np.mean(logits.argmax(axis=1) == torch_labels)),
+    }}
+    if float_path is not None:
+        session = _session(float_path, threads)
+        float_logits = np.concatenate([session.run([OUTPUT], {INPUT: x[i: i + 256]})[0] for i in range(0, len(x), 256)])
+        report["float"] = {
             "n": len(x),
             "label_agreement_with_torch": float(np.mean(float_logits.argmax(axis=1) == torch_labels)),
             "max_abs_logit_diff": float(np.abs(float_logits - torch_logits).max()),
             "max_abs_logit": float(np.abs(torch_logits).max()),
             "torch_model": "zoo model without activation fake quantization" if is_quantized(zoo.model) else "zoo model",
-            "path": str(float_path),
-        },
-        "int8": {
-            "n": len(x),
-            "label_agreement_with_reference": float(np.mean(int8_onnx.argmax(axis=1) == reference.argmax(axis=1))),
-            "max_abs_diff_logit_units": int(np.abs(int8_onnx - reference.astype(np.int64)).max()),
-            "fraction_logits_differing": float(np.mean(int8_onnx != reference)),
-            "max_abs_diff_real": float(np.abs(int8_real.astype(np.float64) - reference_real).max()),
-            "label_agreement_with_torch": float(np.mean(int8_onnx.argmax(axis=1) == torch_labels)),
-            "onnxruntime_ops": _op_types(optimized),
-            "path": str(int8_path),
-        },
-    }
-
-
-def int8_session(zoo: ZooModel, qm: QuantizedModel, work_dir: str | Path, threads: int = 2):
-    """A function running the int8 QDQ model with onnxruntime: float windows (N, C, L) -> real-valued outputs."""
-    path = export_int8_qdq(zoo, qm, Path(work_dir) / "model_int8_qdq.onnx")
-    session = _session(path, threads)
-    return lambda x: _run(session, np.asarray(x, np.float32))
-
-
-def export_onnx(model: str | Path, out_dir: str | Path, data_root=None, calibration: str = "minmax",
-                test_windows: int = 256) -> dict:
-    """`heartsight export --target onnx`: the float and int8 QDQ models in out_dir, with their agreement
-    (with torch, and with the integer reference) on held-out windows, also written to out_dir/report.json."""
-    import json
-
-    from firmware_export import CALIBRATION_WINDOWS, real_windows
-    from firmware_export.quantize import quantize_model
-    from models.registry import load_model
-
-    zoo = load_model(model)
-    qm = quantize_model(zoo, real_windows(zoo.spec, "calibration", data_root, CALIBRATION_WINDOWS), calibration)
-    report = compare(zoo, qm, real_windows(zoo.spec, "test", data_root, test_windows), out_dir, threads=2)
-    report["model"] = zoo.card.get("name", zoo.spec.name)
-    report["calibration"] = calibration
-    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        }
     return report

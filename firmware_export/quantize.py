@@ -158,8 +158,10 @@ def _observed_ranges(model: nn.Module, x: np.ndarray, calibration: str) -> list[
     return ranges
 
 
-def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = "minmax") -> QuantizedModel:
-    """The integer model of a zoo (or compressed, or QAT) model; calibration_x are training windows (N, C, L)."""
+def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = "minmax",
+                   calibration_source: str = "") -> QuantizedModel:
+    """The integer model of a zoo (or compressed, or QAT) model; calibration_x are training windows (N, C, L),
+    which calibration_source describes for the model's record of how it was made."""
     if calibration not in CALIBRATIONS:
         raise HeartSightError(f"unknown calibration {calibration!r}; choose minmax or percentile")
     if len(calibration_x) == 0:
@@ -206,7 +208,10 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
         logit_scale=s_logit, logit_zero_point=z_logit, trace_shift=trace_shift,
         source={"model": zoo.card.get("name", zoo.spec.name), "architecture": zoo.spec.name,
                 "version": zoo.card.get("version", ""),
-                "sha256": zoo.card.get("sha256", ""), "quantization": "qat" if qat else f"post-training ({calibration})"},
+                "sha256": zoo.card.get("sha256", ""), "quantization": "qat" if qat else f"post-training ({calibration})",
+                "calibration": {"method": calibration, "windows": int(len(calibration_x)), "source": calibration_source,
+                                "ranges": "input and blocks from quantization-aware training, logits calibrated" if qat
+                                else "input, blocks and logits calibrated"}},
     )
 
 

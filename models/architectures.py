@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +35,16 @@ class GapCnn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=-1))
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Model outputs (logits, or heart rate in bpm) for a stack of inputs."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[i: i + batch_size]))).numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -63,6 +63,12 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
+def spec_of_card(card: dict) -> ModelSpec:
+    """The architecture a model card describes (a compressed model keeps its architecture with narrower widths)."""
+    spec = get_spec(card["architecture"])
+    return replace(spec, widths=tuple(card.get("widths", spec.widths)))
+
+
 @dataclass
 class ZooModel:
     spec: ModelSpec
@@ -85,7 +91,7 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
             f"`heartsight train {directory.name}`"
         )
     card = json.loads(card_path.read_text())
-    spec = replace(get_spec(card["architecture"]), widths=tuple(card.get("widths", get_spec(card["architecture"]).widths)))
+    spec = spec_of_card(card)
     model = spec.build()
     if card.get("quantization", {}).get("method") == "qat":
         model = prepare_qat(fold_batch_norm(model))

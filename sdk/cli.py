@@ -49,9 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model by its protocol")
-    evaluate.add_argument("--model", required=True, help="zoo name or model directory")
+    evaluate.add_argument("--model", required=True, help="zoo name, model directory or exported int8 directory")
     evaluate.add_argument("--split", help="MIT-BIH split for beat models (default DS2)")
-    evaluate.add_argument("--backend", default="torch", help="torch (float), onnxruntime or c (the int8 model)")
+    _backend_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(evaluate)
     evaluate.set_defaults(run=_evaluate)
@@ -79,10 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_option(bench)
     bench.set_defaults(run=_bench)
 
-    export = commands.add_parser("export", help="int8 C library (or ONNX) of a model, with its flash/RAM report")
+    export = commands.add_parser("export", help="quantize a model once: int8 C library and ONNX, with its flash/RAM report")
     export.add_argument("--model", required=True, help="zoo name or model directory")
-    export.add_argument("--target", default="c", choices=["c", "onnx"])
-    export.add_argument("--out", required=True, help="directory to write")
+    export.add_argument("--out", required=True, help="directory to write (then pass it as --model to run it)")
     export.add_argument("--calibration", default="minmax", help="minmax or percentile (training windows)")
     export.add_argument("--max-flash", type=int, metavar="BYTES", help="refuse an export needing more flash")
     export.add_argument("--max-ram", type=int, metavar="BYTES", help="refuse an export needing more RAM")
@@ -100,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="run the device path over recordings")
     analyze.add_argument("inputs", nargs="+", metavar="INPUT", help="WFDB record path, .npy or .csv")
     analyze.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
-    analyze.add_argument("--model", default="ecg_beat", help="ecg_beat, ecg_af or ppg_hr (default ecg_beat)")
+    analyze.add_argument("--model", default="ecg_beat",
+                         help="zoo name (ecg_beat, ecg_beat_wcam, ecg_af, ppg_hr), model or exported directory")
+    _backend_option(analyze)
     analyze.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
     analyze.add_argument("--json", action="store_true", help="one JSON object per input per line")
     analyze.add_argument("--explain", action="store_true",
@@ -112,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
     stream.add_argument("--device", required=True, help="this device's id (its topic and its broker user)")
     stream.add_argument("--site", default="default")
-    stream.add_argument("--model", default="ecg_beat", help="zoo model (default ecg_beat)")
-    stream.add_argument("--backend", default="torch", help="torch, onnxruntime or c")
+    stream.add_argument("--model", default="ecg_beat", help="zoo name, model or exported directory (default ecg_beat)")
+    _backend_option(stream)
     stream.add_argument("--speed", default="max", help="times real time, or max (default)")
     stream.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
     stream.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
@@ -157,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", help="torch (the float model), or the int8 export on c or onnxruntime "
+                                          "(default: c for an exported directory, torch otherwise)")
+
+
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding mitdb/ and wrist_ppg_exercise/ (default $HEARTSIGHT_DATA)")
 
@@ -177,10 +183,10 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from sdk.training.recipes import evaluate
+    from sdk.device.backends import evaluate
     from sdk.training.tables import format_evaluation
 
-    result = evaluate(args.model, args.split, args.data_dir, backend=args.backend)
+    result = evaluate(args.model, args.backend, args.split, args.data_dir)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
@@ -212,16 +218,20 @@ def _bench(args) -> int:
 
 def _export(args) -> int:
     from firmware_export import export
+    from firmware_export.artifact import record_scores
     from firmware_export.codegen import format_report
+    from sdk.device.backends import evaluate
+    from sdk.training.tables import format_evaluation
 
-    if args.target == "onnx":
-        from firmware_export.onnx_export import export_onnx
-
-        print(json.dumps(export_onnx(args.model, args.out, args.data_dir, args.calibration), indent=2))
-        return 0
     report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram)
     print(format_report(report))
-    print(f"wrote {args.out} (heartsight_model.h/.c, hs_kernels.h/.c, report.json)")
+    scores = evaluate(args.out, "c", data_root=args.data_dir)  # the export's own scores, by the model's protocol
+    record_scores(args.out, scores)
+    print(format_evaluation(scores))
+    onnx = report["onnx"]["int8"]
+    print(f"int8 ONNX graph: {onnx['logits_identical_to_reference']}/{onnx['n']} held-out windows bit-exact with the C library's arithmetic")
+    print(f"wrote {args.out} (quantized_model.json, heartsight_model.h/.c, hs_kernels.h/.c, model_int8.onnx, "
+          f"model_float.onnx, card.json, report.json); int8 sha256 {report['int8_sha256']}")
     return 0
 
 
@@ -241,9 +251,8 @@ def _verify(args) -> int:
 
 
 def _stream(args) -> int:
-    from firmware_export import real_windows
-    from models.registry import load_model
     from sdk.data.records import check_fs, read_input
+    from sdk.device.backends import make_runner
     from sdk.stream.publisher import Publisher
     from sdk.stream.replay import parse_speed, stream_recording
 
@@ -251,11 +260,9 @@ def _stream(args) -> int:
     if args.fs is not None:
         check_fs(args.fs)
     recording = read_input(args.input, args.fs)
-    zoo = load_model(args.model)
-    calibration = None if args.backend == "torch" else (lambda: real_windows(zoo.spec, "calibration", args.data_dir, 512))
+    runner = make_runner(args.model, args.backend)
     with Publisher(args.broker, args.device, args.site, args.outbox, args.username, args.password, args.tls_ca) as publisher:
-        summary = stream_recording(recording, publisher, zoo, args.backend, speed, args.channel, calibration,
-                                   flush_timeout_s=args.wait)
+        summary = stream_recording(recording, publisher, runner, speed, args.channel, flush_timeout_s=args.wait)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -301,17 +308,17 @@ def _export_alerts(args) -> int:
 
 
 def _analyze(args) -> int:
-    from models.registry import load_model
     from sdk.data.records import check_fs, read_input
     from sdk.device.analyze import analyze
+    from sdk.device.backends import make_runner
 
     if args.fs is not None:
         check_fs(args.fs)
-    zoo = load_model(args.model)  # an unknown model fails once, before any input is read
+    runner = make_runner(args.model, args.backend)  # an unknown model fails once, before any input is read
     failures = 0
     for path in args.inputs:
         try:
-            result = {"input": path, **analyze(read_input(path, args.fs), zoo, args.channel, args.explain)}
+            result = {"input": path, **analyze(read_input(path, args.fs), runner, args.channel, args.explain)}
         except HeartSightError as exc:
             failures += 1
             result = {"input": path, "error": str(exc)}

@@ -1,8 +1,8 @@
 """`heartsight demo`: the whole product on one recording, from signal to the clinician's review page.
 
 It reads a DS2 record of MIT-BIH when the data directory holds it (a patient the beat model never saw),
-else generates a synthetic ECG with ectopic beats. With the best zoo model (the WCAM-compressed int8 one
-when present) it runs the device path, compares the beats with the reference, then streams the recording
+else generates a synthetic ECG with ectopic beats. With the best zoo model's int8 export (the WCAM-compressed
+one when present; the integers of its C library, run by onnxruntime) it runs the device path, compares the beats with the reference, then streams the recording
 through the device runtime faster than real time, publishes the explained alerts to an embedded broker
 (Mosquitto on a free port when installed, else the in-process Python broker), stores them with a clinician
 listener and writes the review pages.
@@ -17,17 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from models.registry import ZOO_DIR, load_model
+from models.registry import ZOO_DIR
 from sdk.data import mitdb
 from sdk.data.records import Recording, data_dir
 from sdk.data.synthetic import synthetic_ecg
+from sdk.data.rpeak import match_peaks
 from sdk.device.analyze import analyze
-from sdk.device.rpeak import match_peaks
+from sdk.device.backends import Runner, make_runner
 from sdk.errors import HeartSightError
 from sdk.training.metrics import classification_report
 from sdk.training.tables import format_class_table
 
 DEMO_MODELS = ("ecg_beat_wcam", "ecg_beat")  # the first one in the zoo is used
+# The int8 export as the firmware runs it: the ONNX graph gives the C library's integers bit for bit and needs no
+# compiler on the machine that runs the demo.
+DEMO_BACKEND = "onnxruntime"
 DEMO_DEVICE, DEMO_SITE = "demo-patch", "demo"
 DEMO_RECORD = "233"  # DS2: many ventricular and some supraventricular ectopic beats
 DEMO_SECONDS = 300
@@ -62,18 +66,19 @@ def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recording, reference_peaks, reference_labels, source = demo_recording(data_root)
-    zoo = load_model(next(name for name in DEMO_MODELS if (ZOO_DIR / name / "card.json").exists()))
+    runner = make_runner(next(name for name in DEMO_MODELS if (ZOO_DIR / name / "card.json").exists()), DEMO_BACKEND)
     started = time.perf_counter()
-    result = analyze(recording, zoo)
+    result = analyze(recording, runner)
     seconds = time.perf_counter() - started
     detected = np.array([b["sample"] for b in result["beats"]], dtype=np.int64)
     tolerance = int(MATCH_TOLERANCE_S * recording.fs)
     tp, fn, fp = match_peaks(reference_peaks, detected, tolerance)
     pairs = _nearest_pairs(reference_peaks, detected, tolerance)
-    scored = [(reference_labels[i], zoo.spec.outputs.index(result["beats"][j]["label"]))
+    scored = [(reference_labels[i], runner.spec.outputs.index(result["beats"][j]["label"]))
               for i, j in pairs if reference_labels[i] >= 0]
     truth, predicted = (np.array(v) for v in zip(*scored)) if scored else (np.zeros(0, int), np.zeros(0, int))
-    report = {"model": zoo.card["name"], "split": "demo", **classification_report(truth, predicted, zoo.spec.outputs)}
+    report = {"model": runner.identity["name"], "backend": runner.backend, "split": "demo",
+              **classification_report(truth, predicted, runner.spec.outputs)}
     summary = {
         "source": source,
         "duration_s": recording.n_samples / recording.fs,
@@ -84,7 +89,7 @@ def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None, 
         "labels_detected": dict(Counter(b["label"] for b in result["beats"])),
         "beat_classification": report,
     }
-    summary["streaming"] = _stream_to_clinician(recording, zoo.card["name"], out, broker_url, embedded_broker)
+    summary["streaming"] = _stream_to_clinician(recording, runner, out, broker_url, embedded_broker)
     (out / "analysis.json").write_text(json.dumps(result) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot_strip(recording, result, reference_peaks, reference_labels, out / "strip.png")
@@ -101,7 +106,7 @@ def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None, 
     return summary
 
 
-def _stream_to_clinician(recording: Recording, model: str, out: Path, broker_url: str | None,
+def _stream_to_clinician(recording: Recording, runner: Runner, out: Path, broker_url: str | None,
                          embedded_broker: str) -> dict:
     """Device runtime -> MQTT -> clinician store -> review pages, through broker_url or an embedded broker."""
     import tempfile
@@ -110,15 +115,15 @@ def _stream_to_clinician(recording: Recording, model: str, out: Path, broker_url
     from sdk.stream.python_broker import PythonBroker
 
     if broker_url is not None:
-        return _deliver(recording, model, out, broker_url, "given with --broker")
+        return _deliver(recording, runner, out, broker_url, "given with --broker")
     if embedded_broker == "python" or (embedded_broker == "auto" and mosquitto_binary() is None):
         with PythonBroker() as broker:
-            return _deliver(recording, model, out, broker.url, "python broker (embedded, in-process)")
+            return _deliver(recording, runner, out, broker.url, "python broker (embedded, in-process)")
     with tempfile.TemporaryDirectory() as work, LocalBroker(Path(work)) as broker:
-        return _deliver(recording, model, out, broker.url, "mosquitto (embedded, free local port)")
+        return _deliver(recording, runner, out, broker.url, "mosquitto (embedded, free local port)")
 
 
-def _deliver(recording: Recording, model: str, out: Path, broker_url: str, broker_note: str) -> dict:
+def _deliver(recording: Recording, runner: Runner, out: Path, broker_url: str, broker_note: str) -> dict:
     from sdk.clinician.listener import Listener
     from sdk.clinician.review import write_review
     from sdk.clinician.store import Store
@@ -132,12 +137,13 @@ def _deliver(recording: Recording, model: str, out: Path, broker_url: str, broke
     listener = Listener(broker_url, store)
     listener.start()
     with Publisher(broker_url, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
-        streamed = stream_recording(recording, publisher, model)
+        streamed = stream_recording(recording, publisher, runner)
     wait_until(lambda: listener.counts["stored"] >= streamed["alerts_published"], 30)
     counts = listener.stop()
     pages = write_review(store, out / "review")
     store.close()
-    return {"model": model, "broker": f"{broker_url} ({broker_note})", "beats": streamed["beats"],
+    return {"model": runner.identity["name"], "backend": runner.backend, "int8_sha256": runner.identity["sha256"],
+            "broker": f"{broker_url} ({broker_note})", "beats": streamed["beats"],
             "alerts_published": streamed["alerts_published"], "queued": streamed["queued"],
             "stored": counts["stored"], "dead_letters": counts["dead_letters"], "review": str(pages[0])}
 

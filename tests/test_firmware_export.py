@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import DATA, needs_mitdb, needs_wrist
-from firmware_export import export, reference, verify
+from firmware_export import reference, verify
 from firmware_export.codegen import RUNTIME, Tensor, activation_tensors, arena_layout, write_c_library
 from firmware_export.host import HOST_OPTIMISATION, STRICT_FLAGS, CModel, build_shared_library
 from firmware_export.quantize import QuantizedConv, load_quantized, quantize_model, quantize_multiplier, save_quantized
@@ -19,7 +19,6 @@ from firmware_export.target import toolchain_missing
 from models.architectures import GapCnn
 from models.registry import ZooModel, get_spec
 from sdk.errors import HeartSightError
-from test_cli import heartsight
 
 TOY_SPEC = replace(get_spec("ecg_beat"), window=96, widths=(6, 8, 10))
 
@@ -166,22 +165,18 @@ def test_the_quantized_model_round_trips_through_its_json(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def exported_zoo(tmp_path_factory):
-    """Every zoo model exported once (real calibration windows), shared by the verification tests."""
+def exported_zoo():
+    """Every zoo model's shipped int8 export (models/zoo/NAME/int8), as `heartsight export` wrote it."""
     from models.registry import ZOO_DIR
 
-    out = {}
-    for card in sorted(ZOO_DIR.glob("*/card.json")):
-        out[card.parent.name] = tmp_path_factory.mktemp(card.parent.name)
-        export(card.parent.name, out[card.parent.name], DATA)
-    return out
+    return {card.parent.name: card.parent / "int8" for card in sorted(ZOO_DIR.glob("*/card.json"))}
 
 
 @needs_mitdb
 @needs_wrist
 @pytest.mark.skipif(toolchain_missing() is not None, reason=str(toolchain_missing()))
-def test_every_zoo_model_exports_and_is_bit_exact_on_the_host_and_on_a_cortex_m4(exported_zoo):
-    assert {"ecg_beat", "ecg_af", "ppg_hr"} <= set(exported_zoo)
+def test_every_shipped_export_is_bit_exact_on_the_host_and_on_a_cortex_m4(exported_zoo):
+    assert {"ecg_beat", "ecg_beat_wcam", "ecg_af", "ppg_hr"} <= set(exported_zoo)
     for name, directory in exported_zoo.items():
         result = verify(directory, n=12, qemu=True, data_root=DATA)
         assert result["host"] == {"n": 12, "exact": 12}, name
@@ -191,9 +186,34 @@ def test_every_zoo_model_exports_and_is_bit_exact_on_the_host_and_on_a_cortex_m4
 
 
 @needs_mitdb
-def test_an_export_over_budget_is_refused_with_its_report_and_writes_nothing(tmp_path):
-    run = heartsight("export", "--model", "ecg_beat", "--target", "c", "--out", tmp_path / "c", "--max-flash", 20000,
-                     "--data-dir", DATA)
+def test_export_writes_one_artifact_with_its_calibration_and_scores_and_matches_the_shipped_one(tmp_path, heartsight_main):
+    from firmware_export.artifact import load_artifact
+    from models.registry import ZOO_DIR
+
+    out = tmp_path / "device_model"
+    run = heartsight_main("export", "--model", "ecg_beat_wcam", "--out", out, "--data-dir", DATA)
+    assert run.returncode == 0, run.stderr
+    assert "256/256 held-out windows bit-exact" in run.stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"quantized_model.json", "heartsight_model.c", "heartsight_model.h", "hs_kernels.c", "hs_kernels.h",
+            "model_int8.onnx", "model_float.onnx", "card.json", "report.json"} <= names
+    artifact, shipped = load_artifact(out), load_artifact(ZOO_DIR / "ecg_beat_wcam" / "int8")
+    assert artifact.card["int8"]["calibration"] == shipped.card["int8"]["calibration"]
+    assert artifact.card["int8"]["calibration"]["windows"] > 0
+    assert f'#define HS_INT8_SHA256 "{artifact.sha256}"' in (out / "heartsight_model.h").read_text()
+    # the weights are integers of the committed float weights: the same on every machine
+    for mine, theirs in zip(artifact.quantized.convs, shipped.quantized.convs):
+        assert np.array_equal(mine.weight, theirs.weight)
+        assert mine.output_scale == pytest.approx(theirs.output_scale, rel=1e-6)
+    scores = artifact.card["int8"]["metrics"]
+    assert scores["backend"] == "c" and scores["n"] > 49_000
+    assert scores["accuracy"] == pytest.approx(shipped.card["int8"]["metrics"]["accuracy"], abs=0.002)
+
+
+@needs_mitdb
+def test_an_export_over_budget_is_refused_with_its_report_and_writes_nothing(tmp_path, heartsight_main):
+    run = heartsight_main("export", "--model", "ecg_beat", "--out", tmp_path / "c", "--max-flash", 20000,
+                          "--data-dir", DATA)
     assert run.returncode == 2
     assert "does not fit: flash" in run.stderr and "lower bound (int8 weights)" in run.stderr
     assert not (tmp_path / "c").exists()
@@ -201,16 +221,16 @@ def test_an_export_over_budget_is_refused_with_its_report_and_writes_nothing(tmp
 
 @needs_mitdb
 @needs_wrist
-def test_verify_firmware_json_from_the_command_line(exported_zoo):
-    run = heartsight("verify-firmware", exported_zoo["ecg_beat"], "--n", 4, "--json", "--data-dir", DATA)
+def test_verify_firmware_json_from_the_command_line(exported_zoo, heartsight_main):
+    run = heartsight_main("verify-firmware", exported_zoo["ecg_beat"], "--n", 4, "--json", "--data-dir", DATA)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["host"] == {"n": 4, "exact": 4} and result["macs"] > 1_000_000 and "qemu" not in result
 
 
-def test_verifying_a_directory_that_was_not_exported_says_how_to_export(tmp_path):
-    run = heartsight("verify-firmware", tmp_path)
-    assert run.returncode == 2 and "heartsight export --model NAME --target c --out DIR" in run.stderr
+def test_verifying_a_directory_that_was_not_exported_says_how_to_export(tmp_path, heartsight_main):
+    run = heartsight_main("verify-firmware", tmp_path)
+    assert run.returncode == 2 and "heartsight export --model NAME --out DIR" in run.stderr
 
 
 def test_a_qat_model_exports_with_its_trained_ranges_and_the_integer_model_follows_it():

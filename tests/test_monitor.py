@@ -286,32 +286,30 @@ def test_af_episodes_of_record_201_raise_af_start_and_af_end_near_the_annotation
             assert min(abs(sample - s) for s in annotated) <= tolerance, (kind, sample / record.fs)
 
 
-@needs_mitdb
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the c backend needs gcc")
-def test_the_c_backend_labels_beats_as_torch_does_and_explains_them_with_the_c_library():
-    from firmware_export import real_windows
-    from firmware_export.quantize import quantize_model
+def test_the_int8_backends_stream_the_shipped_export_identically_and_explain_with_its_integer_map():
+    from firmware_export.artifact import artifact_of
 
-    zoo = load_model("ecg_beat")
-    calibration = real_windows(zoo.spec, "calibration", DATA, 512)
-    recording = read_database_record("mitdb", "233", DATA)
-    ecg = recording.channel("MLII")[: int(300 * recording.fs)]
-    beats = {}
-    for backend in ("torch", "c"):
-        monitor = Monitor(zoo, fs=recording.fs, backend=backend, calibration=calibration)
-        events = stream(monitor, ecg, 3600)
-        beats[backend] = of_kind(events, "beat")
-        assert all(a["model"]["backend"] == backend for a in alert_list(events))
-    # the C library runs each window alone: how many windows a chunk completes cannot change a bit
-    c_in_small_chunks = stream(Monitor(zoo, fs=recording.fs, backend="c", calibration=calibration), ecg, 97)
-    assert comparable(c_in_small_chunks)["beats"] == comparable(beats["c"])["beats"]
-    assert [b["sample"] for b in beats["c"]] == [b["sample"] for b in beats["torch"]]
-    assert np.mean([c["label"] == t["label"] for c, t in zip(beats["c"], beats["torch"])]) >= 0.97
-    assert all(b["trace"].min() >= 0 and b["trace"].max() > 0 for b in beats["c"])
-    # the traces are the C library's: whole int16 steps of hs_trace_scale before resampling to the sensor rate
-    outputs, traces = monitor.runner.explain(calibration[:8])
-    quantized = quantize_model(zoo, calibration)
-    steps = traces / np.array([quantized.trace_scale(c) for c in outputs.argmax(1)])[:, None]
+    ecg = synthetic.synthetic_ecg(120, FS, heart_rate=75, ectopic={"S": 0.08, "V": 0.1}, seed=11).signal
+    artifact = artifact_of(load_model("ecg_beat_wcam"))
+    events = {backend: stream(Monitor("ecg_beat_wcam", fs=FS, backend=backend, start_time=START), ecg, 3600)
+              for backend in ("c", "onnxruntime")}
+    for backend, streamed in events.items():
+        assert all(a["model"]["backend"] == backend and a["model"]["sha256"] == artifact.sha256
+                   for a in alert_list(streamed))
+    assert comparable(events["c"])["beats"] == comparable(events["onnxruntime"])["beats"]
+    # integer backends run each window as if alone: how many windows a chunk completes cannot change a bit
+    in_small_chunks = stream(Monitor("ecg_beat_wcam", fs=FS, backend="c", start_time=START), ecg, 97)
+    assert comparable(in_small_chunks)["beats"] == comparable(events["c"])["beats"]
+    beats = of_kind(events["c"], "beat")
+    offline = analyze(Recording("synthetic", FS, ecg[:, None], ("MLII",)), "ecg_beat_wcam", backend="c")["beats"]
+    assert [(b["sample"], b["label"]) for b in beats] == [(b["sample"], b["label"]) for b in offline]
+    assert all(b["trace"].min() >= 0 and b["trace"].max() > 0 for b in beats)
+    # the traces are the C library's: whole int16 steps of hs_trace_scale (before resampling to the sensor rate)
+    monitor = Monitor("ecg_beat_wcam", fs=FS, backend="c")
+    x = np.random.default_rng(0).standard_normal((8, 3, artifact.spec.window)).astype(np.float32)
+    outputs, traces = monitor.runner.explain(x)
+    steps = traces / np.array([artifact.quantized.trace_scale(c) for c in outputs.argmax(1)])[:, None]
     assert np.allclose(steps, np.round(steps), atol=1e-3) and steps.max() <= 32767
 
 
@@ -337,8 +335,8 @@ def test_bad_input_is_refused_with_a_clear_message():
         Monitor("ppg_hr", fs=4)
     with pytest.raises(HeartSightError, match="unknown backend 'tflite'"):
         Monitor(backend="tflite")
-    with pytest.raises(HeartSightError, match="needs calibration windows"):
-        Monitor(backend="c")
+    with pytest.raises(HeartSightError, match="no int8 export"):
+        Monitor(ZooModel(get_spec("ecg_beat"), get_spec("ecg_beat").build(), {"name": "untrained"}, None), backend="c")
     with pytest.raises(HeartSightError, match="device 'my device'"):
         Monitor(device="my device")
     with pytest.raises(HeartSightError, match="time zone"):

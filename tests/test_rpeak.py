@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdk.device.rpeak import RPeakDetector, detect_r_peaks, match_peaks
+from sdk.data.rpeak import RPeakDetector, detect_r_peaks, match_peaks
 from sdk.errors import HeartSightError
 
 MITDB = Path(os.environ.get("HEARTSIGHT_DATA", "")) / "mitdb"
@@ -98,7 +98,7 @@ def test_a_beat_under_the_threshold_is_recovered_by_search_back(monkeypatch):
     ecg -= 0.65 * qrs(t, truth[20] / fs)
     peaks = detect_r_peaks(ecg, fs)
     assert match_peaks(truth, peaks, round(0.01 * fs)) == (truth.size, 0, 0)
-    monkeypatch.setattr("sdk.device.rpeak.SEARCH_BACK_RR", 100.0)
+    monkeypatch.setattr("sdk.data.rpeak.SEARCH_BACK_RR", 100.0)
     assert match_peaks(truth, detect_r_peaks(ecg, fs), round(0.01 * fs)) == (truth.size - 1, 1, 0)
 
 

@@ -19,9 +19,9 @@ from sdk.compress.wcam import Wcam
 from sdk.data import mitdb
 from sdk.errors import HeartSightError
 from sdk.training import metrics
-from sdk.training.datasets import Dataset, beat_dataset
+from sdk.data.datasets import Dataset, beat_dataset
 from sdk.training.recipes import beat_training_sets, model_card, write_model
-from sdk.training.train import predict
+from models.architectures import predict
 
 __all__ = ["METHODS", "SCHEDULES", "Plan", "Wcam", "compress", "score_compressed"]
 

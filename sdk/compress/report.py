@@ -10,7 +10,7 @@ from models.architectures import GapCnn, multiply_accumulates, nonzero_parameter
 from models.registry import ModelSpec
 from sdk.explain import ClassActivationMap
 from sdk.explain import metrics as explain_metrics
-from sdk.training.datasets import Dataset
+from sdk.data.datasets import Dataset
 
 EXPLANATION_BEATS_PER_CLASS = 250  # DS2 beats per class (all of a rarer class) scored for explanations
 TOP_FRACTION = 0.1

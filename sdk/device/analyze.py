@@ -5,81 +5,65 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.registry import ZooModel, load_model
 from sdk.data import preprocess
 from sdk.data.records import Recording, check_signal, resample, resampled_index
-from sdk.device.rpeak import detect_r_peaks
+from sdk.data.rpeak import detect_r_peaks
+from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.errors import HeartSightError
-from sdk.explain import ClassActivationMap
-from sdk.training.train import predict
 
 WRIST_CHANNELS = ("wrist_ppg", "wrist_accel_lownoise_x", "wrist_accel_lownoise_y", "wrist_accel_lownoise_z")
 
 
-def analyze(recording: Recording, model: str | ZooModel = "ecg_beat", channel: int | None = None,
-            explain: bool = False) -> dict:
+def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel: int | None = None,
+            explain: bool = False, backend: str | None = None) -> dict:
     """One JSON-ready result: beats (beat models), windows (rhythm and heart-rate models), hr_bpm (heart-rate models).
 
-    explain=True adds to every beat or window its `window_start` (sample index in the input) and `trace`,
-    the class activation map of the predicted class (or of the heart-rate output) over the model's window,
-    at the input's sampling rate.
+    model runs on backend as sdk.device.backends describes (or pass a Runner). explain=True adds to every beat or
+    window its `window_start` (sample index in the input) and `trace`, the class activation map of the predicted
+    class (or of the heart-rate output) over the model's window, at the input's sampling rate.
     """
-    zoo = load_model(model) if isinstance(model, str) else model
-    spec = zoo.spec
+    runner = model if isinstance(model, Runner) else make_runner(model, backend)
+    spec = runner.spec
     preprocess.check_input_rate(recording.fs, spec.task)
     signal = select_channels(recording, spec.task, channel)
     min_samples = int(np.ceil(spec.window / spec.fs * recording.fs))
     check_signal(signal, recording.name, min_samples)
     at_model_rate = resample(signal, recording.fs, spec.fs)
-    result = {"fs": recording.fs, "model": spec.name, "beats": [], "windows": [], "hr_bpm": []}
-    if spec.task == "hr":
-        starts = np.arange(0, len(at_model_rate) - spec.window + 1, spec.hop)
-        inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
-        hr = predict(zoo.model, inputs)[:, 0]
-        result["windows"] = [_window(s, spec, {"hr_bpm": round(float(v), 1)}) for s, v in zip(starts, hr)]
-        result["hr_bpm"] = [round(float(v), 1) for v in hr]
-        if explain:
-            _add_traces(result["windows"], zoo, inputs, starts, recording.fs, np.zeros(len(starts), dtype=np.int64))
-        return result
-    r_peaks = detect_r_peaks(at_model_rate, spec.fs)
-    tracks = preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs)
+    result = {"fs": recording.fs, "model": spec.name, "backend": runner.backend, "beats": [], "windows": [], "hr_bpm": []}
     if spec.task == "beat":
+        r_peaks = detect_r_peaks(at_model_rate, spec.fs)
         if len(r_peaks) == 0:
             return result
-        inputs = preprocess.beat_windows(tracks, np.arange(len(r_peaks)), spec.window)
-        probabilities = _softmax(predict(zoo.model, inputs))
-        samples = np.clip(resampled_index(r_peaks, spec.fs, recording.fs), 0, recording.n_samples - 1)
-        result["beats"] = [
-            {"sample": int(s), "time_s": round(s / recording.fs, 3), "label": spec.outputs[int(p.argmax())],
-             "p": round(float(p.max()), 4)}
-            for s, p in zip(samples, probabilities)
-        ]
-        if explain:
-            _add_traces(result["beats"], zoo, inputs, r_peaks - spec.window // 2, recording.fs, probabilities.argmax(1))
+        inputs = preprocess.beat_windows(preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs), np.arange(len(r_peaks)),
+                                         spec.window)
+        starts = r_peaks - spec.window // 2
     else:
         starts = np.arange(0, len(at_model_rate) - spec.window + 1, spec.hop)
-        inputs = preprocess.rhythm_windows(tracks, starts, spec.window)
-        probabilities = _softmax(predict(zoo.model, inputs))
-        result["windows"] = [
-            _window(s, spec, {"label": spec.outputs[int(p.argmax())], "p": round(float(p.max()), 4)})
-            for s, p in zip(starts, probabilities)
-        ]
-        if explain:
-            _add_traces(result["windows"], zoo, inputs, starts, recording.fs, probabilities.argmax(1))
+        if spec.task == "hr":
+            inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
+        else:
+            tracks = preprocess.ecg_tracks(at_model_rate, detect_r_peaks(at_model_rate, spec.fs), spec.fs)
+            inputs = preprocess.rhythm_windows(tracks, starts, spec.window)
+    outputs, traces = runner.explain(inputs) if explain else (runner(inputs), None)
+    if spec.task == "hr":
+        result["hr_bpm"] = [round(float(v), 1) for v in outputs[:, 0]]
+        items = result["windows"] = [_window(s, spec, {"hr_bpm": hr}) for s, hr in zip(starts, result["hr_bpm"])]
+    else:
+        probabilities = _softmax(outputs)
+        labels = [spec.outputs[int(k)] for k in probabilities.argmax(1)]
+        confidence = [round(float(p), 4) for p in probabilities.max(1)]
+        if spec.task == "beat":
+            samples = np.clip(resampled_index(r_peaks, spec.fs, recording.fs), 0, recording.n_samples - 1)
+            items = result["beats"] = [{"sample": int(s), "time_s": round(s / recording.fs, 3), "label": label, "p": p}
+                                       for s, label, p in zip(samples, labels, confidence)]
+        else:
+            items = result["windows"] = [_window(s, spec, {"label": label, "p": p})
+                                         for s, label, p in zip(starts, labels, confidence)]
+    if explain:
+        for item, start, trace in zip(items, starts, traces):
+            item["window_start"] = int(round(start * recording.fs / spec.fs))
+            item["trace"] = np.round(trace_at_input_rate(trace, spec, recording.fs), 5).tolist()
     return result
-
-
-def _add_traces(items: list[dict], zoo: ZooModel, inputs: np.ndarray, starts_at_model_rate: np.ndarray,
-                fs_input: float, targets: np.ndarray, batch_size: int = 512) -> None:
-    """Attach window_start and the class activation map, resampled from the model's rate to the input's."""
-    spec = zoo.spec
-    explainer = ClassActivationMap(zoo.model)
-    for first in range(0, len(items), batch_size):
-        chunk = slice(first, first + batch_size)
-        traces = explainer.attribute(torch.from_numpy(inputs[chunk]), torch.from_numpy(targets[chunk])).numpy()
-        for item, start, trace in zip(items[chunk], starts_at_model_rate[chunk], traces):
-            item["window_start"] = int(round(start * fs_input / spec.fs))
-            item["trace"] = np.round(trace_at_input_rate(trace, spec, fs_input), 5).tolist()
 
 
 def trace_at_input_rate(trace: np.ndarray, spec, fs_input: float) -> np.ndarray:

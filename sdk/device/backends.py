@@ -1,90 +1,154 @@
-"""Where a model runs: torch (float), onnxruntime (the int8 QDQ ONNX model) or c (the generated int8 C library).
+"""Where a model runs: torch (the float model), or its int8 export on onnxruntime or in the generated C library.
 
 Each backend is a `Runner`: calling it maps preprocessed float windows (N, C, L) to outputs in real units
 (logits, or heart rate in bpm), so evaluation and the device runtime can swap them freely. `explain` also
-returns each window's explanation trace: the class activation map of its top class (of the single output
-for heart rate), in the float CAM's units. torch and onnxruntime explain with the float/QAT model's map
-(ClassActivationMap); c returns the C library's own hs_explain trace times its scale, as the firmware does.
+returns each window's explanation trace: the class activation map of its top class (of the single output for
+heart rate), in the float CAM's units. torch explains with the float/QAT model's map (ClassActivationMap); the
+int8 backends return the integer map of the exported model (hs_explain in C; the same integers from the ONNX
+graph), times its scale, as the firmware does.
+
+The int8 backends run an exported artifact as it is (firmware_export.artifact): an exported directory, or a
+model directory's own export (the zoo ships models/zoo/NAME/int8). Nothing is quantized or generated here.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import hashlib
+import os
 from typing import Callable
 
 import numpy as np
 import torch
 
-from models.registry import ZooModel
+from firmware_export.artifact import INT8_ONNX, Int8Artifact, artifact_of, is_artifact, load_artifact
+from models.architectures import predict
+from models.registry import ModelSpec, ZooModel, load_model
 from sdk.errors import HeartSightError
 from sdk.explain import ClassActivationMap
-from sdk.training.train import predict
 
 BACKENDS = ("torch", "onnxruntime", "c")
+ModelRef = str | os.PathLike | ZooModel | Int8Artifact
 
 
 class Runner:
     """A model on one backend: `runner(x)` -> outputs; `runner.explain(x)` -> (outputs, traces (N, L)).
 
-    batch_invariant: each window's result is the same bits whatever else is in its batch (the C library runs
-    windows one by one; torch computes a batch of one by another path).
+    identity: the model's name, version and the sha256 of what runs (model.pt for torch, the int8 artifact's
+    integer model otherwise), and the backend; alerts carry it. batch_invariant: each window's result is the same
+    bits whatever else is in its batch (integer backends; torch computes a batch of one by another path).
     """
 
-    def __init__(self, zoo: ZooModel, backend: str, outputs: Callable[[np.ndarray], np.ndarray],
-                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-                 batch_invariant: bool = False):
-        self.zoo, self.backend, self.batch_invariant = zoo, backend, batch_invariant
-        self._outputs = outputs
-        self._explain = explain or self._float_map
+    def __init__(self, spec: ModelSpec, identity: dict, outputs: Callable[[np.ndarray], np.ndarray],
+                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batch_invariant: bool):
+        self.spec, self.identity, self.batch_invariant = spec, identity, batch_invariant
+        self._outputs, self._explain = outputs, explain
+
+    @property
+    def backend(self) -> str:
+        return self.identity["backend"]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._outputs(x)
+        return self._outputs(np.asarray(x, np.float32))
 
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._explain(np.asarray(x, np.float32))
 
-    def _float_map(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This backend's outputs, and the float/QAT model's class activation map of each window's top output."""
-        outputs = self._outputs(x)
-        targets = outputs.argmax(1) if self.zoo.spec.is_classifier else np.zeros(len(x), np.int64)
-        traces = ClassActivationMap(self.zoo.model).attribute(torch.from_numpy(x), torch.from_numpy(targets))
-        return outputs, traces.numpy()
+
+def default_backend(model: ModelRef) -> str:
+    """c for an exported directory, torch for a trained model."""
+    exported = isinstance(model, Int8Artifact) or (isinstance(model, (str, os.PathLike)) and is_artifact(model))
+    return "c" if exported else "torch"
 
 
-def make_runner(zoo: ZooModel, backend: str, calibration_x: Callable[[], np.ndarray] | None = None,
-                work_dir: str | Path | None = None) -> Runner:
-    """A runner for the model on a backend; the int8 backends quantize it with calibration_x() first."""
+def make_runner(model: ModelRef, backend: str | None = None) -> Runner:
+    """A runner for a zoo name, model directory, exported directory, ZooModel or Int8Artifact on a backend
+    (default: c for an export, torch otherwise)."""
+    backend = backend or default_backend(model)
     if backend not in BACKENDS:
         raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "torch":
-        return Runner(zoo, backend, lambda x: predict(zoo.model, x))
-    if calibration_x is None:
-        raise HeartSightError(f"the {backend} backend runs the int8 model and needs calibration windows")
-    from firmware_export import reference
-    from firmware_export.quantize import quantize_model
+        return torch_runner(_float_model(model))
+    return int8_runner(_int8_model(model), backend)
 
-    quantized = quantize_model(zoo, calibration_x())
-    directory = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"heartsight-{backend}-"))
+
+def _float_model(model: ModelRef) -> ZooModel:
+    if isinstance(model, ZooModel):
+        return model
+    if isinstance(model, Int8Artifact) or (is_artifact(model) and not (os.path.exists(os.path.join(model, "model.pt")))):
+        where = model.directory if isinstance(model, Int8Artifact) else model
+        raise HeartSightError(f"{where} is an int8 export, which runs on the c or onnxruntime backend; "
+                              "choose one of them, or pass the float model for torch")
+    return load_model(model)
+
+
+def _int8_model(model: ModelRef) -> Int8Artifact:
+    if isinstance(model, Int8Artifact):
+        return model
+    if isinstance(model, (str, os.PathLike)) and is_artifact(model):
+        return load_artifact(model)
+    return artifact_of(model if isinstance(model, ZooModel) else load_model(model))
+
+
+def torch_runner(zoo: ZooModel) -> Runner:
+    card, spec = zoo.card, zoo.spec
+    explainer = ClassActivationMap(zoo.model)
+
+    def explain(x: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        outputs = predict(zoo.model, x)
+        targets = outputs.argmax(1) if spec.is_classifier else np.zeros(len(x), np.int64)
+        traces = [explainer.attribute(torch.from_numpy(x[i: i + batch]), torch.from_numpy(targets[i: i + batch])).numpy()
+                  for i in range(0, len(x), batch)]
+        return outputs, np.concatenate(traces) if traces else np.zeros((0, spec.window), np.float32)
+
+    sha256 = card.get("sha256") or (hashlib.sha256((zoo.directory / "model.pt").read_bytes()).hexdigest()
+                                    if zoo.directory else hashlib.sha256(b"untrained").hexdigest())
+    identity = {"name": card.get("name", spec.name), "version": str(card.get("version") or "0"), "sha256": sha256,
+                "backend": "torch"}
+    return Runner(spec, identity, lambda x: predict(zoo.model, x), explain, batch_invariant=False)
+
+
+def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
+    """The exported integer model: its C library (built once per computer) or its ONNX graph; the two give the
+    same integers (both are the integer reference)."""
+    from firmware_export.reference import dequantize_logits
+
+    quantized = artifact.quantized
     if backend == "c":
-        from firmware_export.codegen import write_c_library
         from firmware_export.host import CModel, build_shared_library
 
-        write_c_library(quantized, directory)
-        library = CModel(build_shared_library(directory), len(quantized.input_channels), quantized.window,
+        library = CModel(build_shared_library(artifact.directory), len(quantized.input_channels), quantized.window,
                          len(quantized.classes))
-        trace_scales = np.array([quantized.trace_scale(c) for c in range(len(quantized.classes))])
 
-        def c_explain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            logits, traces = library.infer(library.quantize_input(x), explain=True)
-            outputs = reference.dequantize_logits(quantized, logits)
-            return outputs, traces * trace_scales[outputs.argmax(1)][:, None]
+        def integers(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return library.infer(library.quantize_input(x), explain=True)
+    else:
+        from firmware_export.onnx_export import Int8Session
 
-        def c_outputs(x: np.ndarray) -> np.ndarray:
-            return reference.dequantize_logits(quantized, library.infer(library.quantize_input(x))[0])
+        integers = Int8Session(artifact.directory / INT8_ONNX, threads=1)
+    trace_scales = np.array([quantized.trace_scale(c) for c in range(len(quantized.classes))])
 
-        return Runner(zoo, backend, c_outputs, c_explain, batch_invariant=True)
-    from firmware_export.onnx_export import int8_session
+    def explain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(x):
+            return np.zeros((0, len(quantized.classes))), np.zeros((0, quantized.window))
+        logits, traces = integers(x)
+        return dequantize_logits(quantized, logits), traces * trace_scales[logits.argmax(1)][:, None]
 
-    session = int8_session(zoo, quantized, directory)
-    return Runner(zoo, backend, lambda x: session(np.asarray(x, np.float32)))
+    identity = {"name": artifact.name, "version": str(artifact.card.get("version") or "0"), "sha256": artifact.sha256,
+                "backend": backend}
+    return Runner(artifact.spec, identity, lambda x: explain(x)[0], explain, batch_invariant=True)
+
+
+def evaluate(model: ModelRef, backend: str | None = None, split: str | None = None, data_root=None) -> dict:
+    """Score a model on a backend by its protocol (sdk.training.recipes.score): the float model, or its int8 export
+    (a cross-validated model's fold exports on the records each fold never saw)."""
+    from sdk.training.recipes import evaluate as evaluate_float, score
+
+    backend = backend or default_backend(model)
+    if backend not in BACKENDS:
+        raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return evaluate_float(_float_model(model), split, data_root)
+    artifact = _int8_model(model)
+    return score(artifact.spec, artifact.card,
+                 lambda fold: int8_runner(artifact if fold is None else artifact.fold(fold), backend), split, data_root,
+                 backend)

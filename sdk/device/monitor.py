@@ -26,25 +26,22 @@ window plus that latency (and a few seconds of raw signal for alert excerpts).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 from collections import deque
 from datetime import datetime, timezone
-from typing import Callable
 
 import numpy as np
 import torch
 from scipy.signal import firwin, resample_poly
 
-from models.registry import ZooModel, load_model
 from sdk.data import preprocess
 from sdk.data.records import resample_factors, resampled_index
 from sdk.device.alerts import AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
-from sdk.device.backends import make_runner
+from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.quality import QualityGate
-from sdk.device.rpeak import RPeakDetector
+from sdk.data.rpeak import RPeakDetector
 from sdk.errors import HeartSightError
 from sdk.stream.publisher import NAME
 
@@ -133,18 +130,18 @@ class _Samples:
 class Monitor:
     """Streaming analysis of one sensor: feed(chunk) -> events, finish() -> the last events.
 
-    model: a zoo name or ZooModel (ecg_beat, ecg_af, ppg_hr, or a compressed model). fs: the sensor rate in Hz.
-    backend: torch, onnxruntime or c; the int8 backends need `calibration`, training windows (N, C, L) or a
-    function returning them. device, site: names for the alerts. start_time: aware datetime of the first
+    model: a zoo name, model directory or exported int8 directory (or a ZooModel, Int8Artifact or Runner).
+    fs: the sensor rate in Hz. backend: torch, onnxruntime or c (default: c for an export, torch otherwise);
+    the int8 backends run the model's export as it is (sdk.device.backends). device, site: names for the alerts. start_time: aware datetime of the first
     sample (default now, UTC). excerpt_s: signal shown each side of a beat in beat alerts (at most half the
     model window, which the trace covers) and before a signal-quality problem in its alert.
     Chunks: ECG models take 1-D arrays (samples,) in mV; ppg_hr takes (samples, 4) PPG and accelerometer
     x, y, z, or PPG alone (accelerometer taken as zero: a still wrist).
     """
 
-    def __init__(self, model: str | ZooModel = "ecg_beat", fs: float = 360.0, backend: str = "torch",
+    def __init__(self, model: ModelRef | Runner = "ecg_beat", fs: float = 360.0, backend: str | None = None,
                  device: str = "device", site: str = "default", start_time: datetime | None = None,
-                 excerpt_s: float = 3.0, calibration: np.ndarray | Callable[[], np.ndarray] | None = None):
+                 excerpt_s: float = 3.0):
         if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not np.isfinite(fs) or fs <= 0:
             raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs!r}")
         for what, value in (("device", device), ("site", site)):
@@ -154,17 +151,13 @@ class Monitor:
         start_time = start_time or datetime.now(timezone.utc)
         if start_time.tzinfo is None:
             raise HeartSightError("start_time has no time zone: pass an aware datetime, e.g. datetime.now(timezone.utc)")
-        self.zoo = load_model(model) if isinstance(model, str) else model
-        self.spec = spec = self.zoo.spec
+        self.runner = model if isinstance(model, Runner) else make_runner(model, backend)
+        self.spec = spec = self.runner.spec
         preprocess.check_input_rate(fs, spec.task)
         if not isinstance(excerpt_s, numbers.Real) or not 0 < excerpt_s <= spec.window / spec.fs / 2:
             raise HeartSightError(f"excerpt_s must be in (0, {spec.window / spec.fs / 2:g}] s (half the model window), "
                                   f"got {excerpt_s!r}")
-        if isinstance(calibration, np.ndarray):
-            windows = calibration
-            calibration = lambda: windows  # noqa: E731
-        self.fs, self.backend = float(fs), backend
-        self.runner = make_runner(self.zoo, backend, calibration)
+        self.fs, self.backend = float(fs), self.runner.backend
         self._excerpt = int(round(excerpt_s * fs))
         self._channels = 4 if spec.task == "hr" else 1
         self._gate = QualityGate(fs, "ppg" if spec.task == "hr" else "ecg")
@@ -186,12 +179,7 @@ class Monitor:
         self._recent_rr: deque[int] = deque(maxlen=preprocess.HISTORY_BEATS)
         self._recent_amplitudes: deque[np.float32] = deque(maxlen=preprocess.HISTORY_BEATS)
         self._next_window = 0  # model-rate start of the next window to classify
-        card = self.zoo.card
-        self.model_info = {
-            "name": card.get("name", spec.name), "version": str(card.get("version") or "0"),
-            "sha256": card.get("sha256") or hashlib.sha256((self.zoo.directory / "model.pt").read_bytes()).hexdigest(),
-            "backend": backend,
-        }
+        self.model_info = dict(self.runner.identity)
         self.policy = AlertPolicy(fs=self.fs, device=device, site=site, start_time=start_time, model=self.model_info)
 
     def feed(self, chunk: np.ndarray) -> list[dict]:

@@ -38,13 +38,9 @@ CEILING_MESSAGES = 20_000
 
 
 def _monitor_throughput(backend: str, data_root) -> dict:
-    from firmware_export import real_windows
-    from models.registry import get_spec
-
     recording = read_database_record("mitdb", "233", data_root)
     signal = recording.channel("MLII")[: int(THROUGHPUT_SECONDS * recording.fs)]
-    calibration = None if backend == "torch" else real_windows(get_spec("ecg_beat"), "calibration", data_root, 512)
-    monitor = Monitor(model="ecg_beat", fs=recording.fs, backend=backend, device="bench", calibration=calibration)
+    monitor = Monitor(model="ecg_beat", fs=recording.fs, backend=backend, device="bench")
     chunk = int(recording.fs)
     beats = 0
     started = time.perf_counter()

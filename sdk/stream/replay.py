@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from models.registry import ZooModel
 from sdk.data.records import Recording
 from sdk.device.analyze import select_channels
+from sdk.device.backends import ModelRef, Runner
 from sdk.device.monitor import Monitor
 from sdk.errors import HeartSightError
 from sdk.stream.publisher import Publisher
@@ -31,14 +31,14 @@ def parse_speed(text: str) -> float | None:
     return speed
 
 
-def stream_recording(recording: Recording, publisher: Publisher, model: str | ZooModel = "ecg_beat",
-                     backend: str = "torch", speed: float | None = None, channel: int | None = None, calibration=None,
-                     start_time: datetime | None = None, flush_timeout_s: float = FLUSH_TIMEOUT_S) -> dict:
+def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef | Runner = "ecg_beat",
+                     speed: float | None = None, channel: int | None = None, start_time: datetime | None = None,
+                     flush_timeout_s: float = FLUSH_TIMEOUT_S, backend: str | None = None) -> dict:
     """Feed the recording in 1-s chunks (paced by `speed`, or as fast as possible), publish every alert, and
     wait up to flush_timeout_s for the broker to acknowledge them; the rest stay queued on disk. Returns the
     summary, with the publisher's status line (why alerts are still queued, when it retries)."""
     monitor = Monitor(model=model, fs=recording.fs, backend=backend, device=publisher.device, site=publisher.site,
-                      start_time=start_time or datetime.now(timezone.utc), calibration=calibration)
+                      start_time=start_time or datetime.now(timezone.utc))
     signal = select_channels(recording, monitor.spec.task, channel)
     chunk = max(1, int(round(CHUNK_S * recording.fs)))
     beats, alert_ids = 0, []

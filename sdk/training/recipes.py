@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 import json
 import os
@@ -20,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.architectures import parameter_count
-from models.registry import ZOO_DIR, ModelSpec, get_spec, load_model
+from models.architectures import parameter_count, predict
+from models.registry import ZOO_DIR, ModelSpec, ZooModel, get_spec, load_model
 from sdk.data import mitdb, wrist
+from sdk.data.datasets import Dataset, af_dataset, beat_dataset, ppg_dataset
 from sdk.data.preprocess import ECG_FS
 from sdk.data.records import resample, resampled_index
-from sdk.device.rpeak import detect_r_peaks
+from sdk.data.rpeak import detect_r_peaks
 from sdk.errors import HeartSightError
 from sdk.training import metrics
-from sdk.training.datasets import Dataset, af_dataset, beat_dataset, ppg_dataset
 from sdk.training.train import TrainConfig, fit
 
 # DS1 patients held out to choose the checkpoint. 201 stays in training: with 203 it is DS1's only source of
@@ -125,7 +124,7 @@ def _train_beat(spec, data_root, out, seed, epochs, progress) -> dict:
     card["data_split"] = "de Chazal inter-patient: train DS1, test DS2 (scored at reference beat annotations)"
     card["history"] = history
     write_model(out, model, card)
-    card["metrics"] = {"DS2": evaluate(str(out), data_root=data_root, progress=progress)}
+    card["metrics"] = {"DS2": evaluate(str(out), data_root=data_root)}
     write_model(out, model, card)
     return card
 
@@ -158,41 +157,39 @@ def _train_cross_validated(spec, data_root, out, seed, epochs, progress) -> dict
     card["folds"] = [{"weights": f"folds/fold{k}.pt", "held_out": list(g)} for k, g in enumerate(folds)]
     card["history"] = history
     write_model(out, model, card)
-    card["metrics"] = {"cross_validation": evaluate(str(out), data_root=data_root, progress=progress)}
+    card["metrics"] = {"cross_validation": evaluate(str(out), data_root=data_root)}
     write_model(out, model, card)
     return card
 
 
-def evaluate(name_or_dir: str, split: str | None = None, data_root: str | os.PathLike | None = None,
-             progress: bool = True, backend: str = "torch") -> dict:
-    """Score a trained model by its protocol: ecg_beat on a split (default DS2), the others on their held-out folds.
+def evaluate(name_or_dir: str | ZooModel, split: str | None = None, data_root: str | os.PathLike | None = None) -> dict:
+    """Score a trained float model by its protocol (ecg_beat on a split, default DS2; the others on their
+    held-out folds). sdk.device.backends.evaluate scores the int8 export the same way."""
+    zoo = name_or_dir if isinstance(name_or_dir, ZooModel) else load_model(name_or_dir)
 
-    backend: torch (float), or the int8 model on onnxruntime or in the generated C library, quantized with
-    training windows (sdk.device.backends).
-    """
-    from firmware_export import CALIBRATION_WINDOWS, real_windows
-    from sdk.device.backends import BACKENDS, make_runner
+    def outputs_of(fold: int | None):
+        model = zoo.model if fold is None else load_model(zoo.directory, weights=zoo.card["folds"][fold]["weights"]).model
+        return lambda x: predict(model, x)
+    return score(zoo.spec, zoo.card, outputs_of, split, data_root, backend="torch")
 
-    if backend not in BACKENDS:
-        raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    zoo = load_model(name_or_dir)
-    spec = zoo.spec
-    # read once, however many fold models are quantized with them
-    calibration = functools.cache(lambda: real_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS))
+
+def score(spec: ModelSpec, card: dict, outputs_of, split: str | None = None, data_root=None,
+          backend: str = "torch") -> dict:
+    """The protocol's scores. outputs_of(None) runs the model itself, outputs_of(k) the model of card["folds"][k];
+    each maps windows (N, C, L) to outputs."""
+    name = card.get("name", spec.name)
     if spec.task == "beat":
         split = split or "DS2"
         dataset = beat_dataset(spec, mitdb.split_records(split), data_root)
-        output = make_runner(zoo, backend, calibration)(dataset.x)
-        report = metrics.classification_report(dataset.y, output.argmax(1), spec.outputs)
-        return {"model": zoo.card.get("name", spec.name), "split": split, "backend": backend, **report}
+        report = metrics.classification_report(dataset.y, outputs_of(None)(dataset.x).argmax(1), spec.outputs)
+        return {"model": name, "split": split, "backend": backend, **report}
     if split is not None:
         raise HeartSightError(f"{spec.name} is scored by held-out folds, not by --split; drop --split")
     dataset, _, protocol = _folds(spec, data_root)
     folds, truth, predicted = [], [], []
-    for fold in zoo.card["folds"]:
-        fold_zoo = load_model(zoo.directory, weights=fold["weights"])
+    for k, fold in enumerate(card["folds"]):
         part = dataset.subset(dataset.in_groups(fold["held_out"]))
-        output = make_runner(fold_zoo, backend, calibration)(part.x)
+        output = outputs_of(k)(part.x)
         output = output.argmax(1) if spec.is_classifier else output[:, 0]
         folds.append({"held_out": fold["held_out"], **_score(spec, part.y, output)})
         truth.append(part.y)

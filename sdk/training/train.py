@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.architectures import predict
 from models.registry import ModelSpec
-from sdk.training.datasets import Dataset
+from sdk.data.datasets import Dataset
 
 HR_SCALE_BPM = 30.0  # regression loss is computed in units of 30 bpm so it is of order 1
 
@@ -35,16 +36,6 @@ def make_deterministic(seed: int) -> None:
     np.random.seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(2)
-
-
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Model outputs (logits, or heart rate in bpm) for a stack of inputs."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            outputs.append(model(torch.from_numpy(np.ascontiguousarray(x[i: i + batch_size]))).numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0,))
 
 
 def augment(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""Labelled model inputs from the real databases, built with the same preprocessing the device runs."""
+"""Labelled model inputs from the real databases, built with the same preprocessing the device runs.
+
+`spec` arguments are models.registry.ModelSpec objects (anything with fs, window, hop, task and is_classifier):
+the data comes before the models on the data path, so this module does not import them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from models.registry import ModelSpec
 from sdk.data import mitdb, preprocess, wrist
 from sdk.data.records import resample, resampled_index
 
@@ -32,7 +35,7 @@ def mitdb_tracks(record: mitdb.MitdbRecord, fs: float, r_peaks_at_record_fs: np.
     return preprocess.ecg_tracks(ecg, r_peaks, fs)
 
 
-def beat_dataset(spec: ModelSpec, records, data_root: str | os.PathLike | None = None) -> Dataset:
+def beat_dataset(spec, records, data_root: str | os.PathLike | None = None) -> Dataset:
     """Every AAMI-scored beat of the records, at its reference annotation (the literature's protocol)."""
     xs, ys, groups = [], [], []
     for name in tqdm(records, desc="beats", unit="record", leave=False):
@@ -46,7 +49,7 @@ def beat_dataset(spec: ModelSpec, records, data_root: str | os.PathLike | None =
     return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
 
 
-def af_dataset(spec: ModelSpec, records, data_root: str | os.PathLike | None = None,
+def af_dataset(spec, records, data_root: str | os.PathLike | None = None,
                r_peaks_of=None) -> Dataset:
     """Consecutive windows labelled AF when at least half of the window lies in an AFIB/AFL episode.
 
@@ -66,7 +69,7 @@ def af_dataset(spec: ModelSpec, records, data_root: str | os.PathLike | None = N
     return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
 
 
-def ppg_dataset(spec: ModelSpec, recordings, data_root: str | os.PathLike | None = None) -> Dataset:
+def ppg_dataset(spec, recordings, data_root: str | os.PathLike | None = None) -> Dataset:
     """8-s windows every 2 s with the chest-ECG reference heart rate; grouped by subject."""
     xs, ys, groups = [], [], []
     for name in tqdm(recordings, desc="ppg windows", unit="recording", leave=False):
@@ -80,3 +83,36 @@ def ppg_dataset(spec: ModelSpec, recordings, data_root: str | os.PathLike | None
         ys.append(hr[keep].astype(np.float32))
         groups.append(np.full(int(keep.sum()), session.subject))
     return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
+
+
+CALIBRATION_WINDOWS = 2048  # training windows an int8 export calibrates its activation ranges on
+AF_CALIBRATION_RECORDS = ("201", "203", "106", "119")  # two AF and two non-AF DS1 records
+AF_TEST_RECORDS = ("202", "219", "221", "100")  # DS2
+
+
+def sample_windows(spec, purpose: str, data_root, n: int, seed: int = 0) -> np.ndarray:
+    """n model inputs: training windows for calibration ("calibration"), held-out ones for tests ("test");
+    for classifiers every class is represented, the rare ones fully when they are few."""
+    if spec.task == "beat":
+        dataset = beat_dataset(spec, mitdb.DS1 if purpose == "calibration" else mitdb.DS2, data_root)
+    elif spec.task == "rhythm":
+        dataset = af_dataset(spec, AF_CALIBRATION_RECORDS if purpose == "calibration" else AF_TEST_RECORDS, data_root)
+    else:
+        sessions = wrist.session_names(data_root)
+        half = len(sessions) // 2
+        dataset = ppg_dataset(spec, sessions[:half] if purpose == "calibration" else sessions[half:], data_root)
+    rng = np.random.default_rng(seed)
+    if spec.is_classifier:
+        classes = np.unique(dataset.y)
+        chosen = np.concatenate([rng.permutation(np.flatnonzero(dataset.y == k))[: max(1, n // len(classes))] for k in classes])
+    else:
+        chosen = rng.permutation(len(dataset.y))[:n]
+    return dataset.x[np.sort(chosen)]
+
+
+def calibration_description(spec, n: int = CALIBRATION_WINDOWS) -> str:
+    """Where sample_windows(spec, "calibration", ...) draws from, for the int8 model's record of its calibration."""
+    source = {"beat": "MIT-BIH DS1 beats at the reference annotations, every class represented",
+              "rhythm": f"MIT-BIH records {', '.join(AF_CALIBRATION_RECORDS)}, rhythm windows",
+              "hr": "the first half of the Wrist PPG During Exercise sessions"}[spec.task]
+    return f"up to {n} windows (seed 0): {source}"
