@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
+from models.architectures import predict
 from models.registry import load_model
 from sdk.compress.methods import Plan, run
 from sdk.compress.report import explanation_report, explanation_sample, localization
 from sdk.training.recipes import beat_score, beat_training_sets
-from models.architectures import predict
 
 BETAS = (0.0, 1.0, 10.0, 100.0)
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -24,8 +24,14 @@ import torch
 from torch import nn
 
 from models.architectures import fold_batch_norm
-from models.quantization import (WEIGHT_MAX, ActivationFakeQuant, activation_qparams, activation_quantizers,
-                                 is_quantized, weight_scales)
+from models.quantization import (
+    WEIGHT_MAX,
+    ActivationFakeQuant,
+    activation_qparams,
+    activation_quantizers,
+    is_quantized,
+    weight_scales,
+)
 from models.registry import ZooModel
 from sdk.errors import HeartSightError
 

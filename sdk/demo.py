@@ -20,8 +20,8 @@ import numpy as np
 from models.registry import ZOO_DIR
 from sdk.data import mitdb
 from sdk.data.records import Recording, data_dir
-from sdk.data.synthetic import synthetic_ecg
 from sdk.data.rpeak import match_peaks
+from sdk.data.synthetic import synthetic_ecg
 from sdk.device.analyze import analyze
 from sdk.device.backends import Runner, make_runner
 from sdk.errors import HeartSightError

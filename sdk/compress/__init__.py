@@ -11,17 +11,17 @@ from pathlib import Path
 
 import torch
 
+from models.architectures import predict
 from models.quantization import is_quantized
 from models.registry import load_model
 from sdk.compress.methods import METHODS, SCHEDULES, Plan, run
 from sdk.compress.report import explanation_report, explanation_sample, localization, size_report
 from sdk.compress.wcam import Wcam
 from sdk.data import mitdb
+from sdk.data.datasets import Dataset, beat_dataset
 from sdk.errors import HeartSightError
 from sdk.training import metrics
-from sdk.data.datasets import Dataset, beat_dataset
 from sdk.training.recipes import beat_training_sets, model_card, write_model
-from models.architectures import predict
 
 __all__ = ["METHODS", "SCHEDULES", "Plan", "Wcam", "compress", "score_compressed"]
 

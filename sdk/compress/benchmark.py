@@ -24,8 +24,8 @@ from sdk.compress import score_compressed  # noqa: E402
 from sdk.compress.methods import EPOCHS, Plan, run  # noqa: E402
 from sdk.compress.report import explanation_sample, size_report  # noqa: E402
 from sdk.data import mitdb  # noqa: E402
-from sdk.explain import ClassActivationMap  # noqa: E402
 from sdk.data.datasets import beat_dataset  # noqa: E402
+from sdk.explain import ClassActivationMap  # noqa: E402
 from sdk.training.recipes import beat_training_sets  # noqa: E402
 
 LEVELS = {"structured": (0.5, 0.75), "unstructured": (0.5, 0.8), "distill": (0.5, 0.75), "qat": (0.0, 0.5)}

@@ -19,8 +19,8 @@ from models.quantization import calibrate, prepare_qat
 from models.registry import ModelSpec
 from sdk.compress import pruning
 from sdk.compress.wcam import Wcam
-from sdk.errors import HeartSightError
 from sdk.data.datasets import Dataset
+from sdk.errors import HeartSightError
 from sdk.training.recipes import beat_config, beat_score
 from sdk.training.train import TaskLoss, fit
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from models.architectures import GapCnn, multiply_accumulates, nonzero_parameter_count, parameter_count
 from models.registry import ModelSpec
+from sdk.data.datasets import Dataset
 from sdk.explain import ClassActivationMap
 from sdk.explain import metrics as explain_metrics
-from sdk.data.datasets import Dataset
 
 EXPLANATION_BEATS_PER_CLASS = 250  # DS2 beats per class (all of a rarer class) scored for explanations
 TOP_FRACTION = 0.1

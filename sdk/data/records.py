@@ -6,6 +6,7 @@ names the file, the directory searched and, for the public databases, the comman
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -191,8 +192,9 @@ def read_input(path: str | os.PathLike, fs: float | None = None) -> Recording:
 
 
 def check_fs(fs: float) -> None:
-    if not np.isfinite(fs) or fs <= 0:
-        raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs}")
+    """The one check of a sampling rate given by a user or a file: a real number of Hz, finite and positive."""
+    if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not np.isfinite(fs) or fs <= 0:
+        raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs!r}")
 
 
 def check_signal(x: np.ndarray, what: str, min_samples: int) -> None:

@@ -12,7 +12,6 @@ amount of future signal, so the output does not depend on how the signal is cut 
 
 from __future__ import annotations
 
-import numbers
 from collections import deque
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import butter, group_delay, lfilter, sos2tf, sosfilt, sosfilt_zi
 
+from sdk.data.records import check_fs
 from sdk.errors import HeartSightError
 
 QRS_BAND_HZ = (5.0, 15.0)  # QRS energy dominates here over P/T waves, baseline wander and mains hum
@@ -66,8 +66,7 @@ class RPeakDetector:
     """
 
     def __init__(self, fs: float):
-        if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not np.isfinite(fs) or fs <= 0:
-            raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs!r}")
+        check_fs(fs)
         if fs < MIN_FS:
             raise HeartSightError(f"sampling rate {fs:g} Hz is too low for R-peak detection; it needs at least {MIN_FS:g} Hz")
         self.fs = float(fs)

@@ -141,7 +141,8 @@ def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
 def evaluate(model: ModelRef, backend: str | None = None, split: str | None = None, data_root=None) -> dict:
     """Score a model on a backend by its protocol (sdk.training.recipes.score): the float model, or its int8 export
     (a cross-validated model's fold exports on the records each fold never saw)."""
-    from sdk.training.recipes import evaluate as evaluate_float, score
+    from sdk.training.recipes import evaluate as evaluate_float
+    from sdk.training.recipes import score
 
     backend = backend or default_backend(model)
     if backend not in BACKENDS:

@@ -36,12 +36,12 @@ import torch
 from scipy.signal import firwin, resample_poly
 
 from sdk.data import preprocess
-from sdk.data.records import resample_factors, resampled_index
+from sdk.data.records import check_fs, resample_factors, resampled_index
+from sdk.data.rpeak import RPeakDetector
 from sdk.device.alerts import AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
 from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.quality import QualityGate
-from sdk.data.rpeak import RPeakDetector
 from sdk.errors import HeartSightError
 from sdk.stream.publisher import NAME
 
@@ -142,8 +142,7 @@ class Monitor:
     def __init__(self, model: ModelRef | Runner = "ecg_beat", fs: float = 360.0, backend: str | None = None,
                  device: str = "device", site: str = "default", start_time: datetime | None = None,
                  excerpt_s: float = 3.0):
-        if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not np.isfinite(fs) or fs <= 0:
-            raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs!r}")
+        check_fs(fs)
         for what, value in (("device", device), ("site", site)):
             if not isinstance(value, str) or not NAME.fullmatch(value):
                 raise HeartSightError(f"{what} {value!r} is not a valid name: use 1-64 letters, digits, '_', '.' "

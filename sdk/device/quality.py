@@ -22,11 +22,11 @@ first known (end None, for a prompt alert) and when it is over (with its end).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from sdk.data.records import check_fs
 from sdk.errors import HeartSightError
 
 BLOCK_S = 0.5
@@ -59,8 +59,7 @@ class QualityGate:
     """
 
     def __init__(self, fs: float, signal: str = "ecg"):
-        if isinstance(fs, bool) or not isinstance(fs, numbers.Real) or not np.isfinite(fs) or fs <= 0:
-            raise HeartSightError(f"sampling rate must be a positive number of Hz, got {fs!r}")
+        check_fs(fs)
         if signal not in SIGNALS:
             raise HeartSightError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
         self.fs, self.signal = float(fs), signal
