@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import fold_batch_norm
+from models.architectures import fold_batch_norm, gapcnn_macs
 from models.quantization import (
     WEIGHT_MAX,
     ActivationFakeQuant,
@@ -102,11 +102,7 @@ class QuantizedModel:
         return sum(c.weight.size for c in self.convs) + self.head_weight.size
 
     def macs(self) -> int:
-        total, length = 0, self.window
-        for conv in self.convs:
-            total += conv.weight.size * length
-            length //= 2 if conv.pool_after else 1
-        return total + self.head_weight.size
+        return gapcnn_macs([(c.weight.size, c.pool_after) for c in self.convs], self.head_weight.size, self.window)
 
 
 def gapcnn_blocks(folded: nn.Module, name: str) -> tuple[list[tuple[nn.Conv1d, bool]], nn.Linear]:

@@ -60,14 +60,24 @@ def convolutions(model: GapCnn) -> list[nn.Conv1d]:
 
 
 def multiply_accumulates(model: GapCnn, window: int) -> int:
-    """MACs of one inference: every convolution (its output length halves after each max-pool) plus the head."""
-    total, length = 0, window
+    """MACs of one inference of a float GapCnn (see gapcnn_macs)."""
+    blocks = []
     for module in model.features:
         if isinstance(module, nn.Conv1d):
-            total += module.out_channels * module.in_channels * module.kernel_size[0] * length
+            blocks.append([module.weight.numel(), False])
         elif isinstance(module, nn.MaxPool1d):
-            length //= 2
-    return total + model.head.in_features * model.head.out_features
+            blocks[-1][1] = True
+    return gapcnn_macs([tuple(b) for b in blocks], model.head.weight.numel(), window)
+
+
+def gapcnn_macs(blocks: list[tuple[int, bool]], head_weights: int, window: int) -> int:
+    """MACs of one inference: each convolution's (weight count, max-pool after it) uses every weight once per output
+    sample, the length halving after each pool; the head uses each weight once."""
+    total, length = 0, window
+    for weights, pool_after in blocks:
+        total += weights * length
+        length //= 2 if pool_after else 1
+    return total + head_weights
 
 
 def fold_batch_norm(model: GapCnn) -> GapCnn:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sdk.errors import HeartSightError
-from sdk.explain.attribution import has_gap_linear_head, upsample, weighted_channel_sum
+from sdk.explain.attribution import has_gap_linear_head, logits_and_cam, logits_and_grad_cam, upsample
 
 PAPER_BETA = 100.0
 STOCHASTIC_DROP = 0.3  # share of the teacher's channels dropped when forming its map (stochastic WCAM)
@@ -30,19 +30,11 @@ def forward_with_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ex
     if not exact:
         if not has_gap_linear_head(model):
             raise HeartSightError(f"{type(model).__name__} has no GAP+linear head; use the exact WCAM path")
-        features = model.features(x)
-        logits = model.head(features.mean(dim=-1))
-        return logits, weighted_channel_sum(model.head.weight[target], features)
-    layer = layer if layer is not None else model.features
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    activations = captured[-1]
-    gradients, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), activations, create_graph=True)
-    return logits, weighted_channel_sum(gradients.sum(dim=-1), activations)
+        logits, maps, _ = logits_and_cam(model, x, target)
+        return logits, maps
+    logits, maps, _ = logits_and_grad_cam(model, layer if layer is not None else model.features, x, target,
+                                          create_graph=True)
+    return logits, maps
 
 
 def normalized(maps: torch.Tensor) -> torch.Tensor:
@@ -65,14 +57,11 @@ class Wcam:
     def teacher_targets_and_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(teacher logits, its top-1 class, its normalized map), all detached."""
         with torch.no_grad():
-            features = self.teacher.features(x)
-            logits = self.teacher.head(features.mean(dim=-1))
-            target = logits.argmax(dim=1)
-            weights = self.teacher.head.weight[target]
+            mask = None
             if self.stochastic:
-                keep = torch.rand(weights.shape, generator=self.generator) >= STOCHASTIC_DROP
-                weights = weights * keep
-            return logits, target, normalized(weighted_channel_sum(weights, features))
+                mask = torch.rand((len(x), self.teacher.head.in_features), generator=self.generator) >= STOCHASTIC_DROP
+            logits, maps, target = logits_and_cam(self.teacher, x, channel_mask=mask)
+            return logits, target, normalized(maps)
 
     def __call__(self, student: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(student logits, teacher logits, beta * WCAM loss) for one batch."""

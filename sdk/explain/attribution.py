@@ -61,6 +61,41 @@ def has_gap_linear_head(model: nn.Module) -> bool:
     return isinstance(getattr(model, "head", None), nn.Linear) and isinstance(getattr(model, "features", None), nn.Module)
 
 
+def logits_and_cam(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None = None, relu: bool = True,
+                   channel_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, class activation map at the last block's resolution, target) of one forward pass of a GAP + linear
+    model: the head weights of the target applied to the last block's maps. The one closed form of the CAM, used by
+    the explainer and by WCAM (differentiable unless called under no_grad); channel_mask drops channels from the
+    weights (stochastic WCAM)."""
+    features = model.features(x)
+    logits = model.head(features.mean(dim=-1))
+    target = resolve_targets(logits, target)
+    weights = model.head.weight[target]
+    if channel_mask is not None:
+        weights = weights * channel_mask
+    return logits, weighted_channel_sum(weights, features, relu), target
+
+
+def logits_and_grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None = None,
+                        relu: bool = True, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, Grad-CAM map at `layer`'s resolution, target) through a forward hook, for any model; channel weights
+    are the summed gradients of the target logit. create_graph keeps the map differentiable (WCAM's exact path)."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            if not captured or captured[-1].ndim != 3:
+                raise HeartSightError("Grad-CAM needs a layer with (N, channels, time) output, e.g. a Conv1d block")
+            activations = captured[-1]
+            target = resolve_targets(logits, target)
+            gradients, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), activations,
+                                             create_graph=create_graph)
+    finally:
+        handle.remove()
+    return logits, weighted_channel_sum(gradients.sum(dim=-1), activations, relu), target
+
+
 class Attribution(ABC):
     """Base class: an explainer built from a model; `attribute` returns a trace aligned with the input."""
 
@@ -91,9 +126,7 @@ class ClassActivationMap(Attribution):
     def attribute(self, x: torch.Tensor, target: int | torch.Tensor | None = None) -> torch.Tensor:
         _check_input(x)
         with torch.no_grad():
-            features = self.model.features(x)
-            logits = self.model.head(features.mean(dim=-1))
-            maps = weighted_channel_sum(self.model.head.weight[resolve_targets(logits, target)], features, self.relu)
+            _, maps, _ = logits_and_cam(self.model, x, target, self.relu)
         return upsample(maps, x.shape[-1])
 
 
@@ -117,20 +150,8 @@ class GradCam(Attribution):
 
     def attribute(self, x: torch.Tensor, target: int | torch.Tensor | None = None) -> torch.Tensor:
         _check_input(x)
-        captured: list[torch.Tensor] = []
-        handle = self.layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
-        try:
-            with torch.enable_grad():
-                logits = self.model(x)
-                if not captured or captured[-1].ndim != 3:
-                    raise HeartSightError("Grad-CAM needs a layer with (N, channels, time) output, e.g. a Conv1d block")
-                activations = captured[-1]
-                chosen = logits.gather(1, resolve_targets(logits, target)[:, None]).sum()
-                gradients, = torch.autograd.grad(chosen, activations)
-        finally:
-            handle.remove()
-        maps = weighted_channel_sum(gradients.sum(dim=-1), activations, self.relu).detach()
-        return upsample(maps, x.shape[-1])
+        _, maps, _ = logits_and_grad_cam(self.model, self.layer, x, target, self.relu)
+        return upsample(maps.detach(), x.shape[-1])
 
 
 def _input_gradients(model: nn.Module, x: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
