@@ -241,11 +241,11 @@ def load_quantized(directory: str | Path) -> QuantizedModel:
     path = Path(directory) / QUANTIZED_FILE
     if not path.exists():
         raise HeartSightError(f"{directory} holds no {QUANTIZED_FILE}; export the model with "
-                              "`heartsight export --model NAME --target c --out DIR` first")
+                              "`heartsight export --model NAME --out DIR` first")
     record = json.loads(path.read_text())
     if any("weight_scale" not in c for c in record["convs"]):
         raise HeartSightError(f"{path} was written by an older HeartSight (no conv weight scales); export the model "
-                              "again with `heartsight export --model NAME --target c --out DIR`")
+                              "again with `heartsight export --model NAME --out DIR`")
     types = {"weight": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32, "weight_scale": np.float64}
     convs = [QuantizedConv(**{k: np.array(v, types[k]) if k in types else v for k, v in c.items()}) for c in record.pop("convs")]
     arrays = {"head_weight": np.int8, "head_bias": np.int32, "head_multiplier": np.int32, "head_shift": np.int32,

@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     verify = commands.add_parser("verify-firmware", help="check an exported C library against the integer reference")
-    verify.add_argument("directory", help="the directory `heartsight export --target c` wrote")
+    verify.add_argument("directory", help="the directory `heartsight export` wrote")
     verify.add_argument("--qemu", action="store_true", help="also build for Cortex-M4 and run under QEMU")
     verify.add_argument("--n", type=int, default=32, help="held-out windows to compare (default 32)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
