@@ -319,7 +319,7 @@ def test_memory_stays_bounded_on_a_long_stream():
     sizes = []
     for start in range(0, len(ecg), 360):
         monitor.feed(ecg[start: start + 360])
-        sizes.append((len(monitor._raw.data) / FS, len(monitor._filtered.data) / 128, len(monitor._beat_r)))
+        sizes.append((len(monitor._raw.data) / FS, len(monitor._filtered.data) / 128, len(monitor._beats.r_peaks)))
     raw_s, filtered_s, beats = np.max(sizes, axis=0)
     assert raw_s < 15 and filtered_s < 12 and beats < 20  # seconds of signal, beats kept: not growing with time
 

@@ -39,6 +39,25 @@ def test_rhythm_context_marks_a_premature_beat_and_its_pause():
     assert np.allclose(context.amplitude_scale, 1.0)
 
 
+def test_the_beat_context_built_beat_by_beat_while_forgetting_old_beats_equals_the_whole_recording():
+    """The Monitor adds each beat as its R peak is confirmed and drops old ones; training runs beat_context over
+    the recording. Forgetting must not change the context of the beats that follow."""
+    rng = np.random.default_rng(0)
+    r_peaks = np.cumsum(rng.integers(60, 160, 3 * preprocess.HISTORY_BEATS))  # the history window slides
+    filtered = rng.normal(size=r_peaks[-1] + 50).astype(np.float32)
+    whole = preprocess.beat_context(filtered, r_peaks)
+    assert np.array_equal(whole.rr_change, np.abs(np.diff(whole.rr_relative, prepend=whole.rr_relative[:1])))
+    builder, forgotten = preprocess.BeatContextBuilder(), 0
+    for beat, (r, amplitude) in enumerate(zip(r_peaks, preprocess.r_amplitudes(filtered, r_peaks))):
+        builder.add(int(r), amplitude)
+        if beat % 50 == 49:
+            builder.forget(40)
+            forgotten += 40
+    kept = builder.context()
+    for name in ("r_peaks", "rr_relative", "rr_change", "amplitude_scale"):
+        assert np.array_equal(getattr(kept, name), getattr(whole, name)[forgotten:]), name
+
+
 def test_beat_windows_centre_the_beat_and_carry_rhythm_bumps():
     fs = preprocess.ECG_FS
     ecg = np.zeros(4000)

@@ -15,6 +15,7 @@ trace accounts for everything a model used:
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,22 +80,57 @@ class BeatContext:
 
     r_peaks: np.ndarray  # sample index of each beat at the model rate
     rr_relative: np.ndarray  # RR before the beat / mean of the previous HISTORY_BEATS RRs, minus 1
+    rr_change: np.ndarray  # |change of rr_relative from the previous beat|
     amplitude_scale: np.ndarray  # median |R amplitude| of the previous HISTORY_BEATS beats (incl. this one)
 
 
+class BeatContextBuilder:
+    """The beat context, one beat at a time: beat_context runs it over a recording's beats, the device's Monitor
+    over each R peak as it is confirmed, so training and the device compute the same numbers bit for bit.
+
+    It keeps the context of the beats added since the last `forget`, oldest first.
+    """
+
+    def __init__(self):
+        self.r_peaks: list[int] = []
+        self.rr_relative: list[np.float32] = []
+        self.rr_change: list[np.float32] = []
+        self.amplitude_scale: list[np.float32] = []
+        self._recent_rr: deque[int] = deque(maxlen=HISTORY_BEATS)
+        self._recent_amplitudes: deque[np.float32] = deque(maxlen=HISTORY_BEATS)
+        self._last: tuple[int, np.float32] | None = None  # the previous beat's R peak and rr_relative
+
+    def add(self, r: int, amplitude: float) -> None:
+        """The next beat: its R peak (model-rate sample) and its R amplitude (r_amplitudes)."""
+        rr_relative = 0.0  # first beat: RR unknown
+        if self._last is not None:
+            rr = r - self._last[0]
+            self._recent_rr.append(rr)
+            rr_relative = rr / (sum(self._recent_rr) / len(self._recent_rr)) - 1.0
+        rr_relative = np.float32(np.clip(rr_relative, -1.0, 2.0))
+        previous = rr_relative if self._last is None else self._last[1]
+        self._recent_amplitudes.append(np.float32(amplitude))
+        median = np.median(np.array(self._recent_amplitudes, np.float32))
+        self.r_peaks.append(r)
+        self.rr_relative.append(rr_relative)
+        self.rr_change.append(np.abs(rr_relative - previous))
+        self.amplitude_scale.append(np.maximum(median, np.float32(0.05)))  # mV: a lead-off must not blow it up
+        self._last = (r, rr_relative)
+
+    def forget(self, n: int) -> None:
+        """Drop the n oldest beats' context; what comes next is computed as if they were still here."""
+        del self.r_peaks[:n], self.rr_relative[:n], self.rr_change[:n], self.amplitude_scale[:n]
+
+    def context(self) -> BeatContext:
+        return BeatContext(np.array(self.r_peaks, np.int64), np.array(self.rr_relative, np.float32),
+                           np.array(self.rr_change, np.float32), np.array(self.amplitude_scale, np.float32))
+
+
 def beat_context(filtered_ecg: np.ndarray, r_peaks: np.ndarray, fs: float = ECG_FS) -> BeatContext:
-    r_peaks = np.asarray(r_peaks, dtype=np.int64)
-    rr = np.diff(r_peaks, prepend=r_peaks[:1]).astype(np.float64)  # first beat: RR 0 (unknown)
-    rr_relative = np.zeros(len(r_peaks))
-    cumulative = np.concatenate([[0.0], np.cumsum(rr)])
-    for i in range(1, len(r_peaks)):
-        first = max(1, i - HISTORY_BEATS + 1)
-        mean_rr = (cumulative[i + 1] - cumulative[first]) / (i + 1 - first)
-        rr_relative[i] = rr[i] / mean_rr - 1.0
-    amplitudes = r_amplitudes(filtered_ecg, r_peaks, fs)
-    scale = np.array([np.median(amplitudes[max(0, i - HISTORY_BEATS + 1): i + 1]) for i in range(len(r_peaks))])
-    scale = np.maximum(scale, 0.05)  # mV: a lead-off flat line must not blow the input up
-    return BeatContext(r_peaks, np.clip(rr_relative, -1.0, 2.0).astype(np.float32), scale.astype(np.float32))
+    builder = BeatContextBuilder()
+    for r, amplitude in zip(np.asarray(r_peaks, dtype=np.int64).tolist(), r_amplitudes(filtered_ecg, r_peaks, fs)):
+        builder.add(r, amplitude)
+    return builder.context()
 
 
 def r_amplitudes(filtered_ecg: np.ndarray, r_peaks: np.ndarray, fs: float = ECG_FS) -> np.ndarray:
@@ -132,9 +168,8 @@ def ecg_tracks(ecg_at_model_fs: np.ndarray, r_peaks: np.ndarray, fs: float = ECG
     """Filter an ECG already resampled to the model rate and build its rhythm track from R peaks."""
     filtered = ecg_bandpass(fs)(ecg_at_model_fs)
     context = beat_context(filtered, r_peaks, fs)
-    rr_change = np.abs(np.diff(context.rr_relative, prepend=context.rr_relative[:1]))
     return EcgTracks(filtered, bump_track(len(filtered), context.r_peaks, context.rr_relative),
-                     bump_track(len(filtered), context.r_peaks, rr_change), context)
+                     bump_track(len(filtered), context.r_peaks, context.rr_change), context)
 
 
 def _slices(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections import deque
 from datetime import datetime, timezone
 
 import numpy as np
@@ -168,15 +167,9 @@ class Monitor:
         self._last_finite = np.zeros(self._channels, np.float32)
         self._n_in = 0
         self._finished = False
-        # beats at the model rate, oldest kept first; context as preprocess.beat_context computes it
-        self._beat_r: list[int] = []
-        self._beat_rr: list[np.float32] = []  # RR relative to the recent mean, minus 1
-        self._beat_change: list[np.float32] = []  # |change of that from the previous beat|
-        self._beat_scale: list[np.float32] = []  # median R amplitude of the recent beats
+        self._beats = preprocess.BeatContextBuilder()  # beats at the model rate, oldest kept first
         self._beats_dropped = 0
         self._next_beat = 0  # index (counted from the first beat) of the next beat to classify
-        self._recent_rr: deque[int] = deque(maxlen=preprocess.HISTORY_BEATS)
-        self._recent_amplitudes: deque[np.float32] = deque(maxlen=preprocess.HISTORY_BEATS)
         self._next_window = 0  # model-rate start of the next window to classify
         self.model_info = dict(self.runner.identity)
         self.policy = AlertPolicy(fs=self.fs, device=device, site=site, start_time=start_time, model=self.model_info)
@@ -263,23 +256,9 @@ class Monitor:
         return events
 
     def _add_beat(self, r: int) -> None:
-        """The beat's context from past beats only, exactly as preprocess.beat_context computes it."""
-        rr_relative = 0.0
-        if self._beat_r:  # never emptied once a beat has come: the last one is always kept
-            rr = r - self._beat_r[-1]
-            self._recent_rr.append(rr)
-            rr_relative = rr / (sum(self._recent_rr) / len(self._recent_rr)) - 1.0
-        rr_relative = np.float32(np.clip(rr_relative, -1.0, 2.0))
-        previous = self._beat_rr[-1] if self._beat_rr else rr_relative
         reach = int(round(preprocess.R_SEARCH_S * self.spec.fs))
         near = self._filtered.slice(r - reach, r + reach + 1)[:, 0]
-        amplitude = preprocess.r_amplitudes(near, np.array([reach]), self.spec.fs)[0]
-        self._recent_amplitudes.append(amplitude)
-        scale = np.maximum(np.array([np.median(np.array(self._recent_amplitudes, np.float32))]), 0.05).astype(np.float32)
-        self._beat_r.append(r)
-        self._beat_rr.append(rr_relative)
-        self._beat_change.append(np.abs(rr_relative - previous))
-        self._beat_scale.append(scale[0])
+        self._beats.add(r, preprocess.r_amplitudes(near, np.array([reach]), self.spec.fs)[0])
 
     def _settled(self) -> float:
         """Model-rate sample before which every R peak is known."""
@@ -296,15 +275,15 @@ class Monitor:
     def _classify_beats(self) -> list[dict]:
         half, window = self.spec.window // 2, self.spec.window
         ready = []
-        while self._next_beat - self._beats_dropped < len(self._beat_r):
-            r = self._beat_r[self._next_beat - self._beats_dropped]
+        while self._next_beat - self._beats_dropped < len(self._beats.r_peaks):
+            r = self._beats.r_peaks[self._next_beat - self._beats_dropped]
             if not self._ready(r - half + window):
                 break
             ready.append(self._next_beat - self._beats_dropped)
             self._next_beat += 1
         if not ready:
             return []
-        starts = np.array([self._beat_r[i] - half for i in ready])
+        starts = np.array([self._beats.r_peaks[i] - half for i in ready])
         inputs = preprocess.beat_windows(self._tracks(starts.min(), starts.max() + window), np.array(ready), window)
         return self._classify(starts, inputs, self.policy.beat)
 
@@ -326,14 +305,13 @@ class Monitor:
     def _tracks(self, lo: int, hi: int) -> preprocess.EcgTracks:
         """preprocess.EcgTracks of model-rate samples [lo, hi), beat positions counted from lo, with the
         kept beats' context; the tracks are zero outside the signal, as offline."""
-        r = np.array(self._beat_r, np.int64) - lo
-        rr = np.array(self._beat_rr, np.float32)
+        kept = self._beats.context()
+        context = preprocess.BeatContext(kept.r_peaks - lo, kept.rr_relative, kept.rr_change, kept.amplitude_scale)
         absolute = np.arange(lo, hi)
         outside = (absolute < 0) | (absolute >= (self._filtered.end if self._finished else hi))
-        rhythm = preprocess.bump_track(hi - lo, r, rr)
-        change = preprocess.bump_track(hi - lo, r, np.array(self._beat_change, np.float32))
+        rhythm = preprocess.bump_track(hi - lo, context.r_peaks, context.rr_relative)
+        change = preprocess.bump_track(hi - lo, context.r_peaks, context.rr_change)
         rhythm[outside], change[outside] = 0, 0
-        context = preprocess.BeatContext(r, rr, np.array(self._beat_scale, np.float32))
         return preprocess.EcgTracks(self._filtered.slice(lo, hi)[:, 0], rhythm, change, context)
 
     def _ppg_inputs(self, starts: np.ndarray) -> np.ndarray:
@@ -410,7 +388,7 @@ class Monitor:
     def _forget(self) -> None:
         """Drop what no pending or future beat, window or alert needs."""
         if self.spec.task == "beat":
-            pending = self._beat_r[self._next_beat - self._beats_dropped:]
+            pending = self._beats.r_peaks[self._next_beat - self._beats_dropped:]
             first_needed = min(pending[0] if pending else math.inf, self._settled())
             if math.isinf(first_needed):
                 return
@@ -419,9 +397,9 @@ class Monitor:
             keep_from = self._next_window - REACH
         self._filtered.drop_before(keep_from)
         # beats whose bumps cannot reach the kept signal, but the last one before it (a rhythm window's scale)
-        old = sum(1 for r in self._beat_r if r < keep_from - REACH) - 1
+        old = sum(1 for r in self._beats.r_peaks if r < keep_from - REACH) - 1
         if old > 0:
-            del self._beat_r[:old], self._beat_rr[:old], self._beat_change[:old], self._beat_scale[:old]
+            self._beats.forget(old)
             self._beats_dropped += old
         sensor_keep = min(self._to_sensor(keep_from, math.floor),
                           self._n_in - self._excerpt - int(RAW_MARGIN_S * self.fs))
