@@ -1,6 +1,17 @@
-import os
-from pathlib import Path
+"""What several test modules share: the data location, brokers, a valid alert and the two ways to run `heartsight`.
 
+Import plain helpers with `from conftest import ...`; fixtures are found by name.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 import pytest
 
 from sdk.stream.broker import LocalBroker, mosquitto_binary
@@ -11,7 +22,57 @@ HAS_WRIST = DATA is not None and (DATA / "wrist_ppg_exercise" / "RECORDS").exist
 
 needs_mitdb = pytest.mark.skipif(not HAS_MITDB, reason="MIT-BIH not found: set HEARTSIGHT_DATA")
 needs_wrist = pytest.mark.skipif(not HAS_WRIST, reason="wrist PPG database not found: set HEARTSIGHT_DATA")
+needs_mosquitto = pytest.mark.skipif(mosquitto_binary() is None,
+                                     reason="mosquitto not installed (apt-get install -y mosquitto)")
 
+# How long a test waits for something a broker, a listener or another process must do. Generous, because on a
+# loaded 2-core machine a round trip can take seconds; a test that passes stops waiting as soon as it happens.
+DEADLINE_S = 30.0
+
+
+# --- running the command line --------------------------------------------------------------------------------------
+
+class Run(NamedTuple):
+    """What a `heartsight` run left: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def heartsight(*args, env_data: bool = False) -> subprocess.CompletedProcess:
+    """`python -m sdk.cli ARGS` in a process of its own, for what needs the process boundary (signals, the
+    environment, several runs of one device). Without env_data, HEARTSIGHT_DATA is unset so nothing reads the real
+    data by accident."""
+    env = dict(os.environ)
+    if not env_data:
+        env.pop("HEARTSIGHT_DATA", None)
+    return subprocess.run([sys.executable, "-m", "sdk.cli", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def heartsight_main(capsys, monkeypatch):
+    """`heartsight ARGS` as sdk.cli.main in this process: for error messages and exit codes a subprocess adds only
+    its start-up time. HEARTSIGHT_DATA is unset as in `heartsight`; main's SIGTERM handler is undone afterwards."""
+    from sdk.cli import main
+
+    monkeypatch.delenv("HEARTSIGHT_DATA", raising=False)
+
+    def run(*args) -> Run:
+        capsys.readouterr()
+        sigterm = signal.getsignal(signal.SIGTERM)
+        try:
+            returncode = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            returncode = exc.code
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
+        out, err = capsys.readouterr()
+        return Run(returncode, out, err)
+    return run
+
+
+# --- brokers -------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def broker(tmp_path):
@@ -35,3 +96,22 @@ def any_broker(request, tmp_path):
         running = PythonBroker()
     with running:
         yield running
+
+
+# --- a valid alert -------------------------------------------------------------------------------------------------
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **overrides) -> dict:
+    """A valid alert with a 1 s synthetic ECG excerpt at 360 Hz and a saliency bump at the event."""
+    from sdk.stream.payload import make_alert
+
+    t = np.arange(360) / 360
+    signal_mv = np.sin(2 * np.pi * 1.2 * t) + 0.2 * np.sin(2 * np.pi * 17 * t)
+    trace = np.exp(-((t - 0.5) / 0.05) ** 2)
+    fields = dict(device=device, site=site, alert_type="ventricular_ectopic_beat", time=T0 + timedelta(seconds=i),
+                  sample_index=1000 + 360 * i + 180, confidence=0.93, label="V",
+                  model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "torch"},
+                  signal=signal_mv, fs=360, start_sample=1000 + 360 * i, trace=trace, details={"run_length": 1})
+    return make_alert(**{**fields, **overrides})

@@ -1,23 +1,17 @@
-"""The command line as a user runs it: a real subprocess, real files, real zoo models."""
+"""The command line on real files and real zoo models: the installed console script once, then sdk.cli.main in
+this process (a subprocess would add only its start-up time)."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import DATA, needs_mitdb
 from sdk.data.synthetic import synthetic_ecg
-
-
-def heartsight(*args, env_data=False):
-    import os
-
-    env = dict(os.environ)
-    if not env_data:
-        env.pop("HEARTSIGHT_DATA", None)
-    return subprocess.run([sys.executable, "-m", "sdk.cli", *map(str, args)], capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +23,12 @@ def synthetic_npy(tmp_path_factory):
 
 
 def test_analyze_json_reports_every_beat_with_a_label(synthetic_npy):
+    """Through the console script pyproject.toml installs, as a user types it."""
     path, ecg = synthetic_npy
-    run = heartsight("analyze", path, "--fs", 250, "--json")
+    script = Path(sys.executable).with_name("heartsight")
+    env = {k: v for k, v in os.environ.items() if k != "HEARTSIGHT_DATA"}
+    run = subprocess.run([str(script), "analyze", str(path), "--fs", "250", "--json"], capture_output=True, text=True,
+                         env=env)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["input"] == str(path) and result["fs"] == 250
@@ -43,22 +41,22 @@ def test_analyze_json_reports_every_beat_with_a_label(synthetic_npy):
     assert beat["label"] in "NSVF" and 0.25 <= beat["p"] <= 1 and beat["time_s"] == round(beat["sample"] / 250, 3)
 
 
-def test_analyze_af_model_reports_windows(synthetic_npy):
+def test_analyze_af_model_reports_windows(synthetic_npy, heartsight_main):
     path, _ = synthetic_npy
-    run = heartsight("analyze", path, "--fs", 250, "--model", "ecg_af", "--json")
+    run = heartsight_main("analyze", path, "--fs", 250, "--model", "ecg_af", "--json")
     assert run.returncode == 0, run.stderr
     windows = json.loads(run.stdout)["windows"]
     assert len(windows) == 6 and windows[1]["start_s"] == 10.0 and windows[1]["end_s"] == 20.0
     assert all(w["label"] in ("AF", "non-AF") for w in windows)
 
 
-def test_one_failing_input_does_not_stop_the_others(synthetic_npy, tmp_path):
+def test_one_failing_input_does_not_stop_the_others(synthetic_npy, tmp_path, heartsight_main):
     path, _ = synthetic_npy
     broken = tmp_path / "nan.npy"
     signal = np.load(path)
     signal[100] = np.nan
     np.save(broken, signal)
-    run = heartsight("analyze", broken, path, "--fs", 250, "--json")
+    run = heartsight_main("analyze", broken, path, "--fs", 250, "--json")
     assert run.returncode != 0
     first, second = (json.loads(line) for line in run.stdout.splitlines())
     assert first["input"] == str(broken) and "NaN" in first["error"]
@@ -70,7 +68,8 @@ def test_one_failing_input_does_not_stop_the_others(synthetic_npy, tmp_path):
     (("analyze", "{npy}", "--fs", "0"), "positive"),
     (("analyze", "{npy}", "--fs", "-250"), "positive"),
     (("analyze", "{npy}", "--fs", "25"), "25 Hz is too low for ECG"),
-    (("stream", "{npy}", "--fs", "3", "--broker", "mqtt://127.0.0.1:1", "--device", "d"), "3 Hz is too low for ECG"),
+    (("stream", "{npy}", "--fs", "3", "--broker", "mqtt://127.0.0.1:1", "--device", "d", "--outbox", "{outbox}"),
+     "3 Hz is too low for ECG"),
     (("analyze", "{npy}", "--fs", "250", "--model", "resnet"), "unknown model 'resnet'"),
     (("analyze", "{npy}", "--fs", "250", "--channel", "3"), "channel 3 is out of range"),
     (("analyze", "{short}", "--fs", "250"), "at least"),
@@ -80,13 +79,13 @@ def test_one_failing_input_does_not_stop_the_others(synthetic_npy, tmp_path):
     (("evaluate", "--model", "ecg_beat", "--data-dir", "{missing}"), "heartsight data fetch mitdb"),
     (("train", "nosuchmodel"), "unknown model"),
 ])
-def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(synthetic_npy, tmp_path, args, message):
+def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(synthetic_npy, tmp_path, heartsight_main, args, message):
     path, _ = synthetic_npy
     np.save(tmp_path / "short.npy", np.zeros(100))
     np.save(tmp_path / "empty.npy", np.zeros(0))
     files = {"npy": path, "short": tmp_path / "short.npy", "empty": tmp_path / "empty.npy",
-             "missing": tmp_path / "missing"}
-    run = heartsight(*(a.format(**files) for a in args))
+             "missing": tmp_path / "missing", "outbox": tmp_path / "outbox.sqlite"}
+    run = heartsight_main(*(a.format(**files) for a in args))
     assert run.returncode != 0
     assert message in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
@@ -94,15 +93,15 @@ def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(synthetic_npy, tmp_pa
 
 
 @needs_mitdb
-def test_analyze_a_wfdb_record_and_a_csv_agree(tmp_path):
+def test_analyze_a_wfdb_record_and_a_csv_agree(tmp_path, heartsight_main):
     from sdk.data.records import read_database_record
 
     record = read_database_record("mitdb", "100", DATA)
     excerpt = record.signal[: 360 * 30]
     csv = tmp_path / "100.csv"
     np.savetxt(csv, excerpt, delimiter=",", header="MLII,V5", comments="")
-    from_csv = json.loads(heartsight("analyze", csv, "--fs", 360, "--json").stdout)
-    whole = json.loads(heartsight("analyze", DATA / "mitdb" / "100", "--json").stdout)
+    from_csv = json.loads(heartsight_main("analyze", csv, "--fs", 360, "--json").stdout)
+    whole = json.loads(heartsight_main("analyze", DATA / "mitdb" / "100", "--json").stdout)
     assert whole["fs"] == 360.0 and len(whole["beats"]) > 2200
     # the first 25 s are the same samples: same beats, same labels
     early = [b for b in from_csv["beats"] if b["time_s"] < 25]

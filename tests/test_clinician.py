@@ -14,13 +14,15 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from conftest import needs_mosquitto, sample_alert
 from sdk.clinician.listener import Listener
 from sdk.clinician.review import export_jsonl, to_fhir_observation, write_review
 from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
+from sdk.stream.broker import LocalBroker as Broker
+from sdk.stream.broker import wait_until
 from sdk.stream.payload import decode_array, to_bytes
 from sdk.stream.publisher import Publisher
-from test_stream import Broker, needs_mosquitto, sample_alert, wait_until  # the broker helpers and a valid alert
 
 POSTGRES = os.environ.get("HEARTSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -7,14 +7,13 @@ import torch
 
 from conftest import DATA, needs_mitdb
 from models.registry import load_model
-from test_cli import heartsight
 
 
 @needs_mitdb
-def test_compress_writes_a_smaller_reloadable_model_with_its_scores_and_explanation_metrics(tmp_path):
+def test_compress_writes_a_smaller_reloadable_model_with_its_scores_and_explanation_metrics(tmp_path, heartsight_main):
     out = tmp_path / "pruned"
-    run = heartsight("compress", "--model", "ecg_beat", "--method", "structured", "--ratio", 0.5, "--wcam", 10,
-                     "--epochs", 1, "--out", out, "--data-dir", DATA)
+    run = heartsight_main("compress", "--model", "ecg_beat", "--method", "structured", "--ratio", 0.5, "--wcam", 10,
+                          "--epochs", 1, "--out", out, "--data-dir", DATA)
     assert run.returncode == 0, run.stderr
     card = json.loads((out / "card.json").read_text())
     teacher = load_model("ecg_beat")
@@ -40,8 +39,8 @@ def test_compress_writes_a_smaller_reloadable_model_with_its_scores_and_explanat
     (["--method", "structured", "--wcam", "-3"], "--wcam"),
     (["--method", "structured", "--model", "ppg_hr"], "beat models"),
 ])
-def test_bad_compression_requests_get_one_clear_line(tmp_path, args, message):
-    run = heartsight("compress", *args, "--out", tmp_path / "x", "--data-dir", tmp_path)
+def test_bad_compression_requests_get_one_clear_line(tmp_path, heartsight_main, args, message):
+    run = heartsight_main("compress", *args, "--out", tmp_path / "x", "--data-dir", tmp_path)
     assert run.returncode == 2
     assert message in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "x").exists()

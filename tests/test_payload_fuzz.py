@@ -10,11 +10,11 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import sample_alert
 from sdk.clinician.listener import MAX_PAYLOAD_BYTES, Listener
 from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
 from sdk.stream.payload import to_bytes, validate
-from test_stream import sample_alert
 
 TOPIC = "heartsight/v1/s1/dev-a/alerts"
 VALID = sample_alert()

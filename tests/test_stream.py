@@ -10,7 +10,6 @@ import signal
 import struct
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +19,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from conftest import needs_mosquitto, sample_alert
 from sdk.errors import HeartSightError
-from sdk.stream.outbox import Outbox
-from sdk.stream.payload import decode_array, encode_array, from_bytes, make_alert, to_bytes, validate
 from sdk.stream.broker import LocalBroker as Broker
-from sdk.stream.broker import free_port, mosquitto_binary, wait_until
+from sdk.stream.broker import free_port, wait_until
+from sdk.stream.outbox import Outbox
+from sdk.stream.payload import decode_array, encode_array, from_bytes, to_bytes, validate
 from sdk.stream.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
-MOSQUITTO = mosquitto_binary()
-needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt-get install mosquitto)")
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **overrides) -> dict:
-    """A valid alert with a 1 s synthetic ECG excerpt at 360 Hz and a saliency bump at the event."""
-    t = np.arange(360) / 360
-    signal_mv = np.sin(2 * np.pi * 1.2 * t) + 0.2 * np.sin(2 * np.pi * 17 * t)
-    trace = np.exp(-((t - 0.5) / 0.05) ** 2)
-    fields = dict(device=device, site=site, alert_type="ventricular_ectopic_beat", time=T0 + timedelta(seconds=i),
-                  sample_index=1000 + 360 * i + 180, confidence=0.93, label="V",
-                  model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "torch"},
-                  signal=signal_mv, fs=360, start_sample=1000 + 360 * i, trace=trace, details={"run_length": 1})
-    return make_alert(**{**fields, **overrides})
 
 
 class Collector:
