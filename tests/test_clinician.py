@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import needs_mosquitto, sample_alert
+from conftest import DEADLINE_S, needs_mosquitto, sample_alert
 from sdk.clinician.listener import Listener
 from sdk.clinician.review import export_jsonl, to_fhir_observation, write_review
 from sdk.clinician.store import Store
@@ -60,7 +60,9 @@ def raw_publish(port: int, messages: list[tuple[str, bytes]], username: str | No
     client.connect("127.0.0.1", port)
     client.loop_start()
     for topic, payload in messages:
-        client.publish(topic, payload, qos=1).wait_for_publish(5)
+        sent = client.publish(topic, payload, qos=1)
+        sent.wait_for_publish(DEADLINE_S)  # returns silently on timeout
+        assert sent.is_published(), f"{topic} not acknowledged within {DEADLINE_S:g} s"
     client.disconnect()
     client.loop_stop()
 
@@ -95,12 +97,12 @@ def test_listener_stores_valid_alerts_once_and_dead_letters_the_rest(any_broker,
     topic = "heartsight/v1/s1/dev-a/alerts"
     with Store(tmp_path / "store.sqlite") as store:
         listener = Listener(broker.url, store, client_id="clinic-1")
-        listener.start()
+        listener.start(DEADLINE_S)
         listener.stop()  # the broker now keeps the session and queues alerts for it while it is away
         raw_publish(broker.port, [(topic, to_bytes(good)), (topic, to_bytes(good)), (topic, b"{not json"),
                                   (topic, b"\xff\xfe"), (topic, to_bytes(bad_schema)), (topic, to_bytes(spoofed))])
         counts = Listener(broker.url, store, client_id="clinic-1").run(
-            duration_s=10, stop_when=lambda: len(store.dead_letters()) == 4 and store.alerts())
+            duration_s=DEADLINE_S, stop_when=lambda: len(store.dead_letters()) == 4 and store.alerts())
         assert counts == {"stored": 1, "duplicates": 1, "dead_letters": 4}
         assert store.alerts() == [good]
         reasons = [d["reason"] for d in store.dead_letters()]
@@ -125,18 +127,18 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
             with pytest.raises(HeartSightError, match="refused the connection .*username, password"):
                 Listener(broker.url, store, username="clinic", password="wrong").start()
             listener = Listener(broker.url, store, username="clinic", password="pc")
-            listener.start()
+            listener.start(DEADLINE_S)
             impostor = Publisher(broker.url, "dev-b", "s1", outbox_path=tmp_path / "impostor.sqlite",
                                  username="dev-a", password="pa")
             impostor.publish(sample_alert(device="dev-b"))
             with pytest.raises(HeartSightError, match="refused 1 alert.*Not authorized"):
-                impostor.flush(5)  # the broker dropped it
+                impostor.flush(DEADLINE_S)  # the broker dropped it
             impostor.close()
             clinician = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "clinician.sqlite",
                                   username="clinic", password="pc")  # a clinician account may read, never write
             clinician.publish(sample_alert(device="dev-a", i=9))
             with pytest.raises(HeartSightError, match="refused 1 alert.*Not authorized"):
-                clinician.flush(5)
+                clinician.flush(DEADLINE_S)
             clinician.close()
             # dev-a on its own topic, but the payload claims dev-b
             raw_publish(broker.port, [("heartsight/v1/s1/dev-a/alerts", to_bytes(sample_alert(device="dev-b")))],
@@ -144,9 +146,10 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
             honest = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "a.sqlite", username="dev-a",
                                password="pa")
             honest.publish(sample_alert(device="dev-a"))
-            assert honest.flush(5) == 0
+            assert honest.flush(DEADLINE_S) == 0
             honest.close()
-            assert wait_until(lambda: listener.counts["stored"] == 1 and listener.counts["dead_letters"] == 1)
+            assert wait_until(lambda: listener.counts["stored"] == 1 and listener.counts["dead_letters"] == 1,
+                              DEADLINE_S)
             assert listener.stop() == {"stored": 1, "duplicates": 0, "dead_letters": 1}
             assert store.devices() == ["dev-a"] and store.alerts("dev-b") == []
             assert "device dev-b but came on heartsight/v1/s1/dev-a/alerts" in store.dead_letters()[0]["reason"]
@@ -160,17 +163,17 @@ def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(any_bro
     with Store(postgres_url) as first_store, Store(postgres_url) as second_store:
         listeners = [Listener(broker.url, s, shared_group="clinic") for s in (first_store, second_store)]
         for listener in listeners:
-            listener.start()
+            listener.start(DEADLINE_S)
         for device in ("dev-0", "dev-1", "dev-2"):
             with Publisher(broker.url, device, "s1", outbox_path=tmp_path / f"{device}.sqlite") as publisher:
                 for alert in alerts:
                     if alert["device"] == device:
                         publisher.publish(alert)
-                assert publisher.flush(10) == 0
+                assert publisher.flush(DEADLINE_S) == 0
         # redeliveries (e.g. after a device restart) reach either listener and must not be stored twice
         raw_publish(broker.port, [(f"heartsight/v1/s1/{a['device']}/alerts", to_bytes(a)) for a in alerts[:6]])
         total = lambda key: sum(listener.counts[key] for listener in listeners)  # noqa: E731
-        assert wait_until(lambda: total("stored") + total("duplicates") == 26)
+        assert wait_until(lambda: total("stored") + total("duplicates") == 26, DEADLINE_S)
         counts = [listener.stop() for listener in listeners]
         assert total("stored") == 20 and total("duplicates") == 6
         assert all(c["stored"] > 0 for c in counts), counts  # the group really split the work
@@ -183,14 +186,14 @@ def test_an_alert_the_store_cannot_take_stays_at_the_broker_until_it_can(any_bro
     path = tmp_path / "store.sqlite"
     alert = sample_alert()
     with Store(path) as store:
-        Listener(broker.url, store, client_id="clinic-2").start()  # a persistent session, then away
+        Listener(broker.url, store, client_id="clinic-2").start(DEADLINE_S)  # a persistent session, then away
         with sqlite3.connect(path) as other:
             other.execute("DROP TABLE alerts")  # the database breaks under the listener
         raw_publish(broker.port, [("heartsight/v1/s1/dev-a/alerts", to_bytes(alert))])
         with pytest.raises(HeartSightError, match="could not store .*stays unacknowledged"):
-            Listener(broker.url, store, client_id="clinic-2").run(duration_s=10)
+            Listener(broker.url, store, client_id="clinic-2").run(duration_s=DEADLINE_S)
     with Store(path) as repaired:
-        counts = Listener(broker.url, repaired, client_id="clinic-2").run(duration_s=10,
+        counts = Listener(broker.url, repaired, client_id="clinic-2").run(duration_s=DEADLINE_S,
                                                                           stop_when=lambda: repaired.alerts())
         assert counts["stored"] == 1 and repaired.alerts() == [alert]
 

@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from conftest import DEADLINE_S
 from sdk.stream.broker import wait_until
 from sdk.stream.python_broker import PythonBroker
 
@@ -42,10 +43,12 @@ class Client:
             props.SessionExpiryInterval = session_expiry_s
         self.client.connect("127.0.0.1", broker.port, clean_start=session_expiry_s is None, properties=props)
         self.client.loop_start()
-        assert wait_until(lambda: self.session_present is not None and self.subscribed, 5)
+        assert wait_until(lambda: self.session_present is not None and self.subscribed, DEADLINE_S)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+        sent = self.client.publish(topic, payload, qos=qos, retain=retain)
+        sent.wait_for_publish(DEADLINE_S)  # returns silently on timeout
+        assert sent.is_published(), f"{topic} not acknowledged within {DEADLINE_S:g} s"
 
     def payloads(self) -> list[bytes]:
         return [m.payload for m in self.messages]
@@ -65,7 +68,7 @@ def test_a_persistent_session_keeps_qos1_messages_for_its_absent_subscriber():
             device.publish("heartsight/v1/s1/dev-a/alerts", b"alert %d" % i)
         back = Client(broker, "listener", session_expiry_s=600)
         assert back.session_present is True
-        assert wait_until(lambda: back.payloads() == [b"alert 0", b"alert 1", b"alert 2"], 5), back.payloads()
+        assert wait_until(lambda: back.payloads() == [b"alert 0", b"alert 1", b"alert 2"], DEADLINE_S), back.payloads()
         fresh = Client(broker, "listener")  # a clean start discards the session
         assert fresh.session_present is False
         for client in (device, back, fresh):
@@ -78,11 +81,11 @@ def test_retained_messages_reach_later_subscribers_and_an_empty_one_clears_them(
         device.publish("heartsight/v1/s1/dev-a/status", b"online", retain=True)
         device.publish("heartsight/v1/s1/dev-b/status", b"offline", retain=True)
         late = Client(broker, subscribe="heartsight/v1/s1/+/status")
-        assert wait_until(lambda: sorted(late.payloads()) == [b"offline", b"online"], 5)
+        assert wait_until(lambda: sorted(late.payloads()) == [b"offline", b"online"], DEADLINE_S)
         assert all(m.retain for m in late.messages)
         device.publish("heartsight/v1/s1/dev-a/status", b"", retain=True)
         later = Client(broker, subscribe="heartsight/v1/#")
-        assert wait_until(lambda: later.payloads() == [b"offline"], 5), later.payloads()
+        assert wait_until(lambda: later.payloads() == [b"offline"], DEADLINE_S), later.payloads()
         for client in (device, late, later):
             client.close()
 
@@ -94,12 +97,12 @@ def test_wildcards_match_levels_and_a_subscriber_gets_one_copy_per_message():
         overlapping = Client(broker, subscribe="heartsight/v1/s1/dev-a/alerts")
         overlapping.subscribed = False
         overlapping.client.subscribe("heartsight/v1/#", qos=1)
-        assert wait_until(lambda: overlapping.subscribed, 5)
+        assert wait_until(lambda: overlapping.subscribed, DEADLINE_S)
         device = Client(broker)
         device.publish("heartsight/v1/s1/dev-a/alerts", b"a")
         device.publish("heartsight/v1/s1/dev-b/alerts", b"b")
-        assert wait_until(lambda: everything.payloads() == [b"a", b"b"], 5)
-        assert wait_until(lambda: overlapping.payloads() == [b"a", b"b"], 5), overlapping.payloads()
+        assert wait_until(lambda: everything.payloads() == [b"a", b"b"], DEADLINE_S)
+        assert wait_until(lambda: overlapping.payloads() == [b"a", b"b"], DEADLINE_S), overlapping.payloads()
         assert one_level.payloads() == [b"a"]
         for client in (one_level, everything, overlapping, device):
             client.close()
@@ -107,7 +110,7 @@ def test_wildcards_match_levels_and_a_subscriber_gets_one_copy_per_message():
 
 def _raw_exchange(port: int, data: bytes) -> bytes:
     """Send raw bytes and end the stream; everything the broker answers until it closes the connection."""
-    with socket.create_connection(("127.0.0.1", port), 5) as sock:
+    with socket.create_connection(("127.0.0.1", port), DEADLINE_S) as sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
         answer = b""
@@ -133,7 +136,7 @@ def test_bad_clients_are_disconnected_with_a_reason_and_the_broker_keeps_serving
         assert _raw_exchange(broker.port, b"\x82\x00") == b"\xe0\x02\x81\x00"  # anything before CONNECT
         device = Client(broker)
         device.publish("heartsight/v1/s1/dev-a/alerts", b"still here")
-        assert wait_until(lambda: watcher.payloads() == [b"still here"], 5), watcher.payloads()
+        assert wait_until(lambda: watcher.payloads() == [b"still here"], DEADLINE_S), watcher.payloads()
         for client in (watcher, device):
             client.close()
 
@@ -153,7 +156,8 @@ def fuzzed_broker():
 def test_random_packets_after_a_connect_never_stop_the_broker_serving_others(fuzzed_broker, packets, tail):
     data = CONNECT_5 + b"".join(bytes([head, len(body)]) + body for head, body in packets) + tail
     _raw_exchange(fuzzed_broker.port, data)
-    with socket.create_connection(("127.0.0.1", fuzzed_broker.port), 5) as sock:  # a well-behaved client still gets in
+    # a well-behaved client still gets in
+    with socket.create_connection(("127.0.0.1", fuzzed_broker.port), DEADLINE_S) as sock:
         sock.sendall(CONNECT_5.replace(b"fz", b"ok") + b"\xc0\x00")  # CONNECT, PINGREQ
         answer = b""
         while not answer.endswith(b"\xd0\x00"):

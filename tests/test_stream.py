@@ -19,13 +19,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import needs_mosquitto, sample_alert
+from conftest import DEADLINE_S, needs_mosquitto, sample_alert
 from sdk.errors import HeartSightError
 from sdk.stream.broker import LocalBroker as Broker
 from sdk.stream.broker import free_port, wait_until
 from sdk.stream.outbox import Outbox
 from sdk.stream.payload import decode_array, encode_array, from_bytes, to_bytes, validate
 from sdk.stream.publisher import Publisher
+from sdk.stream.topics import alerts_filter, alerts_topic, sender, status_topic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ class Collector:
         props.SessionExpiryInterval = 300
         self.client.connect_async("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
-        assert wait_until(lambda: self.subscribed, 5)
+        assert wait_until(lambda: self.subscribed, DEADLINE_S)
 
     def alert_ids(self) -> list[str]:
         return [json.loads(m.payload)["id"] for m in self.messages if m.topic.endswith("/alerts")]
@@ -112,6 +113,18 @@ def test_from_bytes_rejects_what_is_not_a_json_object():
             from_bytes(raw)
 
 
+def test_one_topic_layout_for_the_publisher_and_the_listener():
+    assert alerts_topic("s1", "dev-a") == "heartsight/v1/s1/dev-a/alerts"
+    assert status_topic("s1", "dev-a") == "heartsight/v1/s1/dev-a/status"
+    assert sender(alerts_topic("s1", "dev-a")) == ("s1", "dev-a")
+    assert sender(status_topic("s1", "dev-a")) is None and sender("heartsight/v1/s1/dev-a/alerts/x") is None
+    assert mqtt.topic_matches_sub(alerts_filter(), alerts_topic("s1", "dev-a"))
+    assert not mqtt.topic_matches_sub(alerts_filter(), status_topic("s1", "dev-a"))
+    assert alerts_filter("clinic") == f"$share/clinic/{alerts_filter()}"
+    with pytest.raises(HeartSightError, match="shared group 'a/b'"):
+        alerts_filter("a/b")
+
+
 # --- outbox --------------------------------------------------------------------------------------------------------
 
 def test_outbox_keeps_order_across_restarts_and_ignores_duplicates(tmp_path):
@@ -130,7 +143,6 @@ def test_outbox_keeps_order_across_restarts_and_ignores_duplicates(tmp_path):
 
 # --- publisher -----------------------------------------------------------------------------------------------------
 
-@needs_mosquitto
 def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(any_broker, tmp_path):
     broker = any_broker
     collector = Collector(broker.port)
@@ -139,9 +151,10 @@ def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(a
     for alert in alerts:
         publisher.publish(alert)
     publisher.publish(alerts[0])  # a duplicate id is neither queued nor sent again
-    assert publisher.flush(10) == 0
+    assert publisher.flush(DEADLINE_S) == 0
     publisher.close()
-    assert wait_until(lambda: len(collector.alert_ids()) == 5 and collector.statuses()[-1:] == ["offline"]), \
+    assert wait_until(lambda: len(collector.alert_ids()) == 5 and collector.statuses()[-1:] == ["offline"],
+                      DEADLINE_S), \
         (collector.alert_ids(), collector.statuses())
     assert collector.alert_ids() == [a["id"] for a in alerts]
     message = next(m for m in collector.messages if m.topic == "heartsight/v1/s1/dev-a/alerts")
@@ -152,7 +165,7 @@ def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(a
     assert collector.statuses() == ["online", "offline"]
     collector.close()
     late = Collector(broker.port, "heartsight/v1/s1/dev-a/status")  # retained: a newcomer sees the last state
-    assert wait_until(lambda: late.statuses() == ["offline"], 5)
+    assert wait_until(lambda: late.statuses() == ["offline"], DEADLINE_S)
     late.close()
 
 
@@ -173,7 +186,7 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     alerts = [sample_alert(i=i) for i in range(30)]  # more than paho's 20 in flight
     first = Publisher(broker.url, "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
     first.publish(alerts[0])
-    assert first.flush(10) == 0
+    assert first.flush(DEADLINE_S) == 0
     broker.stop()
     for alert in alerts[1:3]:
         first.publish(alert)  # broker down: no error, the alert waits on disk
@@ -189,14 +202,14 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     broker.start()
     restarted = Publisher(broker.url, "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
     restarted.publish(alerts[4])
-    assert restarted.flush(15) == 0
+    assert restarted.flush(DEADLINE_S) == 0
     broker.stop()  # an outage while connected: what is published meanwhile goes out on reconnect
     for alert in alerts[5:]:
         restarted.publish(alert)
     broker.start()
-    assert restarted.flush(15) == 0
+    assert restarted.flush(DEADLINE_S) == 0
     restarted.close()
-    assert wait_until(lambda: len(set(collector.alert_ids())) == len(alerts), 10), collector.alert_ids()
+    assert wait_until(lambda: len(set(collector.alert_ids())) == len(alerts), DEADLINE_S), collector.alert_ids()
     received = list(dict.fromkeys(collector.alert_ids()))  # at least once: drop redeliveries, keep first arrivals
     assert received == [a["id"] for a in alerts], [[a["id"] for a in alerts].index(i) for i in collector.alert_ids()]
     statuses = [json.loads(m.payload) for m in collector.messages if m.topic.endswith("/status")]
@@ -215,11 +228,11 @@ def test_last_will_marks_a_killed_device_offline(any_broker, tmp_path):
          f"p = Publisher({broker.url!r}, 'dev-a', 's1', outbox_path={str(tmp_path / 'o.sqlite')!r}); "
          "time.sleep(60)"], cwd=REPO)
     try:
-        assert wait_until(lambda: collector.statuses() == ["online"], 20), collector.statuses()
+        assert wait_until(lambda: collector.statuses() == ["online"], DEADLINE_S), collector.statuses()
     finally:
         device.kill()  # no DISCONNECT packet: the broker publishes the will
-        device.wait(10)
-    assert wait_until(lambda: collector.statuses() == ["online", "offline"], 5), collector.statuses()
+        device.wait(DEADLINE_S)
+    assert wait_until(lambda: collector.statuses() == ["online", "offline"], DEADLINE_S), collector.statuses()
     collector.close()
 
 
@@ -253,7 +266,7 @@ def test_bad_credentials_give_a_clear_error(tmp_path):
         publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite",
                               username="dev-a", password="wrong")
         with pytest.raises(HeartSightError, match="refused the connection .*username, password"):
-            publisher.wait_connected(5)
+            publisher.wait_connected(DEADLINE_S)
         with pytest.raises(HeartSightError, match="refused the connection"):
             publisher.publish(sample_alert())
         with pytest.raises(HeartSightError, match="refused the connection"):
@@ -262,7 +275,7 @@ def test_bad_credentials_give_a_clear_error(tmp_path):
         publisher.close()
         good = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite", username="dev-a",
                          password="right")
-        assert good.flush(10) == 0
+        assert good.flush(DEADLINE_S) == 0
         good.close()
     finally:
         broker.stop()
@@ -296,12 +309,12 @@ def test_tls_publish_verifies_the_broker(tmp_path):
     try:
         publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite", tls_ca=tls["ca.crt"])
         publisher.publish(sample_alert())
-        assert publisher.flush(10) == 0
+        assert publisher.flush(DEADLINE_S) == 0
         publisher.close()
         untrusted = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o2.sqlite",
                               tls_ca=other["ca.crt"])
         with pytest.raises(HeartSightError, match="does not verify"):
-            untrusted.wait_connected(5)
+            untrusted.wait_connected(DEADLINE_S)
         untrusted.close()
     finally:
         broker.stop()
@@ -315,10 +328,10 @@ def test_simulated_fleet_devices_each_deliver_every_alert_on_their_own_topic(bro
 
     store = Store(tmp_path / "fleet.sqlite")
     listener = Listener(broker.url, store)
-    listener.start()
+    listener.start(DEADLINE_S)
     result = run_fleet(broker.url, devices=30, seconds=2, processes=2)
     assert result["sent"] == result["acked"] == 60 and result["refused"] == 0
-    assert wait_until(lambda: listener.counts["stored"] == 60, 10)
+    assert wait_until(lambda: listener.counts["stored"] == 60, DEADLINE_S)
     assert listener.stop() == {"stored": 60, "duplicates": 0, "dead_letters": 0}
     assert store.devices() == [f"dev-{d:04d}" for d in range(30)]
     assert all(len(store.alerts(device)) == 2 for device in store.devices())
