@@ -18,11 +18,10 @@ from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import Connection
 from sdk.stream.payload import from_bytes, validate
+from sdk.stream.topics import alerts_filter, alerts_topic, sender
 
 log = logging.getLogger("heartsight.listener")
 MAX_PAYLOAD_BYTES = 2_000_000  # ~10 minutes of 1 kHz int16 signal and trace: far beyond any real alert
-
-ALERTS_FILTER = "heartsight/v1/+/+/alerts"
 
 
 class Listener:
@@ -36,10 +35,8 @@ class Listener:
                  username: str | None = None, password: str | None = None, tls_ca: str | Path | None = None,
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  client_id: str | None = None, session_expiry_s: int = 86400):
-        if shared_group is not None and (not shared_group or set(shared_group) & set("/+#")):
-            raise HeartSightError(f"shared group {shared_group!r} must be a non-empty name without '/', '+' or '#'")
         self.store = store
-        self.topic_filter = f"$share/{shared_group}/{ALERTS_FILTER}" if shared_group else ALERTS_FILTER
+        self.topic_filter = alerts_filter(shared_group)
         self.counts = {"stored": 0, "duplicates": 0, "dead_letters": 0}
         self._conn = Connection(broker_url, client_id or f"heartsight-listener-{uuid.uuid4().hex[:12]}",
                                 username=username, password=password, tls_ca=tls_ca, tls_cert=tls_cert,
@@ -121,7 +118,6 @@ class Listener:
 
 def _check_topic(topic: str, alert: dict) -> None:
     """The topic is what the broker authorised; the payload must not claim another site or device."""
-    levels = topic.split("/")
-    if len(levels) != 5 or (levels[2], levels[3]) != (alert["site"], alert["device"]):
+    if sender(topic) != (alert["site"], alert["device"]):
         raise HeartSightError(f"payload says site {alert['site']} device {alert['device']} but came on {topic}: "
-                              "a device may publish only on heartsight/v1/<its site>/<its device>/alerts")
+                              f"a device may publish only on {alerts_topic('<its site>', '<its device>')}")

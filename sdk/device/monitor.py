@@ -40,9 +40,9 @@ from sdk.data.rpeak import RPeakDetector
 from sdk.device.alerts import AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
 from sdk.device.backends import ModelRef, Runner, make_runner
+from sdk.device.names import check_name
 from sdk.device.quality import QualityGate
 from sdk.errors import HeartSightError
-from sdk.stream.publisher import NAME
 
 REACH = int(4 * preprocess.BUMP_SIGMA)  # a beat's rhythm-track bump reaches this far: a window needs the beats
 # this far past its end
@@ -142,10 +142,8 @@ class Monitor:
                  device: str = "device", site: str = "default", start_time: datetime | None = None,
                  excerpt_s: float = 3.0):
         check_fs(fs)
-        for what, value in (("device", device), ("site", site)):
-            if not isinstance(value, str) or not NAME.fullmatch(value):
-                raise HeartSightError(f"{what} {value!r} is not a valid name: use 1-64 letters, digits, '_', '.' "
-                                      "or '-', starting with a letter or digit")
+        check_name("device", device)
+        check_name("site", site)
         start_time = start_time or datetime.now(timezone.utc)
         if start_time.tzinfo is None:
             raise HeartSightError("start_time has no time zone: pass an aware datetime, e.g. datetime.now(timezone.utc)")

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import json_properties, parse_broker_url
 from sdk.stream.payload import SCHEMA, make_alert, to_bytes
-from sdk.stream.publisher import alerts_topic
+from sdk.stream.topics import alerts_topic
 
 SITE = "bench"
 EXCERPT_S, FS = 3.0, 360  # the Monitor's alert excerpt: 3 s of ECG and its trace

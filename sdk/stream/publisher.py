@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from pathlib import Path
 
+from sdk.device.names import check_name
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import Connection, json_properties
 from sdk.stream.outbox import Outbox
 from sdk.stream.payload import SCHEMA, to_bytes, validate
+from sdk.stream.topics import alerts_topic, status_topic
 
 log = logging.getLogger("heartsight.publisher")
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the schema's device and site names: one safe topic level
-
-
-def alerts_topic(site: str, device: str) -> str:
-    return f"heartsight/v1/{site}/{device}/alerts"
-
-
-def status_topic(site: str, device: str) -> str:
-    return f"heartsight/v1/{site}/{device}/status"
 
 
 class Publisher:
@@ -42,10 +33,8 @@ class Publisher:
                  username: str | None = None, password: str | None = None, tls_ca: str | Path | None = None,
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  client_id: str | None = None, session_expiry_s: int = 86400, reconnect_max_s: float = 30):
-        for what, value in (("device", device), ("site", site)):
-            if not NAME.fullmatch(value):
-                raise HeartSightError(f"{what} {value!r} is not a valid name: use 1-64 letters, digits, '_', '.' "
-                                      "or '-', starting with a letter or digit")
+        check_name("device", device)
+        check_name("site", site)
         self.device, self.site, self.username = device, site, username
         self.alerts_topic = alerts_topic(site, device)
         self.status_topic = status_topic(site, device)

@@ -1,0 +1,34 @@
+"""The MQTT topic layout, heartsight/v1/<site>/<device>/alerts|status: the publisher's topics, the listener's
+subscription and its check of where an alert came from are all made here."""
+
+from __future__ import annotations
+
+from sdk.errors import HeartSightError
+
+ROOT = "heartsight/v1"
+
+
+def alerts_topic(site: str, device: str) -> str:
+    return f"{ROOT}/{site}/{device}/alerts"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{ROOT}/{site}/{device}/status"
+
+
+def alerts_filter(shared_group: str | None = None) -> str:
+    """Every device's alerts; with a group, the shared subscription whose listeners split them between them."""
+    every_device = alerts_topic("+", "+")
+    if shared_group is None:
+        return every_device
+    if not shared_group or set(shared_group) & set("/+#"):
+        raise HeartSightError(f"shared group {shared_group!r} must be a non-empty name without '/', '+' or '#'")
+    return f"$share/{shared_group}/{every_device}"
+
+
+def sender(topic: str) -> tuple[str, str] | None:
+    """(site, device) of an alerts topic; None if the topic is not one."""
+    levels = topic.split("/")
+    if len(levels) != 5 or "/".join(levels[:2]) != ROOT or levels[4] != "alerts":
+        return None
+    return levels[2], levels[3]
