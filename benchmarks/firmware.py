@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks import machine
 from firmware_export import verify
 from firmware_export.artifact import ZOO_SUBDIRECTORY
 from models.registry import ZOO_DIR
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> None:
                      "int8_c": _headline(evaluate(name, "c", data_root=data_root)),
                      "int8_onnxruntime": _headline(evaluate(name, "onnxruntime", data_root=data_root))})
         (RESULTS / "firmware.json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = ["# Firmware export: every zoo model's shipped int8 export", "", "Machine: AMD EPYC (x86-64, AVX-512 VNNI), 2 cores.", "",
+    lines = ["# Firmware export: every zoo model's shipped int8 export", "", f"Machine: {machine.describe()}.", "",
              f"Flash and RAM from the static report (code and stack estimated); bit-exactness on {VERIFY_WINDOWS} "
              "held-out windows against the integer reference, built with the host gcc and for a Cortex-M4 "
              "(arm-none-eabi-gcc, QEMU mps2-an386); QEMU image sizes include the test vectors and the harness. "

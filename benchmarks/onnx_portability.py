@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import machine
 from firmware_export import reference
 from firmware_export.artifact import FLOAT_ONNX, INT8_ONNX, artifact_of
 from models.registry import ZOO_DIR, load_model
@@ -77,13 +78,6 @@ def _run(paths: dict, x: np.ndarray, work: Path, emulated: bool) -> tuple[dict, 
     return {k: outputs[k] for k in outputs.files}, json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def main(argv: list[str]) -> None:
     data_root = argv[0] if argv else None
     if platform.machine() != "x86_64" or shutil.which("qemu-x86_64") is None:
@@ -114,12 +108,12 @@ def main(argv: list[str]) -> None:
         print(row)
     import onnxruntime
 
-    result = {"machine": _cpu_name(), "onnxruntime": onnxruntime.__version__,
+    result = {"machine": machine.describe(), "onnxruntime": onnxruntime.__version__,
               "cpu_features_seen_by_onnxruntime": cpus, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "onnx_portability.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["# int8 ONNX on two CPUs", "",
-             f"Machine: {result['machine']}, 2 cores. onnxruntime {onnxruntime.__version__}. Native CPU features: {cpus['native']}; emulated "
+             f"Machine: {result['machine']}. onnxruntime {onnxruntime.__version__}. Native CPU features: {cpus['native']}; emulated "
              f"{EMULATED_CPU} (QEMU user mode): {cpus[EMULATED_CPU]}. {WINDOWS} held-out windows per model.", "",
              "The zoo's int8 graph (`model_int8.onnx`, the integer reference as an ONNX graph) against the integer "
              "reference, and the QDQ graph onnxruntime's own `quantize_static` makes from the same float model "
