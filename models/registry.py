@@ -82,19 +82,29 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
     directory = Path(name_or_dir)
     if not (directory / "card.json").exists():
         directory = ZOO_DIR / str(name_or_dir)
-        if not (directory / "card.json").exists():  # not a compressed zoo model: must be a trainable architecture
-            directory = ZOO_DIR / get_spec(str(name_or_dir)).name
+        if not (directory / "card.json").exists() and str(name_or_dir) not in REGISTRY:
+            known = sorted({p.parent.name for p in ZOO_DIR.glob("*/card.json")} | set(REGISTRY))
+            raise HeartSightError(f"unknown model {str(name_or_dir)!r}: no model directory (card.json) there and no zoo "
+                                  f"model of that name; choose one of {', '.join(known)}, or pass a model directory")
     card_path, weights_path = directory / "card.json", directory / weights
     if not card_path.exists() or not weights_path.exists():
         raise HeartSightError(
             f"no trained model in {directory} (needs card.json and {weights}); train it with "
             f"`heartsight train {directory.name}`"
         )
-    card = json.loads(card_path.read_text())
-    spec = spec_of_card(card)
+    try:
+        card = json.loads(card_path.read_text())
+        spec = spec_of_card(card)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise HeartSightError(f"{card_path} is not a readable model card ({type(error).__name__}: {error}); restore it "
+                              "from the repository or train/compress the model again") from None
     model = spec.build()
     if card.get("quantization", {}).get("method") == "qat":
         model = prepare_qat(fold_batch_norm(model))
-    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    except Exception as error:  # torch raises RuntimeError, pickle and zip errors for damaged or mismatched weights
+        raise HeartSightError(f"{weights_path} does not hold the weights its card describes ({str(error).splitlines()[0]}); "
+                              "restore it from the repository or train/compress the model again") from None
     model.eval()
     return ZooModel(spec, model, card, directory)

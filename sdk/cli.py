@@ -29,8 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors take the form of every other error: one line saying what is wrong, and where the options are."""
+
+    def error(self, message: str):
+        self.exit(2, f"heartsight: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="heartsight", description=__doc__)
+    parser = _Parser(prog="heartsight", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="manage the public databases")
@@ -332,14 +339,18 @@ def _summary(result: dict) -> str:
         return f"{result['input']}: error"
     from collections import Counter
 
+    items = result["beats"] or result["windows"]
+    unreadable = Counter(item["quality"] for item in items if item.get("quality"))
+    note = f"; {sum(unreadable.values())} unreadable (" + ", ".join(f"{k} {v}" for k, v in sorted(unreadable.items())) \
+        + ")" if unreadable else ""
     if result["beats"]:
-        counts = Counter(b["label"] for b in result["beats"])
-        return f"{result['input']}: {len(result['beats'])} beats " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-    if result["hr_bpm"]:
-        hr = result["hr_bpm"]
-        return f"{result['input']}: {len(hr)} windows, heart rate {min(hr):.0f}-{max(hr):.0f} bpm"
-    counts = Counter(w["label"] for w in result["windows"])
-    return f"{result['input']}: {len(result['windows'])} windows " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        counts = Counter(b["label"] for b in result["beats"] if b["label"] is not None)
+        return f"{result['input']}: {len(result['beats'])} beats " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + note
+    hr = [v for v in result["hr_bpm"] if v is not None]
+    if hr:
+        return f"{result['input']}: {len(result['hr_bpm'])} windows, heart rate {min(hr):.0f}-{max(hr):.0f} bpm" + note
+    counts = Counter(w["label"] for w in result["windows"] if w.get("label") is not None)
+    return f"{result['input']}: {len(result['windows'])} windows " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + note
 
 
 def _demo(args) -> int:

@@ -119,6 +119,7 @@ def read_wfdb(path: str | os.PathLike) -> Recording:
         path = path.with_suffix("")
     if not path.with_suffix(".hea").exists():
         raise HeartSightError(f"WFDB header {path.with_suffix('.hea')} not found; give the record path without extension")
+    _check_header_rate(path.with_suffix(".hea"))
     try:
         record = wfdb.rdrecord(str(path))
     except Exception as exc:  # wfdb raises many types on corrupt headers or missing .dat files
@@ -126,9 +127,30 @@ def read_wfdb(path: str | os.PathLike) -> Recording:
             f"cannot read WFDB record {path}: {exc or type(exc).__name__}; check that its .hea header and "
             "signal files are complete"
         ) from exc
-    if record.p_signal is None or record.fs is None or record.fs <= 0:
+    if record.p_signal is None or record.fs is None or record.fs <= 0 or len(record.p_signal) == 0:
         raise HeartSightError(f"WFDB record {path} has no signal or no sampling frequency in its header")
     return Recording(path.name, float(record.fs), record.p_signal.astype(np.float32), tuple(record.sig_name))
+
+
+def _check_header_rate(header: Path) -> None:
+    """The record line's sampling frequency, when present, must be a positive finite number: wfdb reads a field it
+    cannot parse (such as -360) as the WFDB default of 250 Hz, which would analyse the signal at the wrong rate."""
+    try:
+        lines = [line for line in header.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("#")]
+    except OSError as exc:
+        raise HeartSightError(f"cannot read WFDB header {header}: {exc.strerror or exc}") from None
+    fields = lines[0].split() if lines else []
+    if len(fields) < 2:
+        raise HeartSightError(f"WFDB header {header} has no record line (name, signal count, sampling frequency)")
+    if len(fields) >= 3:
+        text = fields[2].split("/")[0]
+        try:
+            fs = float(text)
+        except ValueError:
+            fs = float("nan")
+        if not np.isfinite(fs) or fs <= 0:
+            raise HeartSightError(f"WFDB header {header}: sampling frequency {text!r} is not a positive number of Hz; "
+                                  "correct the header's record line")
 
 
 def read_signal_file(path: str | os.PathLike, fs: float | None) -> Recording:
@@ -152,6 +174,8 @@ def read_signal_file(path: str | os.PathLike, fs: float | None) -> Recording:
         data = data[:, None]
     if data.ndim != 2:
         raise HeartSightError(f"{path}: expected a 1-D signal or a (samples, channels) array, got shape {data.shape}")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise HeartSightError(f"{path}: the file holds no samples (shape {data.shape}); give a recording")
     channels = tuple(f"ch{i}" for i in range(data.shape[1]))
     return Recording(path.stem, float(fs), data.astype(np.float32), channels)
 
@@ -178,7 +202,12 @@ def _not_a_number(cell: str) -> bool:
 
 def read_input(path: str | os.PathLike, fs: float | None = None) -> Recording:
     """Read whatever a user passes on the command line: a WFDB record, `.npy` or `.csv`."""
+    if not str(path).strip():
+        raise HeartSightError("an empty input path; give a WFDB record path (without extension), a .npy or a .csv file")
     path = Path(path)
+    if path.is_dir() or not path.name:
+        raise HeartSightError(f"{path} is a directory; give a WFDB record path (without extension), a .npy or a .csv "
+                              "file inside it")
     if path.suffix in (".npy", ".csv"):
         return read_signal_file(path, fs)
     if path.suffix in ("", ".hea", ".dat") or path.with_suffix(".hea").exists():
@@ -212,15 +241,26 @@ def check_signal(x: np.ndarray, what: str, min_samples: int) -> None:
         )
 
 
+MAX_RESAMPLING_FACTOR = 10_000  # polyphase filters of 20 * factor taps: beyond this, memory and time run away
+
+
 def resample_factors(fs_in: float, fs_out: float) -> tuple[int, int]:
-    """(up, down): fs_out / fs_in as a ratio of small integers, the polyphase factors of every resampling here."""
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    """(up, down): fs_out / fs_in exactly, as a ratio of integers, the polyphase factors of every resampling here.
+
+    An approximate ratio would stretch time (a rate of 200 kHz read as 1000 * 128 Hz beats), so a ratio that needs
+    a factor above MAX_RESAMPLING_FACTOR is refused rather than rounded."""
+    check_fs(fs_in)
+    check_fs(fs_out)
+    ratio = Fraction(float(fs_out)) / Fraction(float(fs_in))
+    if max(ratio.numerator, ratio.denominator) > MAX_RESAMPLING_FACTOR:
+        raise HeartSightError(f"a sampling rate of {fs_in:g} Hz cannot be resampled to {fs_out:g} Hz by a ratio of "
+                              f"integers up to {MAX_RESAMPLING_FACTOR:,} ({ratio.numerator}/{ratio.denominator}); check "
+                              "--fs, or resample the recording to a common rate (e.g. 250, 360 or 500 Hz) first")
     return ratio.numerator, ratio.denominator
 
 
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along axis 0 from fs_in to fs_out (rates as a ratio of small integers)."""
-    check_fs(fs_in)
     up, down = resample_factors(fs_in, fs_out)
     if up == down:
         return np.asarray(x, dtype=np.float32)

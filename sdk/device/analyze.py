@@ -9,6 +9,7 @@ from sdk.data import preprocess
 from sdk.data.records import Recording, check_signal, resample, resampled_index
 from sdk.data.rpeak import detect_r_peaks
 from sdk.device.backends import ModelRef, Runner, make_runner
+from sdk.device.quality import QualityGate
 from sdk.errors import HeartSightError
 
 WRIST_CHANNELS = ("wrist_ppg", "wrist_accel_lownoise_x", "wrist_accel_lownoise_y", "wrist_accel_lownoise_z")
@@ -29,7 +30,9 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
     min_samples = int(np.ceil(spec.window / spec.fs * recording.fs))
     check_signal(signal, recording.name, min_samples)
     at_model_rate = resample(signal, recording.fs, spec.fs)
-    result = {"fs": recording.fs, "model": spec.name, "backend": runner.backend, "beats": [], "windows": [], "hr_bpm": []}
+    problems = _gate(signal, recording.fs, spec.task)
+    result = {"fs": recording.fs, "model": spec.name, "backend": runner.backend, "beats": [], "windows": [], "hr_bpm": [],
+              "quality": problems["events"]}
     if spec.task == "beat":
         r_peaks = detect_r_peaks(at_model_rate, spec.fs)
         if len(r_peaks) == 0:
@@ -44,25 +47,35 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
         else:
             tracks = preprocess.ecg_tracks(at_model_rate, detect_r_peaks(at_model_rate, spec.fs), spec.fs)
             inputs = preprocess.rhythm_windows(tracks, starts, spec.window)
-    outputs, traces = runner.explain(inputs) if explain else (runner(inputs), None)
-    if spec.task == "hr":
-        result["hr_bpm"] = [round(float(v), 1) for v in outputs[:, 0]]
-        items = result["windows"] = [_window(s, spec, {"hr_bpm": hr}) for s, hr in zip(starts, result["hr_bpm"])]
-    else:
-        probabilities = _softmax(outputs)
-        labels = [spec.outputs[int(k)] for k in probabilities.argmax(1)]
-        confidence = [round(float(p), 4) for p in probabilities.max(1)]
+    gated = [problems["gate"].window_problem(int(s), spec.window, spec.fs) for s in starts]
+    good = np.array([p is None for p in gated], bool)
+    outputs, traces = (runner.explain(inputs[good]) if explain else (runner(inputs[good]), None)) if good.any() \
+        else (np.zeros((0, len(spec.outputs)), np.float32), np.zeros((0, spec.window), np.float32))
+    rows = np.cumsum(good) - 1  # item i's row in outputs when good[i]
+    items = []
+    for i, start in enumerate(starts):
         if spec.task == "beat":
-            samples = np.clip(resampled_index(r_peaks, spec.fs, recording.fs), 0, recording.n_samples - 1)
-            items = result["beats"] = [{"sample": int(s), "time_s": round(s / recording.fs, 3), "label": label, "p": p}
-                                       for s, label, p in zip(samples, labels, confidence)]
+            sample = int(np.clip(resampled_index(start + spec.window // 2, spec.fs, recording.fs), 0,
+                                 recording.n_samples - 1))
+            item = {"sample": sample, "time_s": round(sample / recording.fs, 3)}
         else:
-            items = result["windows"] = [_window(s, spec, {"label": label, "p": p})
-                                         for s, label, p in zip(starts, labels, confidence)]
-    if explain:
-        for item, start, trace in zip(items, starts, traces):
+            item = _window(start, spec, {})
+        if not good[i]:  # the signal under this window is unreadable: no diagnosis, say why
+            item.update({"hr_bpm": None} if spec.task == "hr" else {"label": None, "p": None})
+            item["quality"] = gated[i]
+        elif spec.task == "hr":
+            item["hr_bpm"] = round(float(outputs[rows[i], 0]), 1)
+        else:
+            p = _softmax(outputs[rows[i]: rows[i] + 1])[0]
+            item.update({"label": spec.outputs[int(p.argmax())], "p": round(float(p.max()), 4)})
+        if explain:
             item["window_start"] = int(round(start * recording.fs / spec.fs))
-            item["trace"] = np.round(trace_at_input_rate(trace, spec, recording.fs), 5).tolist()
+            item["trace"] = (None if not good[i] else
+                             np.round(trace_at_input_rate(traces[rows[i]], spec, recording.fs), 5).tolist())
+        items.append(item)
+    result["beats" if spec.task == "beat" else "windows"] = items
+    if spec.task == "hr":
+        result["hr_bpm"] = [item["hr_bpm"] for item in items]
     return result
 
 
@@ -71,6 +84,15 @@ def trace_at_input_rate(trace: np.ndarray, spec, fs_input: float) -> np.ndarray:
     length = int(round(spec.window * fs_input / spec.fs))
     positions = np.arange(length) * spec.fs / fs_input  # input samples on the model's time axis
     return np.interp(positions, np.arange(spec.window), trace)
+
+
+def _gate(signal: np.ndarray, fs: float, task: str) -> dict:
+    """The device's signal-quality gate over the whole recording: every problem, once, with its end."""
+    gate = QualityGate(fs, "ppg" if task == "hr" else "ecg")
+    first = signal if signal.ndim == 1 else signal[:, 0]  # the ECG lead, or the PPG of PPG + accelerometer
+    closed = [e for e in gate.process(first) + gate.flush() if e.end is not None]
+    return {"gate": gate, "events": [{"problem": e.kind, "start_s": round(e.start / fs, 3), "end_s": round(e.end / fs, 3)}
+                                     for e in closed]}
 
 
 def _window(start: int, spec, fields: dict) -> dict:

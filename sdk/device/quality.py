@@ -22,6 +22,7 @@ first known (end None, for a prompt alert) and when it is over (with its end).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,12 @@ class QualityGate:
             if bad_start < end and bad_end > start:
                 return kind
         return None
+
+    def window_problem(self, start: int, length: int, model_fs: float) -> str | None:
+        """problem() of a model window of `length` samples from `start`, counted at the model's rate: every sensor
+        sample it touches (the device path and analyze gate windows by this one rule)."""
+        return self.problem(max(0, math.floor(start * self.fs / model_fs)),
+                            max(0, math.ceil((start + length) * self.fs / model_fs)))
 
     def forget(self, before: int) -> None:
         """Drop bad stretches that end before this sample: nobody will ask about them again (bounded memory)."""
