@@ -15,9 +15,10 @@ from sdk.compress.methods import Plan, run
 from sdk.compress.report import explanation_report, size_report
 from sdk.compress.wcam import Wcam
 from sdk.errors import HeartSightError
-from sdk.training.datasets import Dataset
+from sdk.data.datasets import Dataset
 from sdk.training.recipes import write_model
-from sdk.training.train import TrainConfig, fit, predict
+from models.architectures import predict
+from sdk.training.train import TrainConfig, fit
 
 TOY = replace(get_spec("ecg_beat"), window=128, widths=(16, 24))
 

@@ -5,8 +5,9 @@ import torch
 
 from models.registry import get_spec
 from sdk.training import metrics
-from sdk.training.datasets import Dataset
-from sdk.training.train import TrainConfig, class_weights, epoch_indices, fit, predict
+from sdk.data.datasets import Dataset
+from models.architectures import predict
+from sdk.training.train import TrainConfig, class_weights, epoch_indices, fit
 
 
 # The ecg_beat recipe shrunk so that a few epochs take a second.
