@@ -208,7 +208,7 @@ def test_listener_fails_clearly_when_the_broker_is_unreachable(tmp_path):
 
 def test_review_pages_show_every_alert_with_its_plot_and_escape_payload_text(tmp_path):
     hostile = sample_alert(i=1, label="<b>V</b>", details={"note": "<script>alert(1)</script>"})
-    alerts = [sample_alert(i=0), hostile, sample_alert(device="dev-b", i=2, alert_type="af_start", label="AF")]
+    alerts = [sample_alert(i=0), hostile, sample_alert(device="dev-b", i=2, type="af_start", label="AF")]
     with Store(tmp_path / "store.sqlite") as store:
         for alert in alerts:
             store.add(alert)

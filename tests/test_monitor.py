@@ -18,7 +18,7 @@ from sdk.device.alerts import AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import analyze
 from sdk.device.monitor import Monitor
 from sdk.errors import HeartSightError
-from sdk.stream.payload import decode_array, validate
+from sdk.stream.payload import decode_array, encode_alert
 
 FS = 360.0
 START = datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc)
@@ -55,7 +55,7 @@ def comparable(events: list[dict]) -> dict:
     return {
         "beats": [plain(e) for e in of_kind(events, "beat")],
         "quality": of_kind(events, "quality"),
-        "alerts": sorted(({k: v for k, v in a.items() if k != "id"} for a in alert_list(events)),
+        "alerts": sorted(({k: v for k, v in encode_alert(a).items() if k != "id"} for a in alert_list(events)),
                          key=lambda a: (a["sample_index"], a["type"])),
     }
 
@@ -130,26 +130,26 @@ def test_isolated_ventricular_beats_and_a_run_raise_their_alerts_at_their_beats(
     v_peaks = r_peaks[np.array(truth) == "V"]  # two isolated, then a run of four
     events = stream(Monitor(fs=FS, device="patch-7", site="ward-3", start_time=START), signal, 360)
     raised = alert_list(events)
-    assert [a["type"] for a in raised] == ["ventricular_ectopic_beat"] * 2 + ["ventricular_run"]
+    assert [a.type for a in raised] == ["ventricular_ectopic_beat"] * 2 + ["ventricular_run"]
     tolerance = 0.03 * FS
     for alert, expected in zip(raised, v_peaks[[0, 1, 2]]):
-        validate(alert)
-        assert abs(alert["sample_index"] - expected) <= tolerance
-        assert alert["time"] == (START + timedelta(seconds=alert["sample_index"] / FS)).isoformat(
+        wire = encode_alert(alert)  # what the clinician receives
+        assert abs(wire["sample_index"] - expected) <= tolerance
+        assert wire["time"] == (START + timedelta(seconds=wire["sample_index"] / FS)).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")
-        assert (alert["device"], alert["site"], alert["label"]) == ("patch-7", "ward-3", "V")
-        assert alert["confidence"] >= alerts.MIN_BEAT_CONFIDENCE
-        assert alert["model"] == {"name": "ecg_beat", "version": "1.0.0", "backend": "torch",
-                                  "sha256": load_model("ecg_beat").card["sha256"]}
-        signal_mv, trace = decode_array(alert["signal"]), decode_array(alert["trace"])
-        start = alert["signal"]["start_sample"]
-        assert alert["signal"]["fs"] == FS and len(signal_mv) == len(trace)
-        assert np.allclose(signal_mv, signal[start: start + len(signal_mv)], atol=2 * alert["signal"]["scale"])
+        assert (wire["device"], wire["site"], wire["label"]) == ("patch-7", "ward-3", "V")
+        assert wire["confidence"] >= alerts.MIN_BEAT_CONFIDENCE
+        assert wire["model"] == {"name": "ecg_beat", "version": "1.0.0", "backend": "torch",
+                                 "sha256": load_model("ecg_beat").card["sha256"]}
+        signal_mv, trace = decode_array(wire["signal"]), decode_array(wire["trace"])
+        start = wire["signal"]["start_sample"]
+        assert wire["signal"]["fs"] == FS and len(signal_mv) == len(trace)
+        assert np.allclose(signal_mv, signal[start: start + len(signal_mv)], atol=2 * wire["signal"]["scale"])
         assert trace.max() > 0
     run = raised[2]
-    assert run["details"]["run_length"] == 4 and not run["details"]["sustained"]
-    start = run["signal"]["start_sample"]
-    end = start + len(decode_array(run["signal"]))  # 3 s before the first beat of the run to 3 s after its last
+    assert run.details["run_length"] == 4 and not run.details["sustained"]
+    start = run.excerpt.start
+    end = start + len(run.excerpt.signal)  # 3 s before the first beat of the run to 3 s after its last
     assert abs(start - (v_peaks[2] - 3 * FS)) <= tolerance and abs(end - (v_peaks[5] + 3 * FS)) <= tolerance
 
 
@@ -175,12 +175,12 @@ def test_signal_quality_problems_gate_classification_and_are_alerted_at_most_onc
             assert beat["label"] is not None
     raised = alert_list(events)
     for alert in raised:
-        validate(alert)
-        if alert["type"] in ARRHYTHMIA:
-            assert not any(lo - 3 * FS <= alert["sample_index"] <= hi + 3 * FS for lo, hi in bad)
-    quality = [(a["label"], a["sample_index"] / FS) for a in raised if a["type"] == "signal_quality"]
+        encode_alert(alert)  # valid on the wire
+        if alert.type in ARRHYTHMIA:
+            assert not any(lo - 3 * FS <= alert.sample_index <= hi + 3 * FS for lo, hi in bad)
+    quality = [(a.label, a.sample_index / FS) for a in raised if a.type == "signal_quality"]
     assert [label for label, _ in quality] == ["nan", "noise"]  # flat line and clipping came within the minute
-    assert any(a["type"] == "ventricular_ectopic_beat" for a in raised)
+    assert any(a.type == "ventricular_ectopic_beat" for a in raised)
 
 
 def finding(second: float, label: str | None, confidence: float = 0.95, hr_bpm: float | None = None,
@@ -203,14 +203,14 @@ def test_ectopy_burden_alert_has_hysteresis_and_s_alerts_are_rate_limited():
     rules, raised = policy(), []
     for beat, label in enumerate(labels):
         raised += rules.beat(finding(beat * 0.5, label))
-    burden = [a["sample_index"] / FS for a in raised if a["type"] == "high_ectopy_burden"]
+    burden = [a.sample_index / FS for a in raised if a.type == "high_ectopy_burden"]
     assert len(burden) == 2 and burden[0] < 60 and 300 <= burden[1] < 360
-    s_alerts = [a for a in raised if a["type"] == "supraventricular_ectopy"]
-    times = np.array([a["sample_index"] / FS for a in s_alerts])
+    s_alerts = [a for a in raised if a.type == "supraventricular_ectopy"]
+    times = np.array([a.sample_index / FS for a in s_alerts])
     assert np.diff(times).min() >= alerts.ECTOPIC_ALERT_INTERVAL_S
     s_times = np.array([beat * 0.5 for beat, label in enumerate(labels) if label == "S"])
     not_yet_counted = np.sum(s_times > times[-1])
-    assert len(s_alerts) + sum(a["details"]["suppressed_since_last"] for a in s_alerts) + not_yet_counted == len(s_times)
+    assert len(s_alerts) + sum(a.details["suppressed_since_last"] for a in s_alerts) + not_yet_counted == len(s_times)
 
 
 def test_low_confidence_and_unclassified_beats_never_alert():
@@ -228,8 +228,8 @@ def test_af_episodes_start_and_end_after_thirty_seconds_and_a_skipped_window_bre
     labels = ["non-AF"] * 3 + ["AF"] * 2 + [None] + ["AF"] * 4 + ["non-AF"] * 2 + ["AF"] + ["non-AF"] * 3
     for k, label in enumerate(labels):
         raised += rules.rhythm_window(finding(10 * k, label, 0.9, length_s=10))
-    assert [(a["type"], a["sample_index"] / FS) for a in raised] == [("af_start", 60.0), ("af_end", 130.0)]
-    assert raised[1]["details"]["episode_duration_s"] == 70.0
+    assert [(a.type, a.sample_index / FS) for a in raised] == [("af_start", 60.0), ("af_end", 130.0)]
+    assert raised[1].details["episode_duration_s"] == 70.0
 
 
 def test_heart_rate_alert_needs_three_windows_and_clears_only_well_inside_the_range():
@@ -237,8 +237,8 @@ def test_heart_rate_alert_needs_three_windows_and_clears_only_well_inside_the_ra
     rates = [39, 39, 60, 35, 35, 35, 42, 42, 42, 35, 35, 35, 60, 60, 60, 160, 161, 162]
     for k, rate in enumerate(rates):
         raised += rules.heart_rate_window(finding(2 * k, "hr", 1.0, hr_bpm=rate, length_s=8))
-    assert [(a["label"], a["sample_index"] / FS) for a in raised] == [("low_hr", 6.0), ("high_hr", 30.0)]
-    assert raised[0]["details"]["hr_bpm"] == [35, 35, 35]
+    assert [(a.label, a.sample_index / FS) for a in raised] == [("low_hr", 6.0), ("high_hr", 30.0)]
+    assert raised[0].details["hr_bpm"] == [35, 35, 35]
 
 
 def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
@@ -279,7 +279,7 @@ def test_af_episodes_of_record_201_raise_af_start_and_af_end_near_the_annotation
     starts = [0] * bool(record.af[0]) + [s for s in edges if record.af[s]]
     ends = [s for s in edges if not record.af[s]]
     tolerance = 60 * record.fs
-    found = {kind: [a["sample_index"] for a in raised if a["type"] == kind] for kind in ("af_start", "af_end")}
+    found = {kind: [a.sample_index for a in raised if a.type == kind] for kind in ("af_start", "af_end")}
     assert found["af_start"] and found["af_end"]
     for kind, annotated in (("af_start", starts), ("af_end", ends)):
         for sample in found[kind]:
@@ -295,7 +295,7 @@ def test_the_int8_backends_stream_the_shipped_export_identically_and_explain_wit
     events = {backend: stream(Monitor("ecg_beat_wcam", fs=FS, backend=backend, start_time=START), ecg, 3600)
               for backend in ("c", "onnxruntime")}
     for backend, streamed in events.items():
-        assert all(a["model"]["backend"] == backend and a["model"]["sha256"] == artifact.sha256
+        assert all(a.model["backend"] == backend and a.model["sha256"] == artifact.sha256
                    for a in alert_list(streamed))
     assert comparable(events["c"])["beats"] == comparable(events["onnxruntime"])["beats"]
     # integer backends run each window as if alone: how many windows a chunk completes cannot change a bit
@@ -353,6 +353,8 @@ def test_bad_input_is_refused_with_a_clear_message():
     monitor.finish()
     with pytest.raises(HeartSightError, match="finished"):
         monitor.feed(np.zeros(10))
+    with pytest.raises(HeartSightError, match="aligned sample by sample"):
+        Excerpt(0, np.zeros(3), np.zeros(4))
 
 
 def test_isolated_ventricular_alerts_are_rate_limited_and_count_what_they_suppressed():
@@ -361,7 +363,7 @@ def test_isolated_ventricular_alerts_are_rate_limited_and_count_what_they_suppre
     rules, raised = policy(), []
     for beat, label in enumerate(labels):
         raised += rules.beat(finding(beat * 1.0, label))
-    isolated = [a for a in raised if a["type"] == "ventricular_ectopic_beat"]
-    times = np.array([a["sample_index"] / FS for a in isolated])
+    isolated = [a for a in raised if a.type == "ventricular_ectopic_beat"]
+    times = np.array([a.sample_index / FS for a in isolated])
     assert len(isolated) == 4 and np.diff(times).min() >= alerts.ECTOPIC_ALERT_INTERVAL_S
-    assert [a["details"]["suppressed_since_last"] for a in isolated] == [0, 2, 2, 2]
+    assert [a.details["suppressed_since_last"] for a in isolated] == [0, 2, 2, 2]

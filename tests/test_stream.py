@@ -76,7 +76,7 @@ def test_encoding_refuses_what_int16_cannot_hold():
         encode_array(np.array([0.0, np.nan]), 0.001)
 
 
-def test_make_alert_builds_a_valid_alert_that_roundtrips():
+def test_an_alert_encodes_to_a_valid_wire_dict_that_roundtrips():
     alert = sample_alert()
     validate(alert)
     assert len(alert["id"]) == 32 and alert["time"] == "2024-05-01T12:00:00.000Z"

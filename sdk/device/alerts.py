@@ -36,13 +36,14 @@ window itself; for a signal-quality problem, excerpt_s before it and its first h
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from sdk.stream.payload import make_alert
+from sdk.errors import HeartSightError
 
 MIN_BEAT_CONFIDENCE = 0.6
 VENTRICULAR_RUN_BEATS = 3
@@ -65,6 +66,33 @@ class Excerpt:
     start: int
     signal: np.ndarray
     trace: np.ndarray
+
+    def __post_init__(self):
+        if np.shape(self.signal) != np.shape(self.trace):
+            raise HeartSightError(f"the trace has shape {np.shape(self.trace)} but the signal {np.shape(self.signal)}: "
+                                  "an excerpt's trace must be aligned sample by sample with its signal")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One explained alert of one device. sdk.stream.payload encodes it for the wire (schemas/alert.v1.json).
+
+    The id is made here, once, so that every copy of the alert (outbox, redeliveries, the clinician's store) is
+    recognised as the same alert.
+    """
+
+    device: str
+    site: str
+    type: str
+    time: datetime  # aware: the moment of sample_index
+    sample_index: int  # sensor sample of the event
+    confidence: float  # in [0, 1]
+    label: str
+    model: dict  # the model's name, version, sha256 and backend
+    fs: float  # the sensor rate of the excerpt
+    excerpt: Excerpt
+    details: dict
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -103,7 +131,7 @@ class _Streak:
 
 
 class AlertPolicy:
-    """Turns findings, in time order, into alert dicts (sdk.stream.payload.make_alert) for one device."""
+    """Turns findings, in time order, into Alerts for one device."""
 
     def __init__(self, *, fs: float, device: str, site: str, start_time: datetime, model: dict):
         self.fs, self.device, self.site, self.start_time, self.model = fs, device, site, start_time, model
@@ -121,13 +149,13 @@ class AlertPolicy:
         self._hr_raised = False
         self._last_quality_alert: int | None = None
 
-    def beat(self, finding: Finding) -> list[dict]:
+    def beat(self, finding: Finding) -> list[Alert]:
         alerts = self._ventricular(finding) + self._burden(finding)
         if self._known(finding) == "S":
             alerts += self._rate_limited("supraventricular_ectopy", finding, "S")
         return alerts
 
-    def _rate_limited(self, kind: str, finding: "Finding", label: str) -> list[dict]:
+    def _rate_limited(self, kind: str, finding: "Finding", label: str) -> list[Alert]:
         """At most one alert of this kind per ECTOPIC_ALERT_INTERVAL_S; the next one counts those suppressed."""
         last = self._last_ectopic_alert.get(kind)
         if last is not None and finding.sample - last < ECTOPIC_ALERT_INTERVAL_S * self.fs:
@@ -138,7 +166,7 @@ class AlertPolicy:
         return [self._alert(kind, finding.sample, finding.confidence, label, finding.excerpt,
                             {"suppressed_since_last": suppressed})]
 
-    def rhythm_window(self, finding: Finding) -> list[dict]:
+    def rhythm_window(self, finding: Finding) -> list[Alert]:
         if finding.label is None:
             self._streak = None
             return []
@@ -163,7 +191,7 @@ class AlertPolicy:
         return [self._alert(kind, first.sample, streak.confidence_sum / streak.count, streak.label, first.excerpt,
                             details)]
 
-    def heart_rate_window(self, finding: Finding) -> list[dict]:
+    def heart_rate_window(self, finding: Finding) -> list[Alert]:
         if finding.hr_bpm is None:
             self._hr_out, self._hr_in = [], 0
             return []
@@ -185,14 +213,14 @@ class AlertPolicy:
         return [self._alert("hr_out_of_range", first.sample, 1.0, label, first.excerpt,
                             {"hr_bpm": rates, "low_bpm": HR_LOW_BPM, "high_bpm": HR_HIGH_BPM})]
 
-    def quality(self, kind: str, start: int, excerpt: Excerpt) -> list[dict]:
+    def quality(self, kind: str, start: int, excerpt: Excerpt) -> list[Alert]:
         last = self._last_quality_alert
         if last is not None and start - last < QUALITY_ALERT_INTERVAL_S * self.fs:
             return []
         self._last_quality_alert = start
         return [self._alert("signal_quality", start, 1.0, kind, excerpt, {"problem": kind, "start_sample": start})]
 
-    def finish(self) -> list[dict]:
+    def finish(self) -> list[Alert]:
         """End of the signal: a run still going is reported."""
         run, self._run = self._run, None
         if run is None or run.reported or run.count < VENTRICULAR_RUN_BEATS:
@@ -203,7 +231,7 @@ class AlertPolicy:
         """The label if it counts (classified and confident), else None (unknown)."""
         return finding.label if finding.label is not None and finding.confidence >= MIN_BEAT_CONFIDENCE else None
 
-    def _ventricular(self, finding: Finding) -> list[dict]:
+    def _ventricular(self, finding: Finding) -> list[Alert]:
         label = self._known(finding)
         run = self._run
         if label == "V":
@@ -228,7 +256,7 @@ class AlertPolicy:
         self._run, self._previous = None, finding
         return alerts
 
-    def _run_alert(self, run: _Run, sustained: bool) -> dict:
+    def _run_alert(self, run: _Run, sustained: bool) -> Alert:
         run.reported = True
         duration = (run.last_sample - run.first.sample) / self.fs
         details = {"run_length": run.count, "duration_s": round(duration, 2),
@@ -237,7 +265,7 @@ class AlertPolicy:
         return self._alert("ventricular_run", run.first.sample, run.confidence_sum / run.count, "V", run.excerpt,
                            details)
 
-    def _burden(self, finding: Finding) -> list[dict]:
+    def _burden(self, finding: Finding) -> list[Alert]:
         while self._ectopic and self._ectopic[0] <= finding.sample - BURDEN_WINDOW_S * self.fs:
             self._ectopic.popleft()
         if self._known(finding) in ("S", "V"):
@@ -252,12 +280,12 @@ class AlertPolicy:
                             {"ectopic_per_min": count, "raise_at": BURDEN_RAISE_PER_MIN,
                              "clear_at": BURDEN_CLEAR_PER_MIN})]
 
-    def _alert(self, kind: str, sample: int, confidence: float, label: str, excerpt: Excerpt, details: dict) -> dict:
-        return make_alert(device=self.device, site=self.site, alert_type=kind,
-                          time=self.start_time + timedelta(seconds=sample / self.fs), sample_index=sample,
-                          confidence=min(max(float(confidence), 0.0), 1.0), label=label, model=self.model,
-                          signal=excerpt.signal, fs=self.fs, start_sample=excerpt.start, trace=excerpt.trace,
-                          details=details)
+    def _alert(self, kind: str, sample: int, confidence: float, label: str, excerpt: Excerpt,
+               details: dict) -> Alert:
+        return Alert(device=self.device, site=self.site, type=kind,
+                     time=self.start_time + timedelta(seconds=sample / self.fs), sample_index=sample,
+                     confidence=min(max(float(confidence), 0.0), 1.0), label=label, model=self.model, fs=self.fs,
+                     excerpt=excerpt, details=details)
 
 
 def _union(a: Excerpt, b: Excerpt) -> Excerpt:

@@ -20,7 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import json_properties, parse_broker_url
-from sdk.stream.payload import SCHEMA, make_alert, to_bytes
+from sdk.device.alerts import Alert, Excerpt
+from sdk.stream.payload import SCHEMA, encode_alert, to_bytes
 from sdk.stream.topics import alerts_topic
 
 SITE = "bench"
@@ -28,14 +29,14 @@ EXCERPT_S, FS = 3.0, 360  # the Monitor's alert excerpt: 3 s of ECG and its trac
 _PLACEHOLDER_TIME = "2000-01-01T00:00:00.000Z"  # replaced by the moment of publishing, same width
 
 
-def bench_alert(device: str, i: int, time: datetime | str = _PLACEHOLDER_TIME) -> dict:
+def bench_alert(device: str, i: int) -> dict:
     """An alert of the Monitor's size: a 3-s excerpt at 360 Hz with its saliency trace."""
     t = np.arange(int(EXCERPT_S * FS)) / FS
-    return make_alert(device=device, site=SITE, alert_type="ventricular_ectopic_beat", time=time,
-                      sample_index=FS * i, confidence=0.9, label="V",
-                      model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "c"},
-                      signal=np.sin(2 * np.pi * 1.2 * t), fs=FS, start_sample=FS * i,
-                      trace=np.exp(-((t - 1.5) / 0.1) ** 2), details={"bench": i})
+    excerpt = Excerpt(FS * i, np.sin(2 * np.pi * 1.2 * t), np.exp(-((t - 1.5) / 0.1) ** 2))
+    return encode_alert(Alert(device=device, site=SITE, type="ventricular_ectopic_beat",
+                              time=datetime.fromisoformat(_PLACEHOLDER_TIME), sample_index=FS * i, confidence=0.9,
+                              label="V", model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32,
+                                                "backend": "c"}, fs=FS, excerpt=excerpt, details={"bench": i}))
 
 
 def _now_text() -> str:

@@ -1,11 +1,10 @@
-"""The alert wire format (schemas/alert.v1.json): build, check, encode and decode one explained alert."""
+"""The alert wire format (schemas/alert.v1.json): encode a device's Alert, check, and decode one explained alert."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import uuid
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from sdk.device.alerts import Alert
 from sdk.errors import HeartSightError
 
 SCHEMA = "heartsight.alert.v1"
@@ -58,38 +58,27 @@ def auto_scale(values: np.ndarray) -> float:
     return peak / 32767 if peak > 0 and np.isfinite(peak) else 1.0
 
 
-def make_alert(*, device: str, site: str, alert_type: str, time: datetime | str, sample_index: int,
-               confidence: float, label: str, model: dict, signal: np.ndarray, fs: float, start_sample: int,
-               trace: np.ndarray, details: dict | None = None, alert_id: str | None = None,
-               signal_scale: float | None = None, trace_scale: float | None = None) -> dict:
-    """A validated alert dict from the runtime's numbers.
-
-    `signal` is the ECG excerpt in mV starting at `start_sample`; `trace` is the saliency of each of its samples.
-    Scales default to the finest that fits int16. `time` may be an aware datetime (converted to UTC).
-    """
-    signal = np.asarray(signal, dtype=np.float64)
-    trace = np.asarray(trace, dtype=np.float64)
-    if signal.shape != trace.shape:
-        raise HeartSightError(f"trace has shape {trace.shape} but signal has {signal.shape}: "
-                              "the trace must be aligned sample by sample with the signal")
-    alert = {
+def encode_alert(alert: Alert) -> dict:
+    """The alert's wire dict, validated: signal and trace as int16 at the finest scale that holds them."""
+    excerpt = alert.excerpt
+    wire = {
         "schema": SCHEMA,
-        "id": alert_id or uuid.uuid4().hex,
-        "device": device,
-        "site": site,
-        "type": alert_type,
-        "time": _utc_text(time),
-        "sample_index": int(sample_index),
-        "confidence": float(confidence),
-        "label": str(label),
-        "model": dict(model),
-        "signal": {"fs": float(fs), "start_sample": int(start_sample),
-                   **encode_array(signal, signal_scale or auto_scale(signal))},
-        "trace": encode_array(trace, trace_scale or auto_scale(trace)),
-        "details": dict(details or {}),
+        "id": alert.id,
+        "device": alert.device,
+        "site": alert.site,
+        "type": alert.type,
+        "time": _utc_text(alert.time),
+        "sample_index": int(alert.sample_index),
+        "confidence": float(alert.confidence),
+        "label": str(alert.label),
+        "model": dict(alert.model),
+        "signal": {"fs": float(alert.fs), "start_sample": int(excerpt.start),
+                   **encode_array(excerpt.signal, auto_scale(excerpt.signal))},
+        "trace": encode_array(excerpt.trace, auto_scale(excerpt.trace)),
+        "details": dict(alert.details),
     }
-    validate(alert)
-    return alert
+    validate(wire)
+    return wire
 
 
 def validate(alert: object) -> None:
@@ -139,9 +128,7 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _utc_text(time: datetime | str) -> str:
-    if isinstance(time, str):
-        return time
+def _utc_text(time: datetime) -> str:
     if time.tzinfo is None:
         raise HeartSightError("alert time has no time zone: pass an aware datetime, e.g. datetime.now(timezone.utc)")
     return time.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

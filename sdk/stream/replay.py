@@ -12,6 +12,7 @@ from sdk.device.analyze import select_channels
 from sdk.device.backends import ModelRef, Runner
 from sdk.device.monitor import Monitor
 from sdk.errors import HeartSightError
+from sdk.stream.payload import encode_alert
 from sdk.stream.publisher import Publisher
 
 CHUNK_S = 1.0  # the device hands the runtime one second of signal at a time
@@ -61,6 +62,6 @@ def _publish(events: list[dict], publisher: Publisher, beats: int, alert_ids: li
         if event["kind"] == "beat":
             beats += 1
         elif event["kind"] == "alert":
-            publisher.publish(event["alert"])
-            alert_ids.append(event["alert"]["id"])
+            publisher.publish(encode_alert(event["alert"]))
+            alert_ids.append(event["alert"].id)
     return beats, alert_ids
