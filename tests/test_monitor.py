@@ -14,9 +14,10 @@ from models.registry import ZooModel, get_spec, load_model
 from sdk.data import synthetic
 from sdk.data.records import Recording, read_database_record
 from sdk.device import alerts
-from sdk.device.alerts import AlertPolicy, Excerpt, Finding
+from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import analyze
-from sdk.device.monitor import Monitor
+from sdk.device.monitor import AlertEvent, BeatEvent, Event, Monitor, WindowEvent
+from sdk.device.quality import QualityEvent
 from sdk.errors import HeartSightError
 from sdk.stream.payload import decode_array, encode_alert
 
@@ -34,27 +35,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def stream(monitor: Monitor, signal: np.ndarray, chunk: int) -> list[dict]:
+def stream(monitor: Monitor, signal: np.ndarray, chunk: int) -> list[Event]:
     events = []
     for start in range(0, len(signal), chunk):
         events += monitor.feed(signal[start: start + chunk])
     return events + monitor.finish()
 
 
-def of_kind(events: list[dict], kind: str) -> list[dict]:
-    return [e for e in events if e["kind"] == kind]
+def of_kind(events: list[Event], kind: type) -> list:
+    return [e for e in events if isinstance(e, kind)]
 
 
-def alert_list(events: list[dict]) -> list[dict]:
-    return [e["alert"] for e in of_kind(events, "alert")]
+def alert_list(events: list[Event]) -> list[Alert]:
+    return [e.alert for e in of_kind(events, AlertEvent)]
 
 
-def comparable(events: list[dict]) -> dict:
+def comparable(events: list[Event]) -> dict:
     """Everything the events say, per kind, with arrays as lists and without the random alert ids."""
-    plain = lambda e: {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in e.items()}  # noqa: E731
+    plain = lambda e: {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(e).items()}  # noqa: E731
     return {
-        "beats": [plain(e) for e in of_kind(events, "beat")],
-        "quality": of_kind(events, "quality"),
+        "beats": [plain(e) for e in of_kind(events, BeatEvent)],
+        "quality": [plain(e) for e in of_kind(events, QualityEvent)],
         "alerts": sorted(({k: v for k, v in encode_alert(a).items() if k != "id"} for a in alert_list(events)),
                          key=lambda a: (a["sample_index"], a["type"])),
     }
@@ -101,25 +102,25 @@ def test_chunk_size_does_not_change_the_result():
     assert results[0] == results[1] == results[2]
     beats = results[0]["beats"]
     assert len(beats) > 30 and any(b["label"] == "V" for b in beats) and any(b["label"] is None for b in beats)
-    assert [q["problem"] for q in results[0]["quality"]] == ["nan", "nan"]
+    assert [q["kind"] for q in results[0]["quality"]] == ["nan", "nan"]
 
 
 def test_streaming_equals_the_offline_device_path_on_a_synthetic_recording():
     ecg = synthetic.synthetic_ecg(40, FS, heart_rate=70, ectopic={"V": 0.1}, seed=1)
     offline = analyze(Recording("synthetic", FS, ecg.signal[:, None], ("MLII",)), explain=True)
-    streamed = of_kind(stream(Monitor(fs=FS), ecg.signal, 500), "beat")
-    assert [(b["sample"], b["label"], b["p"], b["window_start"]) for b in streamed] == \
+    streamed = of_kind(stream(Monitor(fs=FS), ecg.signal, 500), BeatEvent)
+    assert [(b.sample, b.label, b.p, b.window_start) for b in streamed] == \
            [(b["sample"], b["label"], b["p"], b["window_start"]) for b in offline["beats"]]
-    assert np.allclose(streamed[5]["trace"], offline["beats"][5]["trace"], atol=1e-4)
+    assert np.allclose(streamed[5].trace, offline["beats"][5]["trace"], atol=1e-4)
 
 
 @needs_mitdb
 def test_streaming_beat_labels_agree_with_analyze_on_mitdb():
     recording = read_database_record("mitdb", "233", DATA)
     offline = analyze(recording)["beats"]
-    streamed = of_kind(stream(Monitor(fs=recording.fs), recording.channel("MLII"), 3600), "beat")
+    streamed = of_kind(stream(Monitor(fs=recording.fs), recording.channel("MLII"), 3600), BeatEvent)
     offline_labels = {b["sample"]: b["label"] for b in offline}
-    agree = sum(offline_labels.get(b["sample"]) == b["label"] for b in streamed)
+    agree = sum(offline_labels.get(b.sample) == b.label for b in streamed)
     assert abs(len(streamed) - len(offline)) <= len(offline) // 100
     assert agree >= 0.99 * len(offline)
 
@@ -161,18 +162,17 @@ def test_signal_quality_problems_gate_classification_and_are_alerted_at_most_onc
     signal[at(60, 66)] = np.clip(signal[at(60, 66)], -0.6, 0.6)  # the amplifier saturates on every QRS
     signal[at(80, 84)] += np.random.default_rng(0).normal(0.0, 0.3, int(4 * FS))  # muscle noise
     events = stream(Monitor(fs=FS, start_time=START), signal, 1000)
-    closed = [(q["problem"], q["start_sample"] / FS, q["end_sample"] / FS) for q in of_kind(events, "quality")
-              if q["end_sample"] is not None]
+    closed = [(q.kind, q.start / FS, q.end / FS) for q in of_kind(events, QualityEvent) if q.end is not None]
     assert [c[0] for c in closed] == ["nan", "flat_line", "clipping", "noise"]
     for (_, start, end), (a, b) in zip(closed, [(20, 22), (40, 43), (60, 66), (80, 84)]):
         assert a - 0.01 <= start and end <= b + 0.01 and end - start > 0.5 * (b - a)
     bad = [(start * FS, end * FS) for _, start, end in closed]
-    for beat in of_kind(events, "beat"):  # the window of a beat spans 3 s either side; 3 samples for rounding
-        lo, hi = beat["window_start"], beat["window_start"] + 6 * FS
+    for beat in of_kind(events, BeatEvent):  # the window of a beat spans 3 s either side; 3 samples for rounding
+        lo, hi = beat.window_start, beat.window_start + 6 * FS
         if any(lo + 3 < b_hi and hi - 3 > b_lo for b_lo, b_hi in bad):
-            assert beat["label"] is None and beat["quality"] is not None
+            assert beat.label is None and beat.quality is not None
         elif not any(lo - 3 < b_hi and hi + 3 > b_lo for b_lo, b_hi in bad):
-            assert beat["label"] is not None
+            assert beat.label is not None
     raised = alert_list(events)
     for alert in raised:
         encode_alert(alert)  # valid on the wire
@@ -247,8 +247,8 @@ def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
     untrained = ZooModel(spec, spec.build().eval(), {"name": "ecg_af", "version": "test", "sha256": "0" * 64}, tmp_path)
     ecg = synthetic.synthetic_ecg(65, FS, ectopic={"V": 0.1}, seed=2).signal
     offline = analyze(Recording("synthetic", FS, ecg[:, None], ("MLII",)), untrained)["windows"]
-    streamed = of_kind(stream(Monitor(untrained, fs=FS), ecg, 700), "window")
-    assert [(w["start_s"], w["end_s"], w["label"], w["p"]) for w in streamed] == \
+    streamed = of_kind(stream(Monitor(untrained, fs=FS), ecg, 700), WindowEvent)
+    assert [(w.start_s, w.end_s, w.label, w.p) for w in streamed] == \
            [(w["start_s"], w["end_s"], w["label"], w["p"]) for w in offline] and len(offline) == 6
 
     fs = 256.0
@@ -257,8 +257,8 @@ def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
     wrist = np.stack([np.sin(2 * np.pi * 1.4 * t) + 0.1 * rng.normal(size=t.size)]
                      + [0.2 * rng.normal(size=t.size) for _ in range(3)], axis=1).astype(np.float32)
     offline = analyze(Recording("wrist", fs, wrist, ("ppg", "x", "y", "z")), "ppg_hr")["windows"]
-    streamed = of_kind(stream(Monitor("ppg_hr", fs=fs), wrist, 333), "window")
-    assert [(w["start_s"], w["hr_bpm"]) for w in streamed] == [(w["start_s"], w["hr_bpm"]) for w in offline]
+    streamed = of_kind(stream(Monitor("ppg_hr", fs=fs), wrist, 333), WindowEvent)
+    assert [(w.start_s, w.hr_bpm) for w in streamed] == [(w["start_s"], w["hr_bpm"]) for w in offline]
     assert len(streamed) == len(offline) == 17  # 8 s windows every 2 s in 40 s
 
 
@@ -301,10 +301,10 @@ def test_the_int8_backends_stream_the_shipped_export_identically_and_explain_wit
     # integer backends run each window as if alone: how many windows a chunk completes cannot change a bit
     in_small_chunks = stream(Monitor("ecg_beat_wcam", fs=FS, backend="c", start_time=START), ecg, 97)
     assert comparable(in_small_chunks)["beats"] == comparable(events["c"])["beats"]
-    beats = of_kind(events["c"], "beat")
+    beats = of_kind(events["c"], BeatEvent)
     offline = analyze(Recording("synthetic", FS, ecg[:, None], ("MLII",)), "ecg_beat_wcam", backend="c")["beats"]
-    assert [(b["sample"], b["label"]) for b in beats] == [(b["sample"], b["label"]) for b in offline]
-    assert all(b["trace"].min() >= 0 and b["trace"].max() > 0 for b in beats)
+    assert [(b.sample, b.label) for b in beats] == [(b["sample"], b["label"]) for b in offline]
+    assert all(b.trace.min() >= 0 and b.trace.max() > 0 for b in beats)
     # the traces are the C library's: whole int16 steps of hs_trace_scale (before resampling to the sensor rate)
     monitor = Monitor("ecg_beat_wcam", fs=FS, backend="c")
     x = np.random.default_rng(0).standard_normal((8, 3, artifact.spec.window)).astype(np.float32)
@@ -319,7 +319,7 @@ def test_memory_stays_bounded_on_a_long_stream():
     sizes = []
     for start in range(0, len(ecg), 360):
         monitor.feed(ecg[start: start + 360])
-        sizes.append((len(monitor._raw.data) / FS, len(monitor._filtered.data) / 128, len(monitor._beats.r_peaks)))
+        sizes.append((len(monitor._raw.data) / FS, len(monitor._filtered.data) / 128, len(monitor._task.beats.r_peaks)))
     raw_s, filtered_s, beats = np.max(sizes, axis=0)
     assert raw_s < 15 and filtered_s < 12 and beats < 20  # seconds of signal, beats kept: not growing with time
 

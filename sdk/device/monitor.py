@@ -7,16 +7,14 @@ chunks and decides only when the signal it needs has arrived, so the result does
 signal is cut into chunks, and it equals analyze() on the whole recording (the beat context uses past beats
 only; the one difference: a rhythm window before the first R peak is scaled by 1, not by that later beat).
 
-Events, in time order per kind (sample indices are at the sensor rate):
-- {"kind": "beat", "sample", "time_s", "label", "p", "window_start", "trace"}: one R peak and its class.
-  `trace` (float32 numpy array at the sensor rate, starting at sensor sample `window_start`) is the saliency
-  of the predicted class over the model window. A beat whose window overlaps a signal-quality problem is
-  not classified: label, p and trace are None and "quality" names the problem.
-- {"kind": "window", "start_sample", "end_sample", "start_s", "end_s", "label", "p" (rhythm models) or
-  "hr_bpm" (heart-rate models), "window_start", "trace"}: the same for window models ("quality" likewise).
-- {"kind": "quality", "problem", "start_sample", "end_sample"}: a signal-quality problem (sdk.device.quality);
-  once when it is found (end_sample None) and once when it is over.
-- {"kind": "alert", "alert": dict}: an alert.v1 dict (sdk.device.alerts), ready for Publisher.publish.
+Events (`Event`), in time order per kind; sample indices are at the sensor rate:
+- BeatEvent: one R peak, its class and the saliency trace of that class over the model window.
+- WindowEvent: one window of a window model, its rhythm class or heart rate, and the trace likewise.
+  A beat or window that overlaps a signal-quality problem is not classified: `quality` names the problem.
+- QualityEvent (sdk.device.quality): a signal-quality problem; once when it is found (end None) and once when
+  it is over.
+- AlertEvent: an Alert the policy raised (sdk.device.alerts); sdk.stream.payload.encode_alert writes it for the
+  wire.
 
 Latency: a beat is classified once the signal 3 s past it is settled (the model window, the R-peak
 detector's confirmation, the resampler's look-ahead of ~80 ms): 3.6-4.1 s after its R wave on synthetic ECG
@@ -28,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -37,16 +36,52 @@ from scipy.signal import firwin, resample_poly
 from sdk.data import preprocess
 from sdk.data.records import check_fs, resample_factors, resampled_index
 from sdk.data.rpeak import RPeakDetector
-from sdk.device.alerts import AlertPolicy, Excerpt, Finding
+from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
 from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.names import check_name
-from sdk.device.quality import QualityGate
+from sdk.device.quality import QualityEvent, QualityGate
 from sdk.errors import HeartSightError
 
 REACH = int(4 * preprocess.BUMP_SIGMA)  # a beat's rhythm-track bump reaches this far: a window needs the beats
 # this far past its end
 RAW_MARGIN_S = 5.0  # raw signal kept beyond excerpt_s for signal-quality alerts, which come up to ~3 s late
+
+
+@dataclass(frozen=True, eq=False)
+class BeatEvent:
+    """One R peak and its class."""
+
+    sample: int  # the R peak
+    time_s: float
+    window_start: int  # where the model window, and the trace, begin
+    label: str | None  # None: not classified, see quality
+    p: float | None  # the label's probability
+    trace: np.ndarray | None  # float32 saliency of the label over the model window, at the sensor rate
+    quality: str | None = None  # the signal-quality problem under the window, if any
+
+
+@dataclass(frozen=True, eq=False)
+class WindowEvent:
+    """One window of a window model: its rhythm class (label, p) or its heart rate (hr_bpm)."""
+
+    start_sample: int  # where the window, and the trace, begin
+    end_sample: int
+    start_s: float
+    end_s: float
+    label: str | None = None
+    p: float | None = None
+    hr_bpm: float | None = None
+    trace: np.ndarray | None = None  # float32 saliency over the window, at the sensor rate
+    quality: str | None = None  # the signal-quality problem under the window, if any
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    alert: Alert
+
+
+Event = BeatEvent | WindowEvent | QualityEvent | AlertEvent
 
 
 class StreamResampler:
@@ -131,9 +166,10 @@ class Monitor:
 
     model: a zoo name, model directory or exported int8 directory (or a ZooModel, Int8Artifact or Runner).
     fs: the sensor rate in Hz. backend: torch, onnxruntime or c (default: c for an export, torch otherwise);
-    the int8 backends run the model's export as it is (sdk.device.backends). device, site: names for the alerts. start_time: aware datetime of the first
-    sample (default now, UTC). excerpt_s: signal shown each side of a beat in beat alerts (at most half the
-    model window, which the trace covers) and before a signal-quality problem in its alert.
+    the int8 backends run the model's export as it is (sdk.device.backends). device, site: names for the alerts.
+    start_time: aware datetime of the first sample (default now, UTC). excerpt_s: signal shown each side of a
+    beat in beat alerts (at most half the model window, which the trace covers) and before a signal-quality
+    problem in its alert.
     Chunks: ECG models take 1-D arrays (samples,) in mV; ppg_hr takes (samples, 4) PPG and accelerometer
     x, y, z, or PPG alone (accelerometer taken as zero: a still wrist).
     """
@@ -155,24 +191,20 @@ class Monitor:
                                   f"got {excerpt_s!r}")
         self.fs, self.backend = float(fs), self.runner.backend
         self._excerpt = int(round(excerpt_s * fs))
-        self._channels = 4 if spec.task == "hr" else 1
-        self._gate = QualityGate(fs, "ppg" if spec.task == "hr" else "ecg")
-        self._resampler = StreamResampler(fs, spec.fs, self._channels)
-        self._filter = preprocess.ppg_bandpass(spec.fs) if spec.task == "hr" else preprocess.ecg_bandpass(spec.fs)
-        self._detector = RPeakDetector(spec.fs) if spec.task != "hr" else None
-        self._raw = _Samples(self._channels)  # at the sensor rate, non-finite samples held at the last finite one
-        self._filtered = _Samples(self._channels)  # band-passed, at the model rate
-        self._last_finite = np.zeros(self._channels, np.float32)
+        self._task = _TASKS[spec.task](self)
+        channels = self._task.channels
+        self._gate = QualityGate(fs, self._task.signal)
+        self._resampler = StreamResampler(fs, spec.fs, channels)
+        self._filter = self._task.bandpass(spec.fs)
+        self._raw = _Samples(channels)  # at the sensor rate, non-finite samples held at the last finite one
+        self._filtered = _Samples(channels)  # band-passed, at the model rate
+        self._last_finite = np.zeros(channels, np.float32)
         self._n_in = 0
         self._finished = False
-        self._beats = preprocess.BeatContextBuilder()  # beats at the model rate, oldest kept first
-        self._beats_dropped = 0
-        self._next_beat = 0  # index (counted from the first beat) of the next beat to classify
-        self._next_window = 0  # model-rate start of the next window to classify
         self.model_info = dict(self.runner.identity)
         self.policy = AlertPolicy(fs=self.fs, device=device, site=site, start_time=start_time, model=self.model_info)
 
-    def feed(self, chunk: np.ndarray) -> list[dict]:
+    def feed(self, chunk: np.ndarray) -> list[Event]:
         """Analyse the next samples; returns the events they complete."""
         if self._finished:
             raise HeartSightError("this Monitor has finished its signal; create a new one")
@@ -185,14 +217,14 @@ class Monitor:
         events = self._quality(self._gate.process(x[:, 0]))
         return events + self._analyse(self._resampler.process(clean))
 
-    def finish(self) -> list[dict]:
+    def finish(self) -> list[Event]:
         """End of the signal: the remaining beats and windows (zero-padded as analyze pads), and open problems."""
         if self._finished:
             return []
         self._finished = True
         events = self._quality(self._gate.flush())
         events += self._analyse(self._resampler.flush())
-        return events + [{"kind": "alert", "alert": a} for a in self.policy.finish()]
+        return events + [AlertEvent(a) for a in self.policy.finish()]
 
     def _checked(self, chunk: np.ndarray) -> np.ndarray:
         x = np.asarray(chunk)
@@ -200,7 +232,7 @@ class Monitor:
             raise HeartSightError(f"a chunk must hold numbers, got dtype {x.dtype}")
         if x.ndim == 2 and x.shape[1] == 1:
             x = x[:, 0]
-        if self._channels == 1:
+        if self._task.channels == 1:
             if x.ndim != 1:
                 raise HeartSightError(f"{self.spec.name} reads one ECG lead: a chunk must be 1-D (samples,), "
                                       f"got shape {x.shape}")
@@ -223,11 +255,10 @@ class Monitor:
         self._last_finite = x[-1].copy()
         return x
 
-    def _quality(self, problems) -> list[dict]:
-        events = []
+    def _quality(self, problems: list[QualityEvent]) -> list[Event]:
+        events: list[Event] = []
         for problem in problems:
-            events.append({"kind": "quality", "problem": problem.kind, "start_sample": problem.start,
-                           "end_sample": problem.end})
+            events.append(problem)
             if problem.end is None:
                 # up to half a second of the problem: the gate reports it with at least that much signal past
                 # its start, so the excerpt does not depend on chunking
@@ -235,134 +266,50 @@ class Monitor:
                 hi = min(problem.start + min(self._excerpt, self._gate.block), self._n_in)
                 signal = self._raw.slice(lo, hi)[:, 0]
                 excerpt = Excerpt(lo, signal, np.zeros(len(signal)))
-                alerts = self.policy.quality(problem.kind, problem.start, excerpt)
-                events += [{"kind": "alert", "alert": a} for a in alerts]
+                events += [AlertEvent(a) for a in self.policy.quality(problem.kind, problem.start, excerpt)]
         return events
 
-    def _analyse(self, y: np.ndarray) -> list[dict]:
-        """Model-rate samples in: filter, detect R peaks, classify whatever is ready, forget what is done."""
+    def _analyse(self, y: np.ndarray) -> list[Event]:
+        """Model-rate samples in: filter, let the task find what it needs (R peaks), classify whatever is ready,
+        forget what is done."""
         if len(y):
             self._filtered.append(self._filter(y))
-        if self._detector is not None:
-            peaks = self._detector.process(y[:, 0]) if len(y) else np.zeros(0, np.int64)
-            if self._finished:
-                peaks = np.concatenate([peaks, self._detector.flush()])
-            for r in peaks:
-                self._add_beat(int(r))
-        events = self._classify_beats() if self.spec.task == "beat" else self._classify_windows()
+        self._task.take(y)
+        starts, inputs = self._task.ready()
+        events = self._classify(starts, inputs) if len(starts) else []
         self._forget()
         return events
 
-    def _add_beat(self, r: int) -> None:
-        reach = int(round(preprocess.R_SEARCH_S * self.spec.fs))
-        near = self._filtered.slice(r - reach, r + reach + 1)[:, 0]
-        self._beats.add(r, preprocess.r_amplitudes(near, np.array([reach]), self.spec.fs)[0])
-
-    def _settled(self) -> float:
-        """Model-rate sample before which every R peak is known."""
-        return math.inf if self._finished else self._detector.settled_until
-
     def _ready(self, end: int) -> bool:
         """Whether a window ending at this model-rate sample has everything it needs: the filtered signal,
-        its beats and the bumps of the beats just past it, and the quality of its raw samples."""
+        what the task reads besides it (beats, and the bumps of the beats just past it), and the quality of its
+        raw samples."""
         if self._finished:
             return True
         return (self._filtered.end >= end and self._gate.known_until >= self._to_sensor(end, math.ceil)
-                and (self._detector is None or self._settled() >= end + REACH))
+                and self._task.settled_until() >= end + REACH)
 
-    def _classify_beats(self) -> list[dict]:
-        half, window = self.spec.window // 2, self.spec.window
-        ready = []
-        while self._next_beat - self._beats_dropped < len(self._beats.r_peaks):
-            r = self._beats.r_peaks[self._next_beat - self._beats_dropped]
-            if not self._ready(r - half + window):
-                break
-            ready.append(self._next_beat - self._beats_dropped)
-            self._next_beat += 1
-        if not ready:
-            return []
-        starts = np.array([self._beats.r_peaks[i] - half for i in ready])
-        inputs = preprocess.beat_windows(self._tracks(starts.min(), starts.max() + window), np.array(ready), window)
-        return self._classify(starts, inputs, self.policy.beat)
-
-    def _classify_windows(self) -> list[dict]:
-        window, hop = self.spec.window, self.spec.hop
-        starts = []
-        while self._next_window + window <= self._filtered.end and self._ready(self._next_window + window):
-            starts.append(self._next_window)
-            self._next_window += hop
-        if not starts:
-            return []
-        starts = np.array(starts)
-        if self.spec.task == "hr":
-            return self._classify(starts, self._ppg_inputs(starts), self.policy.heart_rate_window)
-        lo = starts.min()
-        inputs = preprocess.rhythm_windows(self._tracks(lo, starts.max() + window), starts - lo, window)
-        return self._classify(starts, inputs, self.policy.rhythm_window)
-
-    def _tracks(self, lo: int, hi: int) -> preprocess.EcgTracks:
-        """preprocess.EcgTracks of model-rate samples [lo, hi), beat positions counted from lo, with the
-        kept beats' context; the tracks are zero outside the signal, as offline."""
-        kept = self._beats.context()
-        context = preprocess.BeatContext(kept.r_peaks - lo, kept.rr_relative, kept.rr_change, kept.amplitude_scale)
-        absolute = np.arange(lo, hi)
-        outside = (absolute < 0) | (absolute >= (self._filtered.end if self._finished else hi))
-        rhythm = preprocess.bump_track(hi - lo, context.r_peaks, context.rr_relative)
-        change = preprocess.bump_track(hi - lo, context.r_peaks, context.rr_change)
-        rhythm[outside], change[outside] = 0, 0
-        return preprocess.EcgTracks(self._filtered.slice(lo, hi)[:, 0], rhythm, change, context)
-
-    def _ppg_inputs(self, starts: np.ndarray) -> np.ndarray:
-        """preprocess.ppg_windows on the already band-passed stream."""
-        window = self.spec.window
-        windows = np.stack([self._filtered.slice(s, s + window) for s in starts]).transpose(0, 2, 1)
-        return preprocess.standardized_ppg(np.ascontiguousarray(windows))  # contiguous rows, as offline
-
-    def _classify(self, starts: np.ndarray, inputs: np.ndarray, to_policy) -> list[dict]:
+    def _classify(self, starts: np.ndarray, inputs: np.ndarray) -> list[Event]:
         """Gate, run and explain the windows starting at these model-rate samples; events and alerts in order."""
         spec = self.spec
-        problems = [self._gate.problem(self._to_sensor(s, math.floor), self._to_sensor(s + spec.window, math.ceil))
-                    for s in starts]
+        problems = [self._gate.window_problem(int(s), spec.window, spec.fs) for s in starts]
         good = np.array([p is None for p in problems])
         outputs, traces = self._run(inputs[good]) if good.any() else (None, None)
-        length = int(round(spec.window * self.fs / spec.fs))
-        events, k = [], 0
-        for start, problem in zip(starts, problems):
+        events: list[Event] = []
+        k = 0
+        for start, problem in zip(starts.tolist(), problems):
             window_start = int(round(start * self.fs / spec.fs))
-            event = self._describe(start, window_start)
-            sample = event["sample"] if spec.task == "beat" else event["start_sample"]
-            if problem is not None:
-                event.update({"label": None, "p" if spec.is_classifier else "hr_bpm": None, "trace": None,
-                              "quality": problem})
-                finding = Finding(sample, window_start + length, None, 0.0, None)
-            else:
+            if problem is None:
                 trace = trace_at_input_rate(traces[k], spec, self.fs).astype(np.float32)
-                excerpt = self._excerpt_of(sample if spec.task == "beat" else None, window_start, trace)
-                if spec.is_classifier:
-                    p = torch.softmax(torch.from_numpy(outputs[k]), dim=0).numpy()
-                    label = spec.outputs[int(p.argmax())]
-                    event.update({"label": label, "p": round(float(p.max()), 4), "trace": trace})
-                    finding = Finding(sample, window_start + length, label, float(p.max()), excerpt)
-                else:
-                    hr = float(outputs[k][0])
-                    event.update({"hr_bpm": round(hr, 1), "trace": trace})
-                    finding = Finding(sample, window_start + length, "hr", 1.0, excerpt, hr)
+                event, finding = self._task.classified(start, window_start, outputs[k], trace)
                 k += 1
+            else:
+                event, finding = self._task.gated(start, window_start, problem)
             events.append(event)
-            events += [{"kind": "alert", "alert": a} for a in to_policy(finding)]
+            events += [AlertEvent(a) for a in self._task.alerts(finding)]
         return events
 
-    def _describe(self, start: int, window_start: int) -> dict:
-        spec = self.spec
-        end = start + spec.window
-        if spec.task == "beat":
-            sample = int(np.clip(resampled_index(start + spec.window // 2, spec.fs, self.fs), 0, self._n_in - 1))
-            return {"kind": "beat", "sample": sample, "time_s": round(sample / self.fs, 3),
-                    "window_start": window_start}
-        return {"kind": "window", "start_sample": window_start, "end_sample": int(round(end * self.fs / spec.fs)),
-                "start_s": round(start / spec.fs, 3), "end_s": round(end / spec.fs, 3), "window_start": window_start}
-
-    def _excerpt_of(self, beat: int | None, window_start: int, trace: np.ndarray) -> Excerpt:
+    def _excerpt_of(self, window_start: int, trace: np.ndarray, beat: int | None = None) -> Excerpt:
         """The raw signal under the model window (around a beat: excerpt_s each side), cut to the signal, and
         its trace."""
         lo, hi = window_start, window_start + len(trace)
@@ -385,21 +332,227 @@ class Monitor:
 
     def _forget(self) -> None:
         """Drop what no pending or future beat, window or alert needs."""
-        if self.spec.task == "beat":
-            pending = self._beats.r_peaks[self._next_beat - self._beats_dropped:]
-            first_needed = min(pending[0] if pending else math.inf, self._settled())
-            if math.isinf(first_needed):
-                return
-            keep_from = int(first_needed) - self.spec.window // 2 - REACH
-        else:
-            keep_from = self._next_window - REACH
+        keep_from = self._task.keep_from()
+        if keep_from is None:
+            return
         self._filtered.drop_before(keep_from)
-        # beats whose bumps cannot reach the kept signal, but the last one before it (a rhythm window's scale)
-        old = sum(1 for r in self._beats.r_peaks if r < keep_from - REACH) - 1
-        if old > 0:
-            self._beats.forget(old)
-            self._beats_dropped += old
+        self._task.forget(keep_from)
         sensor_keep = min(self._to_sensor(keep_from, math.floor),
                           self._n_in - self._excerpt - int(RAW_MARGIN_S * self.fs))
         self._raw.drop_before(sensor_keep)
         self._gate.forget(sensor_keep)
+
+
+class _Task:
+    """What differs between the kinds of model on the stream: what it reads, which windows are ready and what
+    their outputs mean. The Monitor picks one per model task (_TASKS) and keeps the rest in common."""
+
+    signal, channels = "ecg", 1  # for the quality gate; channels per sample
+    bandpass = staticmethod(preprocess.ecg_bandpass)
+
+    def __init__(self, monitor: Monitor):
+        self.monitor, self.spec = monitor, monitor.spec
+        self.window_samples = int(round(self.spec.window * monitor.fs / self.spec.fs))  # at the sensor rate
+
+    def take(self, y: np.ndarray) -> None:
+        """Model-rate samples have arrived (and are filtered): find what the task reads besides them."""
+
+    def settled_until(self) -> float:
+        """Model-rate sample before which what take() finds is complete."""
+        return math.inf
+
+    def ready(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model-rate starts of the windows that can now be classified, and their model inputs."""
+        raise NotImplementedError
+
+    def classified(self, start: int, window_start: int, output: np.ndarray, trace: np.ndarray
+                   ) -> tuple[Event, Finding]:
+        """The event and the policy's finding of a window the model ran on (trace at the sensor rate)."""
+        raise NotImplementedError
+
+    def gated(self, start: int, window_start: int, problem: str) -> tuple[Event, Finding]:
+        """The same for a window the quality gate kept from the model."""
+        raise NotImplementedError
+
+    def alerts(self, finding: Finding) -> list[Alert]:
+        raise NotImplementedError
+
+    def keep_from(self) -> int | None:
+        """Model-rate sample before which no pending or future window reads the signal; None: keep everything."""
+        raise NotImplementedError
+
+    def forget(self, keep_from: int) -> None:
+        """Drop what only the signal before keep_from needed."""
+
+
+class _EcgTask(_Task):
+    """ECG models read R peaks, found by the streaming detector, and each beat's context from past beats."""
+
+    def __init__(self, monitor: Monitor):
+        super().__init__(monitor)
+        self.detector = RPeakDetector(self.spec.fs)
+        self.beats = preprocess.BeatContextBuilder()  # at the model rate, oldest kept first
+        self._reach = int(round(preprocess.R_SEARCH_S * self.spec.fs))
+
+    def take(self, y: np.ndarray) -> None:
+        peaks = self.detector.process(y[:, 0]) if len(y) else np.zeros(0, np.int64)
+        if self.monitor._finished:
+            peaks = np.concatenate([peaks, self.detector.flush()])
+        for r in peaks.tolist():
+            near = self.monitor._filtered.slice(r - self._reach, r + self._reach + 1)[:, 0]
+            self.beats.add(r, preprocess.r_amplitudes(near, np.array([self._reach]), self.spec.fs)[0])
+
+    def settled_until(self) -> float:
+        return math.inf if self.monitor._finished else self.detector.settled_until
+
+    def tracks(self, lo: int, hi: int) -> preprocess.EcgTracks:
+        """preprocess.EcgTracks of model-rate samples [lo, hi), beat positions counted from lo, with the
+        kept beats' context; the tracks are zero outside the signal, as offline."""
+        kept = self.beats.context()
+        context = preprocess.BeatContext(kept.r_peaks - lo, kept.rr_relative, kept.rr_change, kept.amplitude_scale)
+        absolute = np.arange(lo, hi)
+        filtered = self.monitor._filtered
+        outside = (absolute < 0) | (absolute >= (filtered.end if self.monitor._finished else hi))
+        rhythm = preprocess.bump_track(hi - lo, context.r_peaks, context.rr_relative)
+        change = preprocess.bump_track(hi - lo, context.r_peaks, context.rr_change)
+        rhythm[outside], change[outside] = 0, 0
+        return preprocess.EcgTracks(filtered.slice(lo, hi)[:, 0], rhythm, change, context)
+
+    def forget(self, keep_from: int) -> None:
+        """Beats whose bumps cannot reach the kept signal, but the last one before it (a rhythm window's scale)."""
+        old = sum(1 for r in self.beats.r_peaks if r < keep_from - REACH) - 1
+        if old > 0:
+            self.beats.forget(old)
+
+
+class _BeatTask(_EcgTask):
+    """Beat models: a window centred on every R peak, classified once the signal to its end is settled."""
+
+    def __init__(self, monitor: Monitor):
+        super().__init__(monitor)
+        self.next_beat = 0  # index in self.beats of the next beat to classify
+
+    def ready(self) -> tuple[np.ndarray, np.ndarray | None]:
+        half, window = self.spec.window // 2, self.spec.window
+        r_peaks, first = self.beats.r_peaks, self.next_beat
+        while self.next_beat < len(r_peaks) and self.monitor._ready(r_peaks[self.next_beat] - half + window):
+            self.next_beat += 1
+        starts = np.array(r_peaks[first: self.next_beat], np.int64) - half
+        if not len(starts):
+            return starts, None
+        tracks = self.tracks(starts.min(), starts.max() + window)
+        return starts, preprocess.beat_windows(tracks, np.arange(first, self.next_beat), window)
+
+    def classified(self, start, window_start, output, trace) -> tuple[BeatEvent, Finding]:
+        sample = self._sample(start)
+        label, p = _label(self.spec, output)
+        excerpt = self.monitor._excerpt_of(window_start, trace, beat=sample)
+        return (BeatEvent(sample, round(sample / self.monitor.fs, 3), window_start, label, round(p, 4), trace),
+                Finding(sample, window_start + self.window_samples, label, p, excerpt))
+
+    def gated(self, start, window_start, problem) -> tuple[BeatEvent, Finding]:
+        sample = self._sample(start)
+        return (BeatEvent(sample, round(sample / self.monitor.fs, 3), window_start, None, None, None, problem),
+                Finding(sample, window_start + self.window_samples, None, 0.0, None))
+
+    def alerts(self, finding: Finding) -> list[Alert]:
+        return self.monitor.policy.beat(finding)
+
+    def keep_from(self) -> int | None:
+        pending = self.beats.r_peaks[self.next_beat:]
+        first_needed = min(pending[0] if pending else math.inf, self.settled_until())
+        return None if math.isinf(first_needed) else int(first_needed) - self.spec.window // 2 - REACH
+
+    def forget(self, keep_from: int) -> None:
+        kept = len(self.beats.r_peaks)
+        super().forget(keep_from)
+        self.next_beat -= kept - len(self.beats.r_peaks)  # the forgotten beats were all classified
+
+    def _sample(self, start: int) -> int:
+        """The sensor sample of the R peak at the centre of the window starting at this model-rate sample."""
+        at_sensor_rate = resampled_index(start + self.spec.window // 2, self.spec.fs, self.monitor.fs)
+        return int(np.clip(at_sensor_rate, 0, self.monitor._n_in - 1))
+
+
+class _WindowTask(_Task):
+    """Window models: a window every `hop` model samples, classified once its end is settled."""
+
+    def __init__(self, monitor: Monitor):
+        super().__init__(monitor)
+        self.next_window = 0  # model-rate start of the next window to classify
+
+    def inputs(self, starts: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def ready(self) -> tuple[np.ndarray, np.ndarray | None]:
+        window, hop, starts = self.spec.window, self.spec.hop, []
+        while (self.next_window + window <= self.monitor._filtered.end
+               and self.monitor._ready(self.next_window + window)):
+            starts.append(self.next_window)
+            self.next_window += hop
+        starts = np.array(starts, np.int64)
+        return starts, self.inputs(starts) if len(starts) else None
+
+    def gated(self, start, window_start, problem) -> tuple[WindowEvent, Finding]:
+        return (self._event(start, window_start, quality=problem),
+                Finding(window_start, window_start + self.window_samples, None, 0.0, None))
+
+    def keep_from(self) -> int:
+        return self.next_window - REACH
+
+    def _event(self, start: int, window_start: int, **result) -> WindowEvent:
+        end, fs = start + self.spec.window, self.spec.fs
+        return WindowEvent(window_start, int(round(end * self.monitor.fs / fs)), round(start / fs, 3),
+                           round(end / fs, 3), **result)
+
+    def _finding(self, window_start: int, trace: np.ndarray, label: str, confidence: float,
+                    hr_bpm: float | None = None) -> Finding:
+        excerpt = self.monitor._excerpt_of(window_start, trace)
+        return Finding(window_start, window_start + self.window_samples, label, confidence, excerpt, hr_bpm)
+
+
+class _RhythmTask(_WindowTask, _EcgTask):
+    """Rhythm models (ecg_af): windows of ECG with the beats' rhythm tracks, classified."""
+
+    def inputs(self, starts: np.ndarray) -> np.ndarray:
+        lo = starts.min()
+        return preprocess.rhythm_windows(self.tracks(lo, starts.max() + self.spec.window), starts - lo,
+                                         self.spec.window)
+
+    def classified(self, start, window_start, output, trace) -> tuple[WindowEvent, Finding]:
+        label, p = _label(self.spec, output)
+        return (self._event(start, window_start, label=label, p=round(p, 4), trace=trace),
+                self._finding(window_start, trace, label, p))
+
+    def alerts(self, finding: Finding) -> list[Alert]:
+        return self.monitor.policy.rhythm_window(finding)
+
+
+class _HeartRateTask(_WindowTask):
+    """Heart-rate models (ppg_hr): windows of PPG and accelerometer, a heart rate each."""
+
+    signal, channels = "ppg", 4
+    bandpass = staticmethod(preprocess.ppg_bandpass)
+
+    def inputs(self, starts: np.ndarray) -> np.ndarray:
+        """preprocess.ppg_windows on the already band-passed stream."""
+        window = self.spec.window
+        windows = np.stack([self.monitor._filtered.slice(s, s + window) for s in starts]).transpose(0, 2, 1)
+        return preprocess.standardized_ppg(np.ascontiguousarray(windows))  # contiguous rows, as offline
+
+    def classified(self, start, window_start, output, trace) -> tuple[WindowEvent, Finding]:
+        hr = float(output[0])
+        return (self._event(start, window_start, hr_bpm=round(hr, 1), trace=trace),
+                self._finding(window_start, trace, "hr", 1.0, hr))
+
+    def alerts(self, finding: Finding) -> list[Alert]:
+        return self.monitor.policy.heart_rate_window(finding)
+
+
+_TASKS: dict[str, type[_Task]] = {"beat": _BeatTask, "rhythm": _RhythmTask, "hr": _HeartRateTask}
+
+
+def _label(spec, output: np.ndarray) -> tuple[str, float]:
+    """A classifier's label and its probability."""
+    p = torch.softmax(torch.from_numpy(output), dim=0).numpy()
+    return spec.outputs[int(p.argmax())], float(p.max())

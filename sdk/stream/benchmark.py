@@ -26,7 +26,7 @@ import torch
 from sdk.clinician.listener import Listener
 from sdk.clinician.store import Store
 from sdk.data.records import read_database_record
-from sdk.device.monitor import Monitor
+from sdk.device.monitor import BeatEvent, Monitor
 from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
 from sdk.stream.fleet import bench_alert, run_fleet
 from sdk.stream.payload import to_bytes
@@ -45,8 +45,8 @@ def _monitor_throughput(backend: str, data_root) -> dict:
     beats = 0
     started = time.perf_counter()
     for first in range(0, len(signal), chunk):
-        beats += sum(e["kind"] == "beat" for e in monitor.feed(signal[first: first + chunk]))
-    beats += sum(e["kind"] == "beat" for e in monitor.finish())
+        beats += sum(isinstance(e, BeatEvent) for e in monitor.feed(signal[first: first + chunk]))
+    beats += sum(isinstance(e, BeatEvent) for e in monitor.finish())
     seconds = time.perf_counter() - started
     return {"backend": backend, "signal_s": THROUGHPUT_SECONDS, "beats": beats, "wall_s": round(seconds, 2),
             "x_real_time": round(THROUGHPUT_SECONDS / seconds, 1)}

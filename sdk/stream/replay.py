@@ -10,7 +10,7 @@ import numpy as np
 from sdk.data.records import Recording
 from sdk.device.analyze import select_channels
 from sdk.device.backends import ModelRef, Runner
-from sdk.device.monitor import Monitor
+from sdk.device.monitor import AlertEvent, BeatEvent, Event, Monitor
 from sdk.errors import HeartSightError
 from sdk.stream.payload import encode_alert
 from sdk.stream.publisher import Publisher
@@ -57,11 +57,11 @@ def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef
             "queued": queued, "alert_ids": alert_ids, "status": publisher.status()}
 
 
-def _publish(events: list[dict], publisher: Publisher, beats: int, alert_ids: list[str]) -> tuple[int, list[str]]:
+def _publish(events: list[Event], publisher: Publisher, beats: int, alert_ids: list[str]) -> tuple[int, list[str]]:
     for event in events:
-        if event["kind"] == "beat":
+        if isinstance(event, BeatEvent):
             beats += 1
-        elif event["kind"] == "alert":
-            publisher.publish(encode_alert(event["alert"]))
-            alert_ids.append(event["alert"].id)
+        elif isinstance(event, AlertEvent):
+            publisher.publish(encode_alert(event.alert))
+            alert_ids.append(event.alert.id)
     return beats, alert_ids
