@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser("stream", help="replay a recording through the device runtime and publish alerts")
     stream.add_argument("input", metavar="INPUT", help="WFDB record path, .npy or .csv")
-    stream.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    _broker_options(stream)
     stream.add_argument("--device", required=True, help="this device's id (its topic and its broker user)")
     stream.add_argument("--site", default="default")
     stream.add_argument("--model", default="ecg_beat", help="zoo name, model or exported directory (default ecg_beat)")
@@ -126,9 +126,6 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--fs", type=float, help="sampling rate in Hz (required for .npy and .csv)")
     stream.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
     stream.add_argument("--outbox", help="the store-and-forward file (default ~/.heartsight/outbox-SITE-DEVICE.sqlite)")
-    stream.add_argument("--username")
-    stream.add_argument("--password")
-    stream.add_argument("--tls-ca", help="CA certificate that signed the broker's")
     stream.add_argument("--wait", type=float, default=30.0,
                         help="seconds to wait at the end for the broker to acknowledge queued alerts (default 30)")
     stream.add_argument("--json", action="store_true", help="print one JSON object")
@@ -138,14 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     clinician = commands.add_parser("clinician", help="receive, store and review explained alerts")
     clinician_commands = clinician.add_subparsers(required=True, metavar="ACTION")
     listen = clinician_commands.add_parser("listen", help="subscribe and store alerts (SQLite file or PostgreSQL URL)")
-    listen.add_argument("--broker", required=True)
+    _broker_options(listen)
     listen.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     listen.add_argument("--shared", metavar="GROUP", help="join a shared subscription so listeners split the load")
     listen.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     listen.add_argument("--client-id", help="a fixed id keeps the broker session (and unacknowledged alerts) across restarts")
-    listen.add_argument("--username")
-    listen.add_argument("--password")
-    listen.add_argument("--tls-ca")
     listen.set_defaults(run=_listen)
     review = clinician_commands.add_parser("review", help="write the HTML review pages")
     review.add_argument("--db", required=True)
@@ -168,6 +162,20 @@ def _parser() -> argparse.ArgumentParser:
 def _backend_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="torch (the float model), or the int8 export on c or onnxruntime "
                                           "(default: c for an exported directory, torch otherwise)")
+
+
+def _broker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument("--tls-ca", help="CA certificate that signed the broker's")
+
+
+def _broker(args):
+    """The broker options as one BrokerConfig, checked before anything else is read."""
+    from sdk.stream.mqtt import BrokerConfig
+
+    return BrokerConfig(args.broker, args.username, args.password, args.tls_ca)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -263,12 +271,13 @@ def _stream(args) -> int:
     from sdk.stream.publisher import Publisher
     from sdk.stream.replay import parse_speed, stream_recording
 
+    broker = _broker(args)
     speed = parse_speed(args.speed)
     if args.fs is not None:
         check_fs(args.fs)
     recording = read_input(args.input, args.fs)
     runner = make_runner(args.model, args.backend)
-    with Publisher(args.broker, args.device, args.site, args.outbox, args.username, args.password, args.tls_ca) as publisher:
+    with Publisher(broker, args.device, args.site, args.outbox) as publisher:
         summary = stream_recording(recording, publisher, runner, speed, args.channel, flush_timeout_s=args.wait)
     if args.json:
         print(json.dumps(summary))
@@ -284,8 +293,9 @@ def _listen(args) -> int:
     from sdk.clinician.listener import Listener
     from sdk.clinician.store import Store
 
+    broker = _broker(args)
     store = Store(args.db)
-    listener = Listener(args.broker, store, args.shared, args.username, args.password, args.tls_ca, client_id=args.client_id)
+    listener = Listener(broker, store, args.shared, client_id=args.client_id)
     counts = listener.run(duration_s=args.duration)
     print(json.dumps(counts))
     store.close()

@@ -128,15 +128,17 @@ def _deliver(recording: Recording, runner: Runner, out: Path, broker_url: str, b
     from sdk.clinician.review import write_review
     from sdk.clinician.store import Store
     from sdk.stream.broker import wait_until
+    from sdk.stream.mqtt import BrokerConfig
     from sdk.stream.publisher import Publisher
     from sdk.stream.replay import stream_recording
 
     for stale in ("alerts.sqlite", "outbox.sqlite"):
         (out / stale).unlink(missing_ok=True)
+    broker = BrokerConfig(broker_url)
     store = Store(str(out / "alerts.sqlite"))
-    listener = Listener(broker_url, store)
+    listener = Listener(broker, store)
     listener.start()
-    with Publisher(broker_url, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
+    with Publisher(broker, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
         streamed = stream_recording(recording, publisher, runner)
     wait_until(lambda: listener.counts["stored"] >= streamed["alerts_published"], 30)
     counts = listener.stop()

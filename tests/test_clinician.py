@@ -21,6 +21,7 @@ from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
 from sdk.stream.broker import LocalBroker as Broker
 from sdk.stream.broker import wait_until
+from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import decode_array, to_bytes
 from sdk.stream.publisher import Publisher
 
@@ -96,12 +97,12 @@ def test_listener_stores_valid_alerts_once_and_dead_letters_the_rest(any_broker,
     spoofed = sample_alert(device="dev-b", i=2)
     topic = "heartsight/v1/s1/dev-a/alerts"
     with Store(tmp_path / "store.sqlite") as store:
-        listener = Listener(broker.url, store, client_id="clinic-1")
+        listener = Listener(BrokerConfig(broker.url), store, client_id="clinic-1")
         listener.start(DEADLINE_S)
         listener.stop()  # the broker now keeps the session and queues alerts for it while it is away
         raw_publish(broker.port, [(topic, to_bytes(good)), (topic, to_bytes(good)), (topic, b"{not json"),
                                   (topic, b"\xff\xfe"), (topic, to_bytes(bad_schema)), (topic, to_bytes(spoofed))])
-        counts = Listener(broker.url, store, client_id="clinic-1").run(
+        counts = Listener(BrokerConfig(broker.url), store, client_id="clinic-1").run(
             duration_s=DEADLINE_S, stop_when=lambda: len(store.dead_letters()) == 4 and store.alerts())
         assert counts == {"stored": 1, "duplicates": 1, "dead_letters": 4}
         assert store.alerts() == [good]
@@ -125,17 +126,17 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
     try:
         with Store(tmp_path / "store.sqlite") as store:
             with pytest.raises(HeartSightError, match="refused the connection .*username, password"):
-                Listener(broker.url, store, username="clinic", password="wrong").start()
-            listener = Listener(broker.url, store, username="clinic", password="pc")
+                Listener(BrokerConfig(broker.url, "clinic", "wrong"), store).start()
+            listener = Listener(BrokerConfig(broker.url, "clinic", "pc"), store)
             listener.start(DEADLINE_S)
-            impostor = Publisher(broker.url, "dev-b", "s1", outbox_path=tmp_path / "impostor.sqlite",
-                                 username="dev-a", password="pa")
+            impostor = Publisher(BrokerConfig(broker.url, "dev-a", "pa"), "dev-b", "s1",
+                                 outbox_path=tmp_path / "impostor.sqlite")
             impostor.publish(sample_alert(device="dev-b"))
             with pytest.raises(HeartSightError, match="refused 1 alert.*Not authorized"):
                 impostor.flush(DEADLINE_S)  # the broker dropped it
             impostor.close()
-            clinician = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "clinician.sqlite",
-                                  username="clinic", password="pc")  # a clinician account may read, never write
+            clinician = Publisher(BrokerConfig(broker.url, "clinic", "pc"), "dev-a", "s1",
+                                  outbox_path=tmp_path / "clinician.sqlite")  # a clinician may read, never write
             clinician.publish(sample_alert(device="dev-a", i=9))
             with pytest.raises(HeartSightError, match="refused 1 alert.*Not authorized"):
                 clinician.flush(DEADLINE_S)
@@ -143,8 +144,8 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
             # dev-a on its own topic, but the payload claims dev-b
             raw_publish(broker.port, [("heartsight/v1/s1/dev-a/alerts", to_bytes(sample_alert(device="dev-b")))],
                         "dev-a", "pa")
-            honest = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "a.sqlite", username="dev-a",
-                               password="pa")
+            honest = Publisher(BrokerConfig(broker.url, "dev-a", "pa"), "dev-a", "s1",
+                               outbox_path=tmp_path / "a.sqlite")
             honest.publish(sample_alert(device="dev-a"))
             assert honest.flush(DEADLINE_S) == 0
             honest.close()
@@ -158,14 +159,14 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
 
 
 def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(any_broker, postgres_url, tmp_path):
-    broker = any_broker
+    broker, config = any_broker, BrokerConfig(any_broker.url)
     alerts = [sample_alert(device=f"dev-{i % 3}", i=i) for i in range(20)]
     with Store(postgres_url) as first_store, Store(postgres_url) as second_store:
-        listeners = [Listener(broker.url, s, shared_group="clinic") for s in (first_store, second_store)]
+        listeners = [Listener(config, s, shared_group="clinic") for s in (first_store, second_store)]
         for listener in listeners:
             listener.start(DEADLINE_S)
         for device in ("dev-0", "dev-1", "dev-2"):
-            with Publisher(broker.url, device, "s1", outbox_path=tmp_path / f"{device}.sqlite") as publisher:
+            with Publisher(config, device, "s1", outbox_path=tmp_path / f"{device}.sqlite") as publisher:
                 for alert in alerts:
                     if alert["device"] == device:
                         publisher.publish(alert)
@@ -182,26 +183,26 @@ def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(any_bro
 
 
 def test_an_alert_the_store_cannot_take_stays_at_the_broker_until_it_can(any_broker, tmp_path):
-    broker = any_broker
+    broker, config = any_broker, BrokerConfig(any_broker.url)
     path = tmp_path / "store.sqlite"
     alert = sample_alert()
     with Store(path) as store:
-        Listener(broker.url, store, client_id="clinic-2").start(DEADLINE_S)  # a persistent session, then away
+        Listener(config, store, client_id="clinic-2").start(DEADLINE_S)  # a persistent session, then away
         with sqlite3.connect(path) as other:
             other.execute("DROP TABLE alerts")  # the database breaks under the listener
         raw_publish(broker.port, [("heartsight/v1/s1/dev-a/alerts", to_bytes(alert))])
         with pytest.raises(HeartSightError, match="could not store .*stays unacknowledged"):
-            Listener(broker.url, store, client_id="clinic-2").run(duration_s=DEADLINE_S)
+            Listener(config, store, client_id="clinic-2").run(duration_s=DEADLINE_S)
     with Store(path) as repaired:
-        counts = Listener(broker.url, repaired, client_id="clinic-2").run(duration_s=DEADLINE_S,
-                                                                          stop_when=lambda: repaired.alerts())
+        counts = Listener(config, repaired, client_id="clinic-2").run(duration_s=DEADLINE_S,
+                                                                      stop_when=lambda: repaired.alerts())
         assert counts["stored"] == 1 and repaired.alerts() == [alert]
 
 
 def test_listener_fails_clearly_when_the_broker_is_unreachable(tmp_path):
     with Store(tmp_path / "store.sqlite") as store:
         with pytest.raises(HeartSightError, match="could not subscribe .*refused"):
-            Listener("mqtt://127.0.0.1:1", store).start(timeout_s=1.5)
+            Listener(BrokerConfig("mqtt://127.0.0.1:1"), store).start(timeout_s=1.5)
 
 
 # --- review --------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from conftest import sample_alert
 from sdk.clinician.listener import MAX_PAYLOAD_BYTES, Listener
 from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
+from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import to_bytes, validate
 
 TOPIC = "heartsight/v1/s1/dev-a/alerts"
@@ -27,7 +28,7 @@ JSON_VALUES = st.recursive(
 
 def _handler(tmp_path_factory) -> Listener:
     store = Store(tmp_path_factory.mktemp("fuzz") / "store.sqlite")
-    return Listener("mqtt://127.0.0.1:1", store)  # never started: the handler is driven directly
+    return Listener(BrokerConfig("mqtt://127.0.0.1:1"), store)  # never started: the handler is driven directly
 
 
 def _reject(constant: str):

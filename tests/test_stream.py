@@ -23,6 +23,7 @@ from conftest import DEADLINE_S, needs_mosquitto, sample_alert
 from sdk.errors import HeartSightError
 from sdk.stream.broker import LocalBroker as Broker
 from sdk.stream.broker import free_port, wait_until
+from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.outbox import Outbox
 from sdk.stream.payload import decode_array, encode_array, from_bytes, to_bytes, validate
 from sdk.stream.publisher import Publisher
@@ -147,7 +148,7 @@ def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(a
     broker = any_broker
     collector = Collector(broker.port)
     alerts = [sample_alert(i=i) for i in range(5)]
-    publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "outbox.sqlite")
+    publisher = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=tmp_path / "outbox.sqlite")
     for alert in alerts:
         publisher.publish(alert)
     publisher.publish(alerts[0])  # a duplicate id is neither queued nor sent again
@@ -184,7 +185,7 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     collector = Collector(broker.port)  # persistent session: the broker queues for it across its own restart
     outbox = tmp_path / "outbox.sqlite"
     alerts = [sample_alert(i=i) for i in range(30)]  # more than paho's 20 in flight
-    first = Publisher(broker.url, "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
+    first = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
     first.publish(alerts[0])
     assert first.flush(DEADLINE_S) == 0
     broker.stop()
@@ -195,12 +196,13 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     # A device process that queues one more alert and then dies without closing anything.
     crashed = subprocess.run(
         [sys.executable, "-c", "import json, os, signal, sys; from sdk.stream.publisher import Publisher; "
-         f"p = Publisher({broker.url!r}, 'dev-a', 's1', outbox_path={str(outbox)!r}); "
+         "from sdk.stream.mqtt import BrokerConfig; "
+         f"p = Publisher(BrokerConfig({broker.url!r}), 'dev-a', 's1', outbox_path={str(outbox)!r}); "
          "p.publish(json.loads(sys.stdin.read())); os.kill(os.getpid(), signal.SIGKILL)"],
         input=json.dumps(alerts[3]), text=True, cwd=REPO, capture_output=True, timeout=60)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     broker.start()
-    restarted = Publisher(broker.url, "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
+    restarted = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
     restarted.publish(alerts[4])
     assert restarted.flush(DEADLINE_S) == 0
     broker.stop()  # an outage while connected: what is published meanwhile goes out on reconnect
@@ -225,7 +227,9 @@ def test_last_will_marks_a_killed_device_offline(any_broker, tmp_path):
     collector = Collector(broker.port, "heartsight/v1/s1/dev-a/status")
     device = subprocess.Popen(
         [sys.executable, "-c", "import time; from sdk.stream.publisher import Publisher; "
-         f"p = Publisher({broker.url!r}, 'dev-a', 's1', outbox_path={str(tmp_path / 'o.sqlite')!r}); "
+         "from sdk.stream.mqtt import BrokerConfig; "
+         f"p = Publisher(BrokerConfig({broker.url!r}), 'dev-a', 's1', "
+         f"outbox_path={str(tmp_path / 'o.sqlite')!r}); "
          "time.sleep(60)"], cwd=REPO)
     try:
         assert wait_until(lambda: collector.statuses() == ["online"], DEADLINE_S), collector.statuses()
@@ -237,7 +241,8 @@ def test_last_will_marks_a_killed_device_offline(any_broker, tmp_path):
 
 
 def test_unreachable_broker_does_not_raise_and_keeps_the_alert(tmp_path):
-    publisher = Publisher(f"mqtt://127.0.0.1:{free_port()}", "dev-a", "s1", outbox_path=tmp_path / "o.sqlite")
+    publisher = Publisher(BrokerConfig(f"mqtt://127.0.0.1:{free_port()}"), "dev-a", "s1",
+                          outbox_path=tmp_path / "o.sqlite")
     publisher.publish(sample_alert())
     assert publisher.flush(0.5) == 1
     assert "refused" in publisher.last_error.lower()
@@ -245,12 +250,28 @@ def test_unreachable_broker_does_not_raise_and_keeps_the_alert(tmp_path):
     assert len(Outbox(tmp_path / "o.sqlite").pending()) == 1
 
 
+def test_a_broker_config_is_checked_when_it_is_made(tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("a certificate")
+    assert (BrokerConfig("mqtt://broker.example").port, BrokerConfig("mqtts://localhost:8884", tls_ca=ca).tls) == \
+        (1883, True)
+    for config, message in (
+        (dict(url="http://127.0.0.1:1883"), "not mqtt://"),
+        (dict(url="mqtt://dev-a:secret@127.0.0.1"), "not in the URL"),
+        (dict(url="mqtt://127.0.0.1", password="secret"), "password was given without a username"),
+        (dict(url="mqtt://127.0.0.1", tls_ca=ca), "not TLS: use an mqtts:// URL"),
+        (dict(url="mqtts://127.0.0.1", tls_ca=tmp_path / "missing.crt"), "tls_ca file .*missing.crt does not exist"),
+        (dict(url="mqtts://127.0.0.1", tls_cert=ca), "needs both tls_cert and tls_key"),
+    ):
+        with pytest.raises(HeartSightError, match=message):
+            BrokerConfig(**config)
+
+
 def test_publisher_refuses_bad_input(tmp_path):
-    with pytest.raises(HeartSightError, match="not mqtt://"):
-        Publisher("http://127.0.0.1:1883", "dev-a", outbox_path=tmp_path / "o.sqlite")
     with pytest.raises(HeartSightError, match="not a valid name"):
-        Publisher("mqtt://127.0.0.1:1", "dev/a", outbox_path=tmp_path / "o.sqlite")
-    publisher = Publisher(f"mqtt://127.0.0.1:{free_port()}", "dev-a", "s1", outbox_path=tmp_path / "o.sqlite")
+        Publisher(BrokerConfig("mqtt://127.0.0.1:1"), "dev/a", outbox_path=tmp_path / "o.sqlite")
+    publisher = Publisher(BrokerConfig(f"mqtt://127.0.0.1:{free_port()}"), "dev-a", "s1",
+                          outbox_path=tmp_path / "o.sqlite")
     with pytest.raises(HeartSightError, match="one Publisher per device"):
         publisher.publish(sample_alert(device="dev-b"))
     assert publisher.pending() == 0
@@ -263,8 +284,8 @@ def test_bad_credentials_give_a_clear_error(tmp_path):
     broker = Broker(tmp_path, f"allow_anonymous false\npassword_file {tmp_path / 'passwords'}")
     broker.start()
     try:
-        publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite",
-                              username="dev-a", password="wrong")
+        publisher = Publisher(BrokerConfig(broker.url, "dev-a", "wrong"), "dev-a", "s1",
+                              outbox_path=tmp_path / "o.sqlite")
         with pytest.raises(HeartSightError, match="refused the connection .*username, password"):
             publisher.wait_connected(DEADLINE_S)
         with pytest.raises(HeartSightError, match="refused the connection"):
@@ -273,8 +294,7 @@ def test_bad_credentials_give_a_clear_error(tmp_path):
             publisher.flush(1)
         assert publisher.pending() == 1  # kept for when the credentials are fixed
         publisher.close()
-        good = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite", username="dev-a",
-                         password="right")
+        good = Publisher(BrokerConfig(broker.url, "dev-a", "right"), "dev-a", "s1", outbox_path=tmp_path / "o.sqlite")
         assert good.flush(DEADLINE_S) == 0
         good.close()
     finally:
@@ -307,12 +327,13 @@ def test_tls_publish_verifies_the_broker(tmp_path):
                               f"keyfile {tls['server.key']}", tls=True)
     broker.start()
     try:
-        publisher = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o.sqlite", tls_ca=tls["ca.crt"])
+        publisher = Publisher(BrokerConfig(broker.url, tls_ca=tls["ca.crt"]), "dev-a", "s1",
+                              outbox_path=tmp_path / "o.sqlite")
         publisher.publish(sample_alert())
         assert publisher.flush(DEADLINE_S) == 0
         publisher.close()
-        untrusted = Publisher(broker.url, "dev-a", "s1", outbox_path=tmp_path / "o2.sqlite",
-                              tls_ca=other["ca.crt"])
+        untrusted = Publisher(BrokerConfig(broker.url, tls_ca=other["ca.crt"]), "dev-a", "s1",
+                              outbox_path=tmp_path / "o2.sqlite")
         with pytest.raises(HeartSightError, match="does not verify"):
             untrusted.wait_connected(DEADLINE_S)
         untrusted.close()
@@ -327,9 +348,9 @@ def test_simulated_fleet_devices_each_deliver_every_alert_on_their_own_topic(bro
     from sdk.stream.fleet import run_fleet
 
     store = Store(tmp_path / "fleet.sqlite")
-    listener = Listener(broker.url, store)
+    listener = Listener(BrokerConfig(broker.url), store)
     listener.start(DEADLINE_S)
-    result = run_fleet(broker.url, devices=30, seconds=2, processes=2)
+    result = run_fleet(BrokerConfig(broker.url), devices=30, seconds=2, processes=2)
     assert result["sent"] == result["acked"] == 60 and result["refused"] == 0
     assert wait_until(lambda: listener.counts["stored"] == 60, DEADLINE_S)
     assert listener.stop() == {"stored": 60, "duplicates": 0, "dead_letters": 0}

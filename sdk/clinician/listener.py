@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
 
 from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
-from sdk.stream.mqtt import Connection
+from sdk.stream.mqtt import BrokerConfig, Connection
 from sdk.stream.payload import from_bytes, validate
 from sdk.stream.topics import alerts_filter, alerts_topic, sender
 
@@ -31,16 +30,13 @@ class Listener:
     while it is away; without one each start is a fresh session with a random id.
     """
 
-    def __init__(self, broker_url: str, store: Store, shared_group: str | None = None,
-                 username: str | None = None, password: str | None = None, tls_ca: str | Path | None = None,
-                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+    def __init__(self, broker: BrokerConfig, store: Store, shared_group: str | None = None,
                  client_id: str | None = None, session_expiry_s: int = 86400):
         self.store = store
         self.topic_filter = alerts_filter(shared_group)
         self.counts = {"stored": 0, "duplicates": 0, "dead_letters": 0}
-        self._conn = Connection(broker_url, client_id or f"heartsight-listener-{uuid.uuid4().hex[:12]}",
-                                username=username, password=password, tls_ca=tls_ca, tls_cert=tls_cert,
-                                tls_key=tls_key, session_expiry_s=session_expiry_s if client_id else None,
+        self._conn = Connection(broker, client_id or f"heartsight-listener-{uuid.uuid4().hex[:12]}",
+                                session_expiry_s=session_expiry_s if client_id else None,
                                 on_connected=self._on_connected, manual_ack=True)
         self._conn.client.on_subscribe = self._on_subscribe
         self._conn.client.on_message = self._on_message

@@ -29,6 +29,7 @@ from sdk.data.records import read_database_record
 from sdk.device.monitor import BeatEvent, Monitor
 from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
 from sdk.stream.fleet import bench_alert, run_fleet
+from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import to_bytes
 
 THROUGHPUT_SECONDS = 600
@@ -59,10 +60,11 @@ def _utc(text: str) -> datetime:
 
 def _fleet(devices: int, work: Path) -> dict:
     with LocalBroker(work) as broker:
+        config = BrokerConfig(broker.url)
         store = Store(work / f"fleet-{devices}.sqlite")
-        listener = Listener(broker.url, store)
+        listener = Listener(config, store)
         listener.start()
-        devices_result = run_fleet(broker.url, devices, FLEET_SECONDS)
+        devices_result = run_fleet(config, devices, FLEET_SECONDS)
         wait_until(lambda: listener.counts["stored"] >= devices_result["sent"], 60)
         counts = listener.stop()
         arrivals = [(_utc(created), _utc(received)) for created, received in store.arrivals()]

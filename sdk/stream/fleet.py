@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sdk.errors import HeartSightError
-from sdk.stream.mqtt import json_properties, parse_broker_url
+from sdk.stream.mqtt import BrokerConfig, json_properties
 from sdk.device.alerts import Alert, Excerpt
 from sdk.stream.payload import SCHEMA, encode_alert, to_bytes
 from sdk.stream.topics import alerts_topic
@@ -43,9 +43,9 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _simulate(broker_url: str, devices: list[str], phases: list[float], seconds: int, ready, start, results) -> None:
+def _simulate(broker: BrokerConfig, devices: list[str], phases: list[float], seconds: int, ready, start,
+              results) -> None:
     """One process: connect every device, wait for `start`, publish on schedule, wait for every PUBACK."""
-    host, port, _ = parse_broker_url(broker_url)
     props = json_properties()
     props.UserProperty = [("schema", SCHEMA)]
     payloads = {d: [to_bytes(bench_alert(d, i)) for i in range(seconds)] for d in devices}
@@ -62,7 +62,8 @@ def _simulate(broker_url: str, devices: list[str], phases: list[float], seconds:
     for device in devices:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{device}", protocol=mqtt.MQTTv5)
         client.on_publish = on_publish
-        client.connect(host, port, keepalive=60, clean_start=True)
+        broker.apply(client)
+        client.connect(broker.host, broker.port, keepalive=60, clean_start=True)
         selector.register(client.socket(), selectors.EVENT_READ, client)
         clients[device] = client
 
@@ -77,7 +78,7 @@ def _simulate(broker_url: str, devices: list[str], phases: list[float], seconds:
     while not all(c.is_connected() for c in clients.values()):
         if time.monotonic() > deadline:
             raise HeartSightError(f"only {sum(c.is_connected() for c in clients.values())} of {len(clients)} "
-                                  f"simulated devices connected to {broker_url} within 60 s")
+                                  f"simulated devices connected to {broker.url} within 60 s")
         pump(0.05)
     ready.put(len(clients))
     start.wait()
@@ -106,7 +107,7 @@ def _simulate(broker_url: str, devices: list[str], phases: list[float], seconds:
                  "schedule_lag_ms_p99": round(float(np.percentile(lateness, 99)) * 1000, 1)})
 
 
-def run_fleet(broker_url: str, devices: int, seconds: int, processes: int = 1) -> dict:
+def run_fleet(broker: BrokerConfig, devices: int, seconds: int, processes: int = 1) -> dict:
     """`devices` simulated devices publish one alert per second each for `seconds`; totals once all are acknowledged.
 
     schedule_lag_ms_p99 says how late the simulator published against its schedule: if it is large, the offered
@@ -116,7 +117,7 @@ def run_fleet(broker_url: str, devices: int, seconds: int, processes: int = 1) -
     ready, results, start = context.Queue(), context.Queue(), context.Event()
     names = [f"dev-{d:04d}" for d in range(devices)]
     phases = [d / devices for d in range(devices)]
-    workers = [context.Process(target=_simulate, args=(broker_url, names[p::processes], phases[p::processes], seconds,
+    workers = [context.Process(target=_simulate, args=(broker, names[p::processes], phases[p::processes], seconds,
                                                        ready, start, results), daemon=True)
                for p in range(processes)]
     for worker in workers:

@@ -10,6 +10,7 @@ import logging
 import ssl
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -29,18 +30,54 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 FATAL_CONNACK = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 
 
-def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) from mqtt://host[:port] or mqtts://host[:port]."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port == -1 or parts.path not in ("", "/") \
-            or parts.username is not None:
-        raise HeartSightError(f"broker URL {url!r} is not mqtt://host[:port] or mqtts://host[:port] "
-                              "(give credentials as username/password, not in the URL)")
-    return parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts"
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where the broker is and how to log in to it, for the publisher, the listener and the fleet simulator.
+
+    Checked once, when made, so a wrong URL or a missing certificate fails before anything connects.
+    """
+
+    url: str  # mqtt://host[:port] or mqtts://host[:port] (TLS)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | Path | None = None  # the CA that signed the broker's certificate
+    tls_cert: str | Path | None = None  # a client certificate and its key, for a broker that asks for one
+    tls_key: str | Path | None = None
+    host: str = field(init=False)
+    port: int = field(init=False)
+    tls: bool = field(init=False)
+
+    def __post_init__(self):
+        parts = urlsplit(self.url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port == -1 or parts.path not in ("", "/") \
+                or parts.username is not None:
+            raise HeartSightError(f"broker URL {self.url!r} is not mqtt://host[:port] or mqtts://host[:port] "
+                                  "(give credentials as username/password, not in the URL)")
+        if self.password is not None and self.username is None:
+            raise HeartSightError("a broker password was given without a username: give both")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise HeartSightError("a client certificate needs both tls_cert and tls_key")
+        tls = parts.scheme == "mqtts"
+        if not tls and (self.tls_ca or self.tls_cert or self.tls_key):
+            raise HeartSightError(f"TLS files given but {self.url} is not TLS: use an mqtts:// URL")
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise HeartSightError(f"{name} file {path} does not exist")
+        object.__setattr__(self, "host", parts.hostname)
+        object.__setattr__(self, "port", port or DEFAULT_PORTS[parts.scheme])
+        object.__setattr__(self, "tls", tls)
+
+    def apply(self, client: mqtt.Client) -> None:
+        """Give a paho client these credentials and TLS settings."""
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set(ca_certs=_text(self.tls_ca), certfile=_text(self.tls_cert), keyfile=_text(self.tls_key))
 
 
 def json_properties(packet_type: int = PacketTypes.PUBLISH) -> Properties:
@@ -62,27 +99,16 @@ class Connection:
     undelivered QoS 1 messages) that long after a disconnect, which only helps with a stable client_id.
     """
 
-    def __init__(self, broker_url: str, client_id: str, *, username: str | None = None, password: str | None = None,
-                 tls_ca: str | Path | None = None, tls_cert: str | Path | None = None,
-                 tls_key: str | Path | None = None, session_expiry_s: int | None = None,
+    def __init__(self, broker: BrokerConfig, client_id: str, *, session_expiry_s: int | None = None,
                  will: tuple[str, bytes] | None = None, on_connected: Callable[[bool], None] | None = None,
                  on_idle: Callable[[], None] | None = None, manual_ack: bool = False, reconnect_max_s: float = 30):
-        self.url = broker_url
-        host, port, tls = parse_broker_url(broker_url)
+        self.url = broker.url
         self._on_connected = on_connected
         self._on_idle = on_idle
         self.reconnect_max_s = reconnect_max_s
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                                   manual_ack=manual_ack)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if bool(tls_cert) != bool(tls_key):
-            raise HeartSightError("a client certificate needs both tls_cert and tls_key")
-        if tls:
-            self.client.tls_set(ca_certs=_existing(tls_ca, "tls_ca"), certfile=_existing(tls_cert, "tls_cert"),
-                                keyfile=_existing(tls_key, "tls_key"))
-        elif tls_ca or tls_cert or tls_key:
-            raise HeartSightError(f"TLS files given but {broker_url} is not TLS: use an mqtts:// URL")
+        broker.apply(self.client)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True,
                                  properties=json_properties(PacketTypes.WILLMESSAGE))
@@ -90,7 +116,8 @@ class Connection:
         if session_expiry_s is not None:
             props.SessionExpiryInterval = int(session_expiry_s)
         # Only records the parameters; the network thread connects.
-        self.client.connect_async(host, port, keepalive=30, clean_start=session_expiry_s is None, properties=props)
+        self.client.connect_async(broker.host, broker.port, keepalive=30, clean_start=session_expiry_s is None,
+                                  properties=props)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()
@@ -189,9 +216,5 @@ class Connection:
             self.last_error = f"disconnected: {reason_code}"
 
 
-def _existing(path: str | Path | None, name: str) -> str | None:
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        raise HeartSightError(f"{name} file {path} does not exist")
-    return str(path)
+def _text(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdk.device.names import check_name
 from sdk.errors import HeartSightError
-from sdk.stream.mqtt import Connection, json_properties
+from sdk.stream.mqtt import BrokerConfig, Connection, json_properties
 from sdk.stream.outbox import Outbox
 from sdk.stream.payload import SCHEMA, to_bytes, validate
 from sdk.stream.topics import alerts_topic, status_topic
@@ -29,19 +29,16 @@ class Publisher:
     starting with any left in the outbox by an earlier run, and reconnects by itself.
     """
 
-    def __init__(self, broker_url: str, device: str, site: str = "default", outbox_path: str | Path | None = None,
-                 username: str | None = None, password: str | None = None, tls_ca: str | Path | None = None,
-                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+    def __init__(self, broker: BrokerConfig, device: str, site: str = "default", outbox_path: str | Path | None = None,
                  client_id: str | None = None, session_expiry_s: int = 86400, reconnect_max_s: float = 30):
         check_name("device", device)
         check_name("site", site)
-        self.device, self.site, self.username = device, site, username
+        self.device, self.site, self.username = device, site, broker.username
         self.alerts_topic = alerts_topic(site, device)
         self.status_topic = status_topic(site, device)
         self._alert_props = json_properties()
         self._alert_props.UserProperty = [("schema", SCHEMA)]
-        self._conn = Connection(broker_url, client_id or f"heartsight-{site}-{device}", username=username,
-                                password=password, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        self._conn = Connection(broker, client_id or f"heartsight-{site}-{device}",
                                 session_expiry_s=session_expiry_s, will=(self.status_topic, self._status("offline")),
                                 on_connected=self._on_connected, on_idle=self._hand_over,
                                 reconnect_max_s=reconnect_max_s)
