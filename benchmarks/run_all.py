@@ -1,16 +1,14 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import firmware, rpeak_ds2, wcam_beta
-from sdk.compress.benchmark import run_benchmark as compression_benchmark
-from sdk.stream.benchmark import run_benchmark as stream_benchmark
+from benchmarks import compression, firmware, rpeak_ds2, stream, wcam_beta
 
 
 def main() -> None:
     rpeak_ds2.main([])
     wcam_beta.main([])
-    compression_benchmark()
+    compression.main([])
     firmware.main([])
-    stream_benchmark()
+    stream.main([])
 
 
 if __name__ == "__main__":

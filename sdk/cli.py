@@ -80,12 +80,6 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_option(compress)
     compress.set_defaults(run=_compress)
 
-    bench = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/")
-    bench.add_argument("name", choices=["compression", "stream"])
-    bench.add_argument("--out", default="benchmarks/results", help="results folder (default benchmarks/results)")
-    _data_dir_option(bench)
-    bench.set_defaults(run=_bench)
-
     export = commands.add_parser("export", help="quantize a model once: int8 C library and ONNX, with its flash/RAM report")
     export.add_argument("--model", required=True, help="zoo name or model directory")
     export.add_argument("--out", required=True, help="directory to write (then pass it as --model to run it)")
@@ -217,17 +211,6 @@ def _compress(args) -> int:
     card = compress(args.model, plan, args.out, args.data_dir)
     print(json.dumps({"out": args.out, "size": card["size"], "DS2_accuracy": card["metrics"]["DS2"]["accuracy"],
                       "explanation": card["metrics"]["explanation"]}, indent=2))
-    return 0
-
-
-def _bench(args) -> int:
-    if args.name == "compression":
-        from sdk.compress.benchmark import run_benchmark
-    else:
-        from sdk.stream.benchmark import run_benchmark
-
-    for path in run_benchmark(args.out, args.data_dir):
-        print(f"wrote {path}")
     return 0
 
 

@@ -345,7 +345,7 @@ def test_simulated_fleet_devices_each_deliver_every_alert_on_their_own_topic(bro
     """The fleet benchmark's load: every simulated device's alerts are acknowledged and stored once, as its own."""
     from sdk.clinician.listener import Listener
     from sdk.clinician.store import Store
-    from sdk.stream.fleet import run_fleet
+    from benchmarks.fleet import run_fleet
 
     store = Store(tmp_path / "fleet.sqlite")
     listener = Listener(BrokerConfig(broker.url), store)

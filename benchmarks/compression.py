@@ -1,14 +1,14 @@
-"""`heartsight bench compression`: every method at two levels, plain vs WCAM, on ecg_beat scored on DS2.
+"""Every compression method at two levels, plain vs WCAM, on ecg_beat scored on DS2.
 
-Writes compression.json (one row per model), compression.md (the table) and compression.png (DS2 beats of
-each class with the teacher's, the plain and the WCAM model's traces). Rows are saved as they finish, so
-an interrupted run keeps what it measured.
+Writes benchmarks/results/compression.json (one row per model), compression.md (the table) and compression.png
+(DS2 beats of each class with the teacher's, the plain and the WCAM model's traces). Rows are saved as they
+finish, so an interrupted run keeps what it measured. Usage: python -m benchmarks.compression [DATA_DIR]
 """
 
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +33,7 @@ LEVELS = {"structured": (0.5, 0.75), "unstructured": (0.5, 0.8), "distill": (0.5
 # (cosine 0.75 vs 0.59 plain) and cost the least F1; see benchmarks/results/wcam_beta.md.
 BENCHMARK_BETA = 1.0
 FIGURE_PLAN = ("structured", 0.75)
+RESULTS = Path(__file__).resolve().parent / "results"
 FIGURE_BEATS_PER_CLASS = 2
 
 
@@ -107,23 +108,22 @@ def _figure(path: Path, teacher, plain, wcam, beats, classes: tuple[str, ...]) -
     plt.close(fig)
 
 
-def run_benchmark(out_dir: str | os.PathLike = "benchmarks/results", data_root: str | os.PathLike | None = None,
-                  progress: bool = True) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def main(argv: list[str]) -> None:
+    data_root = argv[0] if argv else None
+    RESULTS.mkdir(parents=True, exist_ok=True)
     zoo = load_model("ecg_beat")
     spec = zoo.spec
     train, validation, _ = beat_training_sets(spec, data_root)
     ds2 = beat_dataset(spec, mitdb.DS2, data_root)
     rows = [_row("none (teacher)", 0.0, False, size_report(zoo.model, spec), score_compressed(zoo.model, zoo.model, spec, ds2), None)]
-    json_path, md_path, png_path = out / "compression.json", out / "compression.md", out / "compression.png"
+    json_path, md_path, png_path = (RESULTS / f"compression.{kind}" for kind in ("json", "md", "png"))
     figure_models = {}
     for method, levels in LEVELS.items():
         for level in levels:
             for wcam in (False, True):
                 started = time.perf_counter()
                 model, model_spec, history = run(Plan(method, level, BENCHMARK_BETA if wcam else 0.0), spec, zoo.model,
-                                                 train, validation, progress)
+                                                 train, validation)
                 scores = score_compressed(zoo.model, model, model_spec, ds2)
                 epoch_s = float(np.mean([h["seconds"] for h in history]))
                 rows.append(_row(method, level, wcam, size_report(model, model_spec), scores, round(epoch_s, 1)))
@@ -134,4 +134,8 @@ def run_benchmark(out_dir: str | os.PathLike = "benchmarks/results", data_root: 
                     figure_models[wcam] = model
     if len(figure_models) == 2:
         _figure(png_path, zoo.model, figure_models[False], figure_models[True], explanation_sample(ds2), spec.outputs)
-    return [json_path, md_path, png_path]
+    print(f"wrote {json_path}, {md_path} and {png_path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

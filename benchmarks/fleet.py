@@ -1,4 +1,5 @@
-"""Simulated devices for the fleet benchmark: many MQTT 5 connections driven by one event loop per process.
+"""Simulated devices for the fleet benchmark (benchmarks.stream): many MQTT 5 connections driven by one event loop
+per process.
 
 Each simulated device has its own connection, client id and alerts topic, and publishes schema-valid alerts with
 QoS 1 and the Publisher's MQTT 5 properties, one per second at its own phase (devices are not synchronised).

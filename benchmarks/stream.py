@@ -1,12 +1,14 @@
-"""`heartsight bench stream`: the device runtime's speed per backend, and alert delivery at fleet scale.
+"""The device runtime's speed per backend, and alert delivery at fleet scale.
 
 1. Throughput: 10 minutes of MIT-BIH record 233 through Monitor(ecg_beat) in 1-s chunks, one thread,
    per backend, as a multiple of real time.
-2. Fleet: N simulated devices (sdk.stream.fleet: one MQTT 5 connection each, QoS 1) publish one alert with
+2. Fleet: N simulated devices (benchmarks.fleet: one MQTT 5 connection each, QoS 1) publish one alert with
    its 3-s excerpt and trace per second to a loopback Mosquitto; one clinician listener stores them in
    SQLite. Messages/s, loss, and latency from publishing to the commit in the store.
 3. Mosquitto's own ceiling in the same run, with its bundled mosquitto_pub/mosquitto_sub (QoS 1, the same
    payload), for the ratio.
+
+Writes benchmarks/results/stream.json and stream.md. Usage: python -m benchmarks.stream [DATA_DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -23,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.fleet import bench_alert, run_fleet
 from sdk.clinician.listener import Listener
 from sdk.clinician.store import Store
 from sdk.data.records import read_database_record
 from sdk.device.monitor import BeatEvent, Monitor
 from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
-from sdk.stream.fleet import bench_alert, run_fleet
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import to_bytes
 
@@ -36,6 +39,7 @@ THROUGHPUT_SECONDS = 600
 FLEET_SIZES = (100, 1000, 2000)  # 2,000: past the goal, to show where delivery saturates
 FLEET_SECONDS = 20
 CEILING_MESSAGES = 20_000
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _monitor_throughput(backend: str, data_root) -> dict:
@@ -98,11 +102,11 @@ def _mosquitto_ceiling(work: Path) -> dict:
             "messages_per_s": round(CEILING_MESSAGES / seconds, 1)}
 
 
-def run_benchmark(out_dir="benchmarks/results", data_root=None) -> list[Path]:
-    out = Path(out_dir)
+def main(argv: list[str]) -> None:
+    data_root = argv[0] if argv else None
     torch.set_num_threads(1)
     result = {"throughput": [], "fleet": [], "mosquitto": None}
-    json_path, md_path = out / "stream.json", out / "stream.md"
+    json_path, md_path = RESULTS / "stream.json", RESULTS / "stream.md"
     for backend in ("torch", "onnxruntime", "c"):
         result["throughput"].append(_monitor_throughput(backend, data_root))
         json_path.write_text(json.dumps(result, indent=1) + "\n")
@@ -119,7 +123,7 @@ def run_benchmark(out_dir="benchmarks/results", data_root=None) -> list[Path]:
             md_path.write_text(_markdown(result))
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     md_path.write_text(_markdown(result))
-    return [json_path, md_path]
+    print(f"wrote {json_path} and {md_path}")
 
 
 def _markdown(result: dict) -> str:
@@ -146,3 +150,7 @@ def _markdown(result: dict) -> str:
         lines += ["", f"Mosquitto's own ceiling in the same run (mosquitto_pub -l → mosquitto_sub, QoS 1, "
                   f"{m['payload_bytes']:,}-byte payloads): {m['messages_per_s']} msg/s."]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
