@@ -213,19 +213,26 @@ class _IntegerGraph(_Graph):
         exact = self.node("Sub", [x, self.node("Mod", [x, divisor], f"{name}_remainder")], f"{name}_exact")
         return self.node("Div", [exact, divisor], name)
 
-    def rounding_divide_by_pot(self, x: str, power: str, half: str, name: str) -> str:
-        """x / 2**e rounded to nearest, ties away from zero, given d = 2**e and (d - 1) // 2 (reference's)."""
-        remainder = self.node("Mod", [x, power], f"{name}_remainder")
-        negative = self.cast(self.node("Less", [x, self.zero()], f"{name}_is_negative"),
-                             self.onnx.TensorProto.INT64, f"{name}_negative")
-        threshold = self.node("Add", [half, negative], f"{name}_threshold")
-        round_up = self.cast(self.node("Greater", [remainder, threshold], f"{name}_is_up"), self.onnx.TensorProto.INT64,
-                             f"{name}_up")
-        return self.node("Add", [self.floor_divide(x, power, f"{name}_floor"), round_up], name)
+    def shift_right(self, x: str, bits: str, name: str) -> str:
+        """floor(x / 2**bits) of x >= 0: BitShift, exactly defined on unsigned integers."""
+        unsigned = self.cast(x, self.onnx.TensorProto.UINT64, f"{name}_unsigned")
+        return self.cast(self.node("BitShift", [unsigned, bits], f"{name}_shifted", direction="RIGHT"),
+                         self.onnx.TensorProto.INT64, name)
+
+    def round_magnitude(self, magnitude: str, power: np.ndarray | str, name: str) -> str:
+        """|x| / 2**e rounded half up, from |x|: RoundingDivideByPOT's ties away from zero, once the sign is put
+        back. `power` holds e (an array of them per channel, or the name of a tensor of them)."""
+        if isinstance(power, np.ndarray):
+            half = self.int64(f"{name}_half", np.where(power > 0, 1 << np.maximum(power - 1, 0), 0))
+            bits = self.constant(f"{name}_bits", power.astype(np.uint64))
+        else:
+            half, bits = power + "_half", power + "_bits"
+        return self.shift_right(self.node("Add", [magnitude, half], f"{name}_rounded"), bits, name)
 
     def requantize(self, acc: str, multiplier: np.ndarray, shift: np.ndarray, shape: tuple[int, ...], name: str) -> str:
-        """MultiplyByQuantizedMultiplier per channel: saturating left shift, rounding doubling high multiply
-        (truncated toward zero, as C divides), rounding right shift."""
+        """MultiplyByQuantizedMultiplier per channel: saturating left shift, the rounding doubling high multiply
+        (truncated toward zero, as C divides), the rounding right shift. Both roundings are symmetric about zero
+        (the multiplier is positive), so they are done on |product| and the sign is put back once."""
         shift = np.asarray(shift, np.int64).reshape(shape)
         left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
         shifted = self.node("Mul", [acc, self.int64(f"{name}_left", 1 << left)], f"{name}_shifted")
@@ -233,18 +240,14 @@ class _IntegerGraph(_Graph):
                                      self.int64(f"{name}_int32_max", (1 << 31) - 1)], f"{name}_saturated")
         product = self.node("Mul", [shifted, self.int64(f"{name}_multiplier", np.asarray(multiplier).reshape(shape))],
                             f"{name}_product")
-        non_negative = self.node("GreaterOrEqual", [product, self.zero()], f"{name}_non_negative")
-        nudged = self.node("Add", [product, self.node("Where", [non_negative, self.int64(f"{name}_nudge_up", 1 << 30),
-                                                                self.int64(f"{name}_nudge_down", 1 - (1 << 30))],
-                                                      f"{name}_nudge")], f"{name}_nudged")
-        two_31 = self.int64(f"{name}_2_31", 1 << 31)
-        down = self.floor_divide(nudged, two_31, f"{name}_high_floor")
-        up = self.node("Neg", [self.floor_divide(self.node("Neg", [nudged], f"{name}_minus"), two_31,
-                                                 f"{name}_high_ceil_minus")], f"{name}_high_ceil")
-        high = self.node("Where", [self.node("GreaterOrEqual", [nudged, self.zero()],
-                                             f"{name}_truncate_down"), down, up], f"{name}_high")
-        return self.rounding_divide_by_pot(high, self.int64(f"{name}_power", 1 << right),
-                                           self.int64(f"{name}_half", ((1 << right) - 1) >> 1), name)
+        negative = self.node("Less", [product, self.zero()], f"{name}_is_negative")
+        # high = trunc((p + nudge) / 2**31), nudge = 2**30 (p >= 0) or 1 - 2**30: |high| = (|p| + 2**30 - [p < 0]) >> 31
+        nudged = self.node("Sub", [self.node("Add", [self.node("Abs", [product], f"{name}_magnitude"),
+                                                     self.int64(f"{name}_2_30", 1 << 30)], f"{name}_nudged_up"),
+                                   self.cast(negative, self.onnx.TensorProto.INT64, f"{name}_negative")], f"{name}_nudged")
+        high = self.shift_right(nudged, self.constant(f"{name}_31", np.array(31, np.uint64)), f"{name}_high")
+        magnitude = self.round_magnitude(high, right, f"{name}_magnitude_out")
+        return self.node("Mul", [magnitude, self.node("Sign", [product], f"{name}_sign")], name)  # 0 when p is
 
     def clamp_to_int8(self, x: str, low: int, name: str) -> str:
         clipped = self.node("Clip", [x, self.int64(f"{name}_low", low), self.int64(f"{name}_high", INT8_MAX)],
@@ -332,12 +335,13 @@ def export_int8(qm: QuantizedModel, path: str | Path, opset: int = OPSET, int8_s
                                                      "class_weight_column"), centred], "cam_products"),
                                g.int64("cam_channel_axis", [1])], "cam", keepdims=0)  # (N, T)
     cam = g.node("Max", [cam, g.zero()], "cam_relu")
-    power = g.node("Unsqueeze", [g.node("Gather", [g.int64("trace_power", 1 << qm.trace_shift.astype(np.int64)), predicted],
-                                        "class_trace_power", axis=0), g.int64("trace_axis", [1])], "trace_power_column")
-    half = g.node("Unsqueeze", [g.node("Gather", [g.int64("trace_half", ((1 << qm.trace_shift.astype(np.int64)) - 1) >> 1),
-                                                  predicted], "class_trace_half", axis=0), g.int64("trace_axis2", [1])],
-                  "trace_half_column")
-    coarse = g.node("Min", [g.rounding_divide_by_pot(cam, power, half, "cam_shifted"), g.int64("int16_max", INT16_MAX)],
+    shifts = qm.trace_shift.astype(np.int64)  # per class; gathered for each window's predicted class
+    g.node("Unsqueeze", [g.node("Gather", [g.int64("trace_shift_half_table", np.where(shifts > 0, 1 << np.maximum(shifts - 1, 0), 0)),
+                                           predicted], "class_trace_half", axis=0), g.int64("trace_axis", [1])],
+           "trace_shift_half")
+    g.node("Unsqueeze", [g.node("Gather", [g.constant("trace_shift_bits_table", shifts.astype(np.uint64)), predicted],
+                                "class_trace_bits", axis=0), g.int64("trace_axis2", [1])], "trace_shift_bits")
+    coarse = g.node("Min", [g.round_magnitude(cam, "trace_shift", "cam_shifted"), g.int64("int16_max", INT16_MAX)],
                     "coarse")
     length, t = qm.window, qm.last_length  # linear upsampling in integers, as reference.explain
     denominator = 2 * length
