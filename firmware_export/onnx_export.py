@@ -24,9 +24,10 @@ The graph here does the firmware's arithmetic with operators whose results do no
   (with or without FMA, on any SIMD width). `_exact_channel_groups` proves the bound from the weights at export
   time and splits a convolution's input channels into groups summed in int64 when one Conv could exceed it;
 - bias, requantization (SaturatingRoundingDoublingHighMul, RoundingDivideByPOT), clamps, the head and the class
-  activation map are int64 elementwise operators. Division rounds only where the ONNX specification defines it:
-  floor division is (x - Mod(x, d)) / d, with Mod's remainder taking the divisor's sign (fmod=0), so Div divides
-  exactly and its rounding mode never matters.
+  activation map are int64 elementwise operators. Rounding happens only where the ONNX specification defines it
+  exactly: power-of-two divisions are BitShifts of unsigned magnitudes (both roundings are symmetric about zero),
+  and the one other division, of the explanation's upsampling, is (x - Mod(x, d)) / d, so Div divides exactly and
+  its rounding mode never matters.
 The result equals the integer reference bit for bit (tested on every export), on any CPU onnxruntime runs on.
 """
 
