@@ -30,8 +30,8 @@ from benchmarks.fleet import bench_alert, run_fleet
 from sdk.clinician.listener import Listener
 from sdk.clinician.store import Store
 from sdk.data.records import read_database_record
+from sdk.demo.broker import LocalBroker, mosquitto_binary, wait_until
 from sdk.device.monitor import BeatEvent, Monitor
-from sdk.stream.broker import LocalBroker, mosquitto_binary, wait_until
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import to_bytes
 

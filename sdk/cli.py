@@ -347,7 +347,7 @@ def _summary(result: dict) -> str:
 
 
 def _demo(args) -> int:
-    from sdk.demo import run_demo
+    from sdk.demo.run import run_demo
 
     run_demo(args.data_dir, args.out, args.broker, args.embedded_broker)
     return 0

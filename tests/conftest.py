@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from sdk.stream.broker import LocalBroker, mosquitto_binary
+from sdk.demo.broker import LocalBroker, mosquitto_binary
 
 DATA = Path(os.environ.get("HEARTSIGHT_DATA", "")) if os.environ.get("HEARTSIGHT_DATA") else None
 HAS_MITDB = DATA is not None and (DATA / "mitdb" / "100.hea").exists()
@@ -86,7 +86,7 @@ def broker(tmp_path):
 @pytest.fixture(params=["mosquitto", "python"])
 def any_broker(request, tmp_path):
     """Each embedded broker in turn: a Mosquitto of the test's own, then the in-process Python broker."""
-    from sdk.stream.python_broker import PythonBroker
+    from sdk.demo.python_broker import PythonBroker
 
     if request.param == "mosquitto":
         if mosquitto_binary() is None:

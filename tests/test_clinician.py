@@ -18,9 +18,9 @@ from conftest import DEADLINE_S, needs_mosquitto, sample_alert
 from sdk.clinician.listener import Listener
 from sdk.clinician.review import export_jsonl, to_fhir_observation, write_review
 from sdk.clinician.store import Store
+from sdk.demo.broker import LocalBroker as Broker
+from sdk.demo.broker import wait_until
 from sdk.errors import HeartSightError
-from sdk.stream.broker import LocalBroker as Broker
-from sdk.stream.broker import wait_until
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import decode_array, to_bytes
 from sdk.stream.publisher import Publisher

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pytest
 
-from sdk.stream.broker import mosquitto_binary
+from sdk.demo.broker import mosquitto_binary
 
 
 class Demo(NamedTuple):

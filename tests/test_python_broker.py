@@ -16,8 +16,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import DEADLINE_S
-from sdk.stream.broker import wait_until
-from sdk.stream.python_broker import PythonBroker
+from sdk.demo.broker import wait_until
+from sdk.demo.python_broker import PythonBroker
 
 
 class Client:

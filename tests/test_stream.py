@@ -20,9 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import DEADLINE_S, needs_mosquitto, sample_alert
+from sdk.demo.broker import LocalBroker as Broker
+from sdk.demo.broker import free_port, wait_until
 from sdk.errors import HeartSightError
-from sdk.stream.broker import LocalBroker as Broker
-from sdk.stream.broker import free_port, wait_until
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.outbox import Outbox
 from sdk.stream.payload import decode_array, encode_array, from_bytes, to_bytes, validate

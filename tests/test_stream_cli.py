@@ -17,7 +17,7 @@ from paho.mqtt import publish
 
 from conftest import DEADLINE_S, heartsight
 from sdk.data.synthetic import synthetic_ecg
-from sdk.stream.broker import free_port, wait_until
+from sdk.demo.broker import free_port, wait_until
 from sdk.stream.outbox import Outbox
 
 

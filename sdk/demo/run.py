@@ -111,8 +111,8 @@ def _stream_to_clinician(recording: Recording, runner: Runner, out: Path, broker
     """Device runtime -> MQTT -> clinician store -> review pages, through broker_url or an embedded broker."""
     import tempfile
 
-    from sdk.stream.broker import LocalBroker, mosquitto_binary
-    from sdk.stream.python_broker import PythonBroker
+    from sdk.demo.broker import LocalBroker, mosquitto_binary
+    from sdk.demo.python_broker import PythonBroker
 
     if broker_url is not None:
         return _deliver(recording, runner, out, broker_url, "given with --broker")
@@ -127,7 +127,7 @@ def _deliver(recording: Recording, runner: Runner, out: Path, broker_url: str, b
     from sdk.clinician.listener import Listener
     from sdk.clinician.review import write_review
     from sdk.clinician.store import Store
-    from sdk.stream.broker import wait_until
+    from sdk.demo.broker import wait_until
     from sdk.stream.mqtt import BrokerConfig
     from sdk.stream.publisher import Publisher
     from sdk.stream.replay import stream_recording

@@ -1,5 +1,5 @@
 """A Mosquitto of our own on a free local port: the demo's embedded broker when Mosquitto is installed, and the
-tests'. Without it the demo uses sdk.stream.python_broker instead.
+tests'. Without it the demo uses sdk.demo.python_broker instead.
 """
 
 from __future__ import annotations

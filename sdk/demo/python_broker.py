@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties, VariableByteIntegers, readBytes, readInt16, readUTF
 
 from sdk.errors import HeartSightError
-from sdk.stream.broker import free_port
+from sdk.demo.broker import free_port
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = \
     1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14
