@@ -43,7 +43,9 @@ check-lock: install
 demo: install
 	$(BIN)/heartsight demo
 
+# The import contracts in pyproject.toml first: the folders follow the data path, with no cycles.
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -16,6 +16,9 @@ def test_missing_record_names_record_directory_and_fetch_command(tmp_path):
 
 def test_corrupt_wfdb_header_is_a_clear_error(tmp_path):
     (tmp_path / "bad.hea").write_text("bad 2 notanumber 100\nnonsense\n")
+    with pytest.raises(HeartSightError, match="sampling frequency 'notanumber' is not a positive number of Hz"):
+        read_input(tmp_path / "bad")
+    (tmp_path / "bad.hea").write_text("bad 2 360 100\nnonsense\n")
     with pytest.raises(HeartSightError, match="cannot read WFDB record"):
         read_input(tmp_path / "bad")
 

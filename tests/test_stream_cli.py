@@ -13,7 +13,6 @@ from contextlib import closing
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt import publish
 
 from conftest import DEADLINE_S, heartsight
 from sdk.data.synthetic import synthetic_ecg
@@ -23,8 +22,16 @@ from sdk.stream.outbox import Outbox
 
 def listening(broker, db) -> bool:
     """Publish a payload the listener must dead-letter; once one is in its store, it hears what comes after."""
-    publish.single("heartsight/v1/probe/probe/alerts", b"probe", qos=1, hostname="127.0.0.1", port=broker.port,
-                   protocol=mqtt.MQTTv5)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    try:  # a client of our own, so that a slow broker makes this probe time out instead of hanging the suite
+        client.connect("127.0.0.1", broker.port, keepalive=10)
+        client.loop_start()
+        client.publish("heartsight/v1/probe/probe/alerts", b"probe", qos=1).wait_for_publish(timeout=5)
+    except (OSError, RuntimeError):
+        return False
+    finally:
+        client.loop_stop()
+        client.disconnect()
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as store:
             return store.execute("SELECT count(*) FROM dead_letters").fetchone()[0] > 0

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from sdk.data import preprocess
-from sdk.data.records import Recording, check_signal, resample, resampled_index
+from sdk.data.records import Recording, check_signal, resample, resample_factors, resampled_index
 from sdk.data.rpeak import detect_r_peaks
 from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.quality import QualityGate
@@ -26,6 +26,7 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
     runner = model if isinstance(model, Runner) else make_runner(model, backend)
     spec = runner.spec
     preprocess.check_input_rate(recording.fs, spec.task)
+    resample_factors(recording.fs, spec.fs)  # a rate that cannot be resampled exactly is refused before any work
     signal = select_channels(recording, spec.task, channel)
     min_samples = int(np.ceil(spec.window / spec.fs * recording.fs))
     check_signal(signal, recording.name, min_samples)
