@@ -143,6 +143,23 @@ def _parser() -> argparse.ArgumentParser:
     export_alerts.add_argument("--db", required=True)
     export_alerts.set_defaults(run=_export_alerts)
 
+    broker_parser = commands.add_parser("broker", help="set up a Mosquitto broker that enforces each account's identity")
+    broker_commands = broker_parser.add_subparsers(required=True, metavar="ACTION")
+    broker_config = broker_commands.add_parser(
+        "config", help="write mosquitto.conf, accounts with generated passwords and TLS certificates into a directory")
+    broker_config.add_argument("--out", required=True, help="directory to write (re-running keeps its passwords and CA)")
+    broker_config.add_argument("--port", type=int, help="listener port on 127.0.0.1 (default 8883 with TLS, else 1883)")
+    broker_config.add_argument("--device", action="append", default=[], metavar="SITE/ID",
+                               help="a device account (user SITE/ID), bound to its own topics; repeat for each")
+    broker_config.add_argument("--clinician", action="append", default=[], metavar="NAME",
+                               help="a clinician account: reads every alert and status, writes acks; one per listener")
+    broker_config.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                               help="TLS with a CA made here (default); --no-tls for plain MQTT")
+    broker_config.add_argument("--autosave-changes", type=int, default=1, metavar="N",
+                               help="save the broker's state after every N changes (default 1: every change)")
+    broker_config.add_argument("--dynsec-plugin", metavar="PATH", help="mosquitto_dynamic_security.so (default: found)")
+    broker_config.set_defaults(run=_broker_config)
+
     demo = commands.add_parser("demo", help="the main job on embedded defaults")
     _data_dir_option(demo)
     demo.add_argument("--out", default="out/demo", help="where to write the results (default out/demo)")
@@ -304,6 +321,20 @@ def _export_alerts(args) -> int:
     for line in export_jsonl(store):
         print(line)
     store.close()
+    return 0
+
+
+def _broker_config(args) -> int:
+    from sdk.stream.broker_setup import write_broker_config
+
+    setup = write_broker_config(args.out, args.device, args.clinician, args.port, args.tls, args.autosave_changes,
+                                args.dynsec_plugin)
+    kept = f"; kept the passwords of {len(setup.kept_passwords)} existing account(s)" if setup.kept_passwords else ""
+    tls = (f"; TLS with {'the existing' if setup.kept_tls else 'a new'} CA: clients pass --tls-ca {setup.ca}"
+           if setup.tls else "; no TLS (passwords travel in clear text: keep it on this machine)")
+    print(f"wrote {setup.conf}, {setup.dynsec.name} and {setup.credentials.name} (mode 0600: account -> password) "
+          f"for {len(setup.accounts)} account(s) in {setup.directory}{kept}{tls}")
+    print(f"start it with: mosquitto -c {setup.conf}   (clients connect to {setup.url})")
     return 0
 
 
