@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_export import reference
-from firmware_export.artifact import load_artifact, write_artifact
+from firmware_export.artifact import check_writable, load_artifact, write_artifact
 from firmware_export.codegen import format_report, static_report
 from firmware_export.quantize import CALIBRATIONS, QuantizedModel, quantize_model
 from models.registry import load_model
@@ -38,6 +38,7 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
     """
     if calibration not in CALIBRATIONS:
         raise HeartSightError(f"unknown calibration {calibration!r}; choose {' or '.join(CALIBRATIONS)}")
+    check_writable(out_dir)
     zoo = load_model(model)
     spec = zoo.spec
     calibration_x = sample_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS)

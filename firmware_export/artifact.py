@@ -59,6 +59,16 @@ class Int8Artifact:
         return artifact
 
 
+def check_writable(out_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, an output directory that cannot be created or written."""
+    path = Path(out_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise HeartSightError(f"cannot write the export to {out_dir}: {existing} is a file; choose a writable --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HeartSightError(f"cannot write the export to {out_dir}: {existing} is not writable; choose a writable --out")
+
+
 def is_artifact(directory: str | os.PathLike) -> bool:
     return (Path(directory) / QUANTIZED_FILE).is_file()
 
