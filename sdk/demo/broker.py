@@ -65,9 +65,13 @@ class LocalBroker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends to the same log
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        ready = wait_until(lambda: self.proc.poll() is not None or accepts(self.port), 5)
+        # "running" is logged once its listeners are open: a port taken meanwhile by another process (free_port can
+        # only promise a port that was free) makes it exit instead, rather than leaving us talking to a stranger
+        ready = wait_until(lambda: self.proc.poll() is not None or (b" running" in self.log_path.read_bytes()[logged:]
+                                                                       and accepts(self.port)), 10)
         if not ready or self.proc.poll() is not None:
             raise HeartSightError(f"mosquitto did not start on port {self.port}: {self.log_path.read_text()[-500:]}")
 

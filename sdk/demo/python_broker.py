@@ -21,7 +21,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties, VariableByteIntegers, readBytes, readInt16, readUTF
 
 from sdk.errors import HeartSightError
-from sdk.demo.broker import free_port
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = \
     1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14
@@ -119,7 +118,7 @@ class PythonBroker:
     """Start with `with PythonBroker() as broker:` and connect to broker.url (mqtt://127.0.0.1:<free port>)."""
 
     def __init__(self, port: int | None = None):
-        self.port = port or free_port()
+        self.port = port or 0  # 0: the system picks a free port when the server binds, so no other process can take it
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.sessions: dict[str, Session] = {}
         self.retained: dict[str, Message] = {}
@@ -158,6 +157,8 @@ class PythonBroker:
             self._error = exc
             self._ready.set()
             return
+        self.port = server.sockets[0].getsockname()[1]
+        self.url = f"mqtt://127.0.0.1:{self.port}"
         self._ready.set()
         async with server:
             await self._stop.wait()
