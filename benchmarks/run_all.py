@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import compression, firmware, rpeak_ds2, stream, wcam_beta
+from benchmarks import compression, firmware, onnx_portability, rpeak_ds2, stream, wcam_beta
 
 
 def main() -> None:
@@ -8,6 +8,7 @@ def main() -> None:
     wcam_beta.main([])
     compression.main([])
     firmware.main([])
+    onnx_portability.main([])
     stream.main([])
 
 
