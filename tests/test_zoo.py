@@ -1,8 +1,8 @@
 """The committed zoo: cards that tell the truth, and metrics that `evaluate` reproduces from the data.
 
-Float scores are reproduced within a tolerance: torch's float kernels differ between CPUs (AVX2, AVX-512, arm64),
-which may flip a label whose logits are nearly tied. The int8 exports' scores are reproduced exactly: their
-arithmetic is integer, on every CPU and on both int8 backends.
+Scores are reproduced within a tolerance: float kernels (torch's, and the preprocessing's) differ between CPUs
+(AVX2, AVX-512, arm64), which may flip a label whose logits are nearly tied. The int8 exports' two backends agree
+exactly with each other on any CPU: their arithmetic is integer.
 """
 
 import hashlib
@@ -63,14 +63,16 @@ def test_ecg_beat_ds2_metrics_are_reproduced():
 
 
 @needs_mitdb
-def test_the_device_model_int8_scores_are_reproduced_exactly_on_both_int8_backends():
-    """The shipped device model: its C library and its ONNX graph score DS2 exactly as recorded at export."""
+def test_the_device_model_int8_scores_are_reproduced_and_identical_on_both_int8_backends():
+    """The shipped device model: its C library and its ONNX graph score DS2 identically (the same integers from the
+    same windows), and as recorded at export within the float tolerance (the windows themselves come from float
+    preprocessing, which may differ in the last bit between CPUs)."""
     recorded = artifact_of(load_model("ecg_beat_wcam")).card["int8"]["metrics"]
-    for backend in ("c", "onnxruntime"):
-        result = evaluate_on("ecg_beat_wcam", backend, data_root=DATA)
-        assert result["backend"] == backend
-        assert {k: result[k] for k in ("n", "accuracy", "per_class", "confusion")} == \
-            {k: recorded[k] for k in ("n", "accuracy", "per_class", "confusion")}
+    c, onnx = (evaluate_on("ecg_beat_wcam", backend, data_root=DATA) for backend in ("c", "onnxruntime"))
+    assert (c["backend"], onnx["backend"]) == ("c", "onnxruntime")
+    assert {k: c[k] for k in ("n", "accuracy", "per_class", "confusion")} == \
+        {k: onnx[k] for k in ("n", "accuracy", "per_class", "confusion")}
+    assert_close_scores(c, recorded)
 
 
 @needs_mitdb
