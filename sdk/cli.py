@@ -6,12 +6,13 @@ import argparse
 import json
 import signal
 import sys
+import threading
 
 from sdk.errors import HeartSightError
 
 
 def _terminate(signum, frame) -> None:
-    """SIGTERM (systemd, docker, kill) stops a command as Ctrl-C does: listeners disconnect, outboxes stay."""
+    """SIGTERM (systemd, docker, kill) stops a command as Ctrl-C does, outboxes stay; a listener ends normally."""
     raise KeyboardInterrupt
 
 
@@ -293,10 +294,13 @@ def _listen(args) -> int:
     from sdk.clinician.listener import Listener
     from sdk.clinician.store import Store
 
+    # SIGTERM is how systemd and docker stop a service: a normal end that prints the counts and exits 0.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     broker = _broker(args)
     store = Store(args.db)
     listener = Listener(broker, store, args.shared, client_id=args.client_id)
-    counts = listener.run(duration_s=args.duration)
+    counts = listener.run(duration_s=args.duration, stop_when=stopping.is_set)
     print(json.dumps(counts))
     store.close()
     return 0
