@@ -1,4 +1,5 @@
-"""What several test modules share: the data location, brokers, a valid alert and the two ways to run `heartsight`.
+"""What several test modules share: the data location, brokers, PostgreSQL, a valid alert and the two ways to run
+`heartsight`.
 
 Import plain helpers with `from conftest import ...`; fixtures are found by name.
 """
@@ -7,11 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import psycopg
 import pytest
 
 from sdk.demo.broker import LocalBroker, mosquitto_binary
@@ -96,6 +100,28 @@ def any_broker(request, tmp_path):
         running = PythonBroker()
     with running:
         yield running
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------------------------
+
+POSTGRES = os.environ.get("HEARTSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def postgres_schema():
+    """A store URL whose tables live in a schema of their own, dropped afterwards; skips without PostgreSQL."""
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (set HEARTSIGHT_TEST_POSTGRES): "
+                    f"{str(exc).splitlines()[0]}")
+    schema = f"heartsight_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
 
 
 # --- a valid alert -------------------------------------------------------------------------------------------------

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import uuid
 
 import numpy as np
 import paho.mqtt.client as mqtt
-import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import DEADLINE_S, needs_mosquitto, sample_alert
-from sdk.clinician.listener import Listener
+from conftest import DEADLINE_S, needs_mosquitto, postgres_schema, sample_alert
+from sdk.clinician.listener import MAX_PAYLOAD_BYTES, Listener
 from sdk.clinician.review import export_jsonl, to_fhir_observation, write_review
-from sdk.clinician.store import Store
+from sdk.clinician.store import Store, UnstorableAlert
 from sdk.demo.broker import LocalBroker as Broker
 from sdk.demo.broker import wait_until
 from sdk.errors import HeartSightError
@@ -25,24 +23,11 @@ from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import decode_array, to_bytes
 from sdk.stream.publisher import Publisher
 
-POSTGRES = os.environ.get("HEARTSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture
 def postgres_url():
     """A store URL whose tables live in a schema of this test's own, dropped afterwards."""
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (set HEARTSIGHT_TEST_POSTGRES): "
-                    f"{str(exc).splitlines()[0]}")
-    schema = f"heartsight_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -205,6 +190,105 @@ def test_listener_fails_clearly_when_the_broker_is_unreachable(tmp_path):
             Listener(BrokerConfig("mqtt://127.0.0.1:1"), store).start(timeout_s=1.5)
 
 
+# --- poison messages (issue 10): dead-lettered with the reason and acknowledged, so the clinic goes on -----------
+
+TOPIC = "heartsight/v1/s1/dev-a/alerts"
+
+
+def poisoned(i: int, path: str, json_text: str) -> bytes:
+    """Alert i's bytes with the value at path (dotted) written as json_text, e.g. 1e400, which Python cannot write."""
+    alert = sample_alert(i=i)
+    *parents, last = path.split(".")
+    target = alert
+    for key in parents:
+        target = target[key]
+    target[last] = "@poison@"
+    return json.dumps(alert).replace('"@poison@"', json_text).encode()
+
+
+POISON = {  # name: (payload, part of its dead letter's reason)
+    "240 kB of nesting": (b'{"d":' * 40_000 + b"0" + b"}" * 40_000, "nests objects or arrays too deeply to parse"),
+    "details nested 100 deep": (poisoned(1, "details.deep", "[" * 100 + "]" * 100), "nest deeper than 64 levels"),
+    "NUL in the label": (poisoned(2, "label", '"V\\u0000"'), "PostgreSQL cannot store U+0000"),
+    "lone surrogate in the label": (poisoned(3, "label", '"\\ud800"'), "PostgreSQL cannot store U+0000"),
+    "NUL in a details key": (poisoned(4, "details", '{"a\\u0000": 1}'), "PostgreSQL cannot store U+0000"),
+    "lone low surrogate in details": (poisoned(5, "details.note", '"x\\udc00"'), "PostgreSQL cannot store U+0000"),
+    "1e400 in details": (poisoned(6, "details.burden", "1e400"), "the number 1e400 overflows a 64-bit float"),
+    "-1e400 as confidence": (poisoned(7, "confidence", "-1e400"), "the number -1e400 overflows"),
+    "NaN": (poisoned(8, "details.burden", "NaN"), "NaN is not valid JSON"),
+    "Infinity": (poisoned(9, "details.burden", "-Infinity"), "-Infinity is not valid JSON"),
+    "2**53 as sample_index": (poisoned(10, "sample_index", str(2**53)), "is beyond ±9007199254740991"),
+    "a 5000-digit integer": (poisoned(11, "details.n", "9" * 5000), "is beyond ±9007199254740991"),
+    "fs 5e-324": (poisoned(12, "signal.fs", "5e-324"), "at signal.fs: at 4.94066e-324 Hz the excerpt's duration"),
+    "scale 1e308": (poisoned(13, "signal.scale", "1e308"), "at signal.scale: 1e+308 times its int16 steps"),
+    "a string for a number": (poisoned(14, "confidence", '"high"'), "alert is invalid at confidence"),
+    "not UTF-8": (b"\xff\xfe", "not UTF-8 JSON"),
+    "a JSON array": (b"[1, 2]", "JSON list, not an object"),
+    "another device's alert": (to_bytes(sample_alert(device="dev-b", i=15)), f"device dev-b but came on {TOPIC}"),
+    "2 MB": (to_bytes(sample_alert(i=16))[:-1] + b',"x":"' + b"A" * MAX_PAYLOAD_BYTES + b'"}', "exceeds the"),
+}
+
+
+@pytest.mark.parametrize("name", POISON)
+def test_a_poison_message_is_dead_lettered_with_its_reason_and_the_next_alert_is_stored(store, name):
+    raw, reason = POISON[name]
+    listener = Listener(BrokerConfig("mqtt://127.0.0.1:1"), store)  # never started: its handler is driven directly
+    assert listener._handle(TOPIC, raw) == "dead_letters"
+    [dead] = store.dead_letters()
+    assert reason in dead["reason"] and dead["raw"] == raw and dead["topic"] == TOPIC
+    assert listener._handle(TOPIC, to_bytes(sample_alert(i=99))) == "stored"
+
+
+def test_poison_messages_are_acknowledged_and_never_come_back(broker, store):
+    """Against Mosquitto: the listener goes on past every poison message, and a restart does not see them again."""
+    config = BrokerConfig(broker.url)
+    listener = Listener(config, store, client_id="clinic-poison")
+    listener.start(DEADLINE_S)
+    listener.stop()  # the broker keeps the session and queues for it while it is away
+    first, second = sample_alert(i=50), sample_alert(i=51)
+    raw_publish(broker.port, [(TOPIC, raw) for raw, _ in POISON.values()] + [(TOPIC, to_bytes(first))])
+    listener = Listener(config, store, client_id="clinic-poison")
+    counts = listener.run(duration_s=DEADLINE_S, stop_when=lambda: listener.counts["stored"] == 1)
+    assert counts == {"stored": 1, "duplicates": 0, "dead_letters": len(POISON)}
+    assert [d["raw"] for d in store.dead_letters()] == [raw for raw, _ in POISON.values()]
+    raw_publish(broker.port, [(TOPIC, to_bytes(second))])
+    listener = Listener(config, store, client_id="clinic-poison")
+    counts = listener.run(duration_s=DEADLINE_S, stop_when=lambda: listener.counts["stored"] == 1)
+    assert counts == {"stored": 1, "duplicates": 0, "dead_letters": 0}  # nothing before it was redelivered
+    assert store.alerts() == [first, second]
+
+
+def test_a_payload_whose_check_breaks_is_dead_lettered_as_a_bug(store, monkeypatch):
+    def broken(alert):
+        raise TypeError("a bug")
+    monkeypatch.setattr("sdk.clinician.listener.validate", broken)
+    listener = Listener(BrokerConfig("mqtt://127.0.0.1:1"), store)
+    assert listener._handle(TOPIC, to_bytes(sample_alert())) == "dead_letters"
+    assert "checking the payload failed (TypeError('a bug')): a HeartSight bug" in store.dead_letters()[0]["reason"]
+
+
+def test_content_the_database_refuses_is_dead_lettered_not_retried(store, monkeypatch):
+    """Should a value slip past the payload checks, the store's refusal (bad data, not an outage) is a dead letter."""
+    refused = [{**sample_alert(i=1), "confidence": float("nan")}]
+    if store.target.startswith("postgresql"):
+        refused.append({**sample_alert(i=2), "label": "V\x00"})  # refused by PostgreSQL itself (SQLSTATE class 22)
+    for alert in refused:
+        with pytest.raises(UnstorableAlert, match="the store refuses this alert"):
+            store.add(alert)
+    monkeypatch.setattr("sdk.clinician.listener._checked", lambda topic, raw: refused.pop())
+    listener = Listener(BrokerConfig("mqtt://127.0.0.1:1"), store)
+    for _ in range(len(refused)):
+        assert listener._handle(TOPIC, b"{}") == "dead_letters"
+    assert all("the store refuses this alert" in d["reason"] for d in store.dead_letters()) and store.alerts() == []
+
+
+def test_dead_letters_keep_any_bytes_and_reason_in_both_stores(store):
+    raw = b"\x00\xff\xfe{" + "\ud800".encode("utf-8", "surrogatepass")
+    store.add_dead_letter("heartsight/v1/s1/dev-a/alerts", raw, "bad \x00 and \ud800 <here>")
+    [dead] = store.dead_letters()
+    assert dead["raw"] == raw and dead["reason"] == "bad \\x00 and \\ud800 <here>"
+
+
 # --- review --------------------------------------------------------------------------------------------------------
 
 def test_review_pages_show_every_alert_with_its_plot_and_escape_payload_text(tmp_path):
@@ -248,3 +332,70 @@ def test_export_jsonl_and_fhir_decode_arrays_to_real_units(tmp_path):
     assert np.allclose(steps * sampled["factor"], decode_array(alert["signal"]))
     trace = observation["component"][-1]["valueSampledData"]
     assert len(trace["data"].split()) == 360
+
+
+
+def nastiest_alerts() -> list[dict]:
+    """Alerts with the worst values the listener still accepts: hostile text, extreme but finite numbers."""
+    deepest = 1
+    for _ in range(62):  # with the alert and its details: 64 levels, the most there may be
+        deepest = [deepest]
+    text = "<script>\x01\x1b[31m\u202e😀&\"'"
+    alerts = [sample_alert(i=i, label=text, details={"": deepest, text: [1.7976931348623157e308, 5e-324,
+                                                                           -(2**53 - 1)]}) for i in range(4)]
+    alerts[0]["signal"].update(fs=1e-300)  # the slowest rate whose excerpt's duration is still a float
+    alerts[0]["sample_index"] = 2**53 - 1
+    alerts[1]["signal"].update(fs=1.7976931348623157e308)
+    alerts[1]["time"] = "0001-01-01T00:00:00Z"
+    alerts[2]["signal"].update(scale=1e303)  # values up to 3.3e307
+    alerts[2]["trace"].update(scale=5e-324)
+    alerts[2]["confidence"] = 5e-324
+    alerts[3]["time"] = "9999-12-31T23:59:59.999999Z"
+    alerts[3]["signal"].update(scale=5e303)  # values up to 1.6e308, beyond what matplotlib's axes can compute
+    return alerts
+
+
+def strict_json(line: str):
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    return json.loads(line, parse_constant=refuse, parse_float=lambda text: float(text) if np.isfinite(float(text))
+                      else refuse(text))
+
+
+def test_review_and_export_show_the_nastiest_values_that_get_in(store, tmp_path):
+    alerts = nastiest_alerts()
+    listener = Listener(BrokerConfig("mqtt://127.0.0.1:1"), store)
+    assert [listener._handle(TOPIC, to_bytes(a)) for a in alerts] == ["stored"] * len(alerts)
+    store.add_dead_letter(TOPIC, POISON["lone surrogate in the label"][0], "lone \ud800 and \x00")
+    pages = write_review(store, tmp_path / "review")
+    assert [p.name for p in pages] == ["index.html", "device-dev-a.html"]
+    assert "lone \\ud800 and \\x00" in pages[0].read_text()
+    page = pages[1].read_text()
+    assert page.count("<section") == len(alerts) == page.count("<img ") + page.count("No plot: matplotlib")
+    assert "&lt;script&gt;\\x01\\x1b[31m\u202e😀&amp;&quot;&#x27;" in page and "<script>" not in page
+    exported = [strict_json(line) for line in export_jsonl(store)]
+    assert sorted(row["id"] for row in exported) == sorted(a["id"] for a in alerts)
+    for row, alert in zip(exported, store.alerts()):
+        assert row == strict_json(json.dumps(row)) and row["label"] == alert["label"]
+        strict_json(json.dumps(to_fhir_observation(alert), allow_nan=False))
+
+
+def test_review_shows_what_a_store_filled_before_these_checks_holds(tmp_path):
+    """Older listeners stored lone surrogates, NUL, fs 5e-324 and NaN in SQLite: review still writes every page."""
+    path = tmp_path / "old.sqlite"
+    old = [sample_alert(i=0), sample_alert(i=1), sample_alert(i=2)]
+    old[0]["label"] = "\ud800\x00"
+    old[1]["signal"]["fs"] = 5e-324
+    old[2]["details"] = {"burden": float("nan"), "rate": float("inf")}
+    with Store(path) as store, sqlite3.connect(path) as db:
+        for alert in old:  # as Store.add wrote them before it refused NaN
+            db.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?)", (alert["id"], alert["device"], alert["site"],
+                       alert["type"], alert["time"], alert["time"], json.dumps(alert)))
+        db.commit()
+        pages = write_review(store, tmp_path / "review")
+        page = pages[1].read_text(encoding="utf-8")
+        assert page.count("<section") == 3 and page.count("<img ") == 2
+        assert "\\ud800\\x00" in page and "No plot: matplotlib cannot draw this excerpt" in page
+        assert "{&#x27;burden&#x27;: nan, &#x27;rate&#x27;: inf}" in page
+        with pytest.raises(HeartSightError, match=f"alert {old[2]['id']} holds NaN or an infinite number"):
+            list(export_jsonl(store))

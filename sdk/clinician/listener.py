@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Callable
 
-from sdk.clinician.store import Store
+from sdk.clinician.store import Store, UnstorableAlert
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import BrokerConfig, Connection
 from sdk.stream.payload import from_bytes, validate
@@ -98,18 +98,36 @@ class Listener:
         client.ack(message.mid, message.qos)
 
     def _handle(self, topic: str, raw: bytes) -> str:
+        """stored, duplicates or dead_letters. Only a store that is down or broken raises (the message is then
+        redelivered): whatever is wrong with the message itself is dead-lettered, or it would be retried forever."""
         try:
-            if len(raw) > MAX_PAYLOAD_BYTES:
-                raise HeartSightError(f"payload of {len(raw):,} bytes exceeds the {MAX_PAYLOAD_BYTES:,}-byte limit "
-                                      "(an alert's excerpt is seconds of signal, not minutes)")
-            alert = from_bytes(raw)
-            validate(alert)
-            _check_topic(topic, alert)
+            alert = _checked(topic, raw)
         except HeartSightError as exc:
-            log.warning("dead letter from %s: %s", topic, exc)
-            self.store.add_dead_letter(topic, raw, str(exc))
-            return "dead_letters"
-        return "stored" if self.store.add(alert) else "duplicates"
+            return self._dead_letter(topic, raw, str(exc))
+        except Exception as exc:  # a check that breaks is still about this message, never about the store
+            log.exception("checking a message from %s failed", topic)
+            return self._dead_letter(topic, raw, f"checking the payload failed ({exc!r}): a HeartSight bug; report "
+                                                 "it with this dead letter's raw payload")
+        try:
+            return "stored" if self.store.add(alert) else "duplicates"
+        except UnstorableAlert as exc:
+            return self._dead_letter(topic, raw, str(exc))
+
+    def _dead_letter(self, topic: str, raw: bytes, reason: str) -> str:
+        log.warning("dead letter from %s: %s", topic, reason)
+        self.store.add_dead_letter(topic, raw, reason)
+        return "dead_letters"
+
+
+def _checked(topic: str, raw: bytes) -> dict:
+    """The alert in raw, or HeartSightError saying why it cannot be stored: size, JSON, schema, topic."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise HeartSightError(f"payload of {len(raw):,} bytes exceeds the {MAX_PAYLOAD_BYTES:,}-byte limit "
+                              "(an alert's excerpt is seconds of signal, not minutes)")
+    alert = from_bytes(raw)
+    validate(alert)
+    _check_topic(topic, alert)
+    return alert
 
 
 def _check_topic(topic: str, alert: dict) -> None:

@@ -1,6 +1,7 @@
 """What clinicians read: static HTML review pages, a JSON-lines export and FHIR Observations of stored alerts.
 
-Every piece of text on the pages comes from device payloads, so all of it is HTML-escaped.
+Every piece of text on the pages comes from device payloads, so all of it is HTML-escaped, and none of what a store
+may hold (text UTF-8 cannot write, numbers matplotlib cannot draw) stops the pages from being written.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from sdk.clinician.store import Store
+from sdk.errors import HeartSightError
 from sdk.stream.payload import decode_array
 
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # control, lone surrogate
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
           "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}section{margin:2em 0}"
           "img{max-width:100%}code{font-size:.9em}")
@@ -27,33 +30,42 @@ def write_review(store: Store, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     (out / "png").mkdir(parents=True, exist_ok=True)
     by_device = {device: store.alerts(device) for device in store.devices()}
+    index = out / "index.html"
+    index.write_text(_html("HeartSight alerts", _device_table(by_device) + _dead_letter_table(store.dead_letters())),
+                     encoding="utf-8")
     pages = []
     for device, alerts in by_device.items():
         sections = []
         for alert in reversed(alerts):  # newest first
             png = Path("png") / f"{_file_name(alert['id'])}.png"
-            _plot(alert, out / png)
-            sections.append(_alert_section(alert, png))
+            sections.append(_alert_section(alert, png, _plot(alert, out / png)))
         page = out / _device_page(device)
         page.write_text(_html(f"Device {device}", f'<p><a href="index.html">All devices</a></p>'
                               f"<p>{len(alerts)} alert(s)</p>{''.join(sections)}"), encoding="utf-8")
         pages.append(page)
-    index = out / "index.html"
-    index.write_text(_html("HeartSight alerts", _device_table(by_device) + _dead_letter_table(store.dead_letters())),
-                     encoding="utf-8")
     return [index, *pages]
 
 
 def export_jsonl(store: Store, device: str | None = None) -> Iterator[str]:
-    """One JSON line per alert, arrays decoded to plain numbers in real units (signal in mV)."""
+    """One JSON line per alert, arrays decoded to plain numbers in real units (signal in mV); strictly JSON."""
     for alert in store.alerts(device):
-        yield json.dumps({
+        yield _strict_json(alert["id"], {
             "id": alert["id"], "device": alert["device"], "site": alert["site"], "type": alert["type"],
             "time": alert["time"], "sample_index": alert["sample_index"], "label": alert["label"],
             "confidence": alert["confidence"], "model": alert["model"], "details": alert["details"],
             "fs": alert["signal"]["fs"], "start_sample": alert["signal"]["start_sample"],
             "signal": _plain(decode_array(alert["signal"])), "trace": _plain(decode_array(alert["trace"])),
         })
+
+
+def _strict_json(alert_id: str, value: dict) -> str:
+    """JSON without NaN or Infinity, which JSON readers refuse; only a store filled before the listener refused them
+    can hold one."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise HeartSightError(f"alert {alert_id} holds NaN or an infinite number, which JSON cannot carry: it was "
+                              "stored before HeartSight refused them; delete it from the store to export") from None
 
 
 def to_fhir_observation(alert: dict) -> dict:
@@ -97,7 +109,18 @@ def _sampled_data(encoded: dict, period_ms: float, origin: dict) -> dict:
             "data": " ".join(map(str, steps))}
 
 
-def _plot(alert: dict, path: Path) -> None:
+def _plot(alert: dict, path: Path) -> str | None:
+    """Draw the alert's PNG; None, or why there is none instead of raising, for numbers matplotlib cannot draw (an fs
+    of 5e-324 Hz makes the time axis infinite, values near the largest float overflow its axis arithmetic)."""
+    try:
+        with np.errstate(all="ignore"):  # numpy's overflows end in matplotlib's ValueError
+            _draw(alert, path)
+    except (ValueError, OverflowError) as exc:
+        return f"No plot: matplotlib cannot draw this excerpt ({exc}); `heartsight clinician export` gives its values."
+    return None
+
+
+def _draw(alert: dict, path: Path) -> None:
     """ECG excerpt in black over the saliency trace as a filled area on its own axis; the event as a line."""
     signal, trace = decode_array(alert["signal"]), decode_array(alert["trace"])
     fs = alert["signal"]["fs"]
@@ -120,21 +143,31 @@ def _plot(alert: dict, path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def _alert_section(alert: dict, png: Path) -> str:
-    e = html.escape
+def _alert_section(alert: dict, png: Path, no_plot: str | None) -> str:
+    e = _escape
     model = alert["model"]
     rows = [("type", alert["type"]), ("time", alert["time"]), ("label", alert["label"]),
             ("confidence", f"{alert['confidence']:.2f}"), ("model", f"{model['name']} {model['version']}"),
             ("model sha256", model["sha256"][:12]), ("backend", model["backend"]),
-            ("details", json.dumps(alert["details"], sort_keys=True)), ("alert id", alert["id"])]
-    table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+            ("details", _details_text(alert["details"])), ("alert id", alert["id"])]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+    figure = (f"<p>{e(no_plot)}</p>" if no_plot else
+              f'<img src="{e(png.as_posix())}" alt="{e("ECG excerpt and saliency trace of alert " + alert["id"])}">')
     return (f'<section id="{e(alert["id"])}"><h2>{e(alert["time"])}: {e(alert["type"])}</h2><table>{table}</table>'
-            f'<img src="{e(png.as_posix())}" alt="{e("ECG excerpt and saliency trace of alert " + alert["id"])}">'
-            "</section>")
+            f"{figure}</section>")
+
+
+def _details_text(details: dict) -> str:
+    """JSON, or Python's notation for the NaN and infinities that a store filled before the listener refused them
+    can hold."""
+    try:
+        return json.dumps(details, sort_keys=True, allow_nan=False)
+    except ValueError:
+        return repr(details)
 
 
 def _device_table(by_device: dict[str, list[dict]]) -> str:
-    e = html.escape
+    e = _escape
     rows = "".join(f'<tr><td><a href="{e(_device_page(device))}">{e(device)}</a></td>'
                    f"<td>{e(', '.join(sorted({a['site'] for a in alerts})))}</td><td>{len(alerts)}</td>"
                    f"<td>{e(alerts[-1]['time'])}</td></tr>" for device, alerts in by_device.items())
@@ -144,7 +177,7 @@ def _device_table(by_device: dict[str, list[dict]]) -> str:
 
 def _dead_letter_table(dead: list[dict]) -> str:
     """Rejected messages, newest first, so an operator sees spoofing attempts and broken devices."""
-    e = html.escape
+    e = _escape
     rows = "".join(f"<tr><td>{e(d['received_at'])}</td><td><code>{e(d['topic'])}</code></td>"
                    f"<td>{e(d['reason'])}</td></tr>" for d in reversed(dead[-100:]))
     return (f"<h2>Rejected messages ({len(dead)})</h2><table><tr><th>received</th><th>topic</th><th>reason</th></tr>"
@@ -152,9 +185,14 @@ def _dead_letter_table(dead: list[dict]) -> str:
 
 
 def _html(title: str, body: str) -> str:
-    t = html.escape(title)
+    t = _escape(title)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t}</title>'
             f"<style>{_STYLE}</style></head><body><h1>{t}</h1>{body}</body></html>\n")
+
+
+def _escape(value: object) -> str:
+    """HTML-escaped text, with control characters and lone surrogates (which UTF-8 cannot even write) as escapes."""
+    return html.escape(_INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value)))
 
 
 def _device_page(device: str) -> str:

@@ -7,6 +7,7 @@ alert once. Put a PostgreSQL store in its own schema with `?options=-csearch_pat
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -31,6 +32,10 @@ CREATE INDEX IF NOT EXISTS alerts_device_time ON alerts (device, time);
 CREATE TABLE IF NOT EXISTS dead_letters (seq BIGSERIAL PRIMARY KEY, received_at TIMESTAMPTZ NOT NULL,
     topic TEXT NOT NULL, reason TEXT NOT NULL, raw BYTEA NOT NULL);
 """
+
+
+class UnstorableAlert(HeartSightError):
+    """The database refuses this alert's content, not because it is down: retrying cannot help, so dead-letter it."""
 
 
 class Store:
@@ -58,17 +63,28 @@ class Store:
                                       "pass a writable SQLite file path or a postgresql:// URL") from None
 
     def add(self, alert: dict) -> bool:
-        """Store a (validated) alert; False if its id is already stored. Never raises on duplicates."""
-        row = (alert["id"], alert["device"], alert["site"], alert["type"], _utc(alert["time"]), _now(),
-               json.dumps(alert, separators=(",", ":")))
-        inserted = self._execute("INSERT INTO alerts (id, device, site, type, time, received_at, payload) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
+        """Store a (validated) alert; False if its id is already stored. Never raises on duplicates.
+
+        Raises UnstorableAlert for content the database refuses (NaN, a time out of its range, U+0000 in
+        PostgreSQL); a database that is down or broken raises its own error, so the alert is retried later.
+        """
+        try:
+            row = (alert["id"], alert["device"], alert["site"], alert["type"], _utc(alert["time"]), _now(),
+                   json.dumps(alert, separators=(",", ":"), allow_nan=False))
+            inserted = self._execute("INSERT INTO alerts (id, device, site, type, time, received_at, payload) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
+        except (ValueError, psycopg.DataError) as exc:  # psycopg.DataError: SQLSTATE class 22, a bad value
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnstorableAlert(f"the store refuses this alert: {reason}") from None
         return inserted == 1
 
     def add_dead_letter(self, topic: str, raw: bytes, reason: str) -> None:
-        """Keep a message that was not stored as an alert, with why, for an operator to inspect."""
+        """Keep a message that was not stored as an alert, with why, for an operator to inspect.
+
+        raw is kept as bytes; topic and reason are text, with anything PostgreSQL cannot store written as an escape.
+        """
         self._execute("INSERT INTO dead_letters (received_at, topic, reason, raw) VALUES (?, ?, ?, ?)",
-                      (_now(), topic, reason, bytes(raw)))
+                      (_now(), _storable(topic), _storable(reason), bytes(raw)))
 
     def alerts(self, device: str | None = None) -> list[dict]:
         """Alert payloads, by event time, of one device or all."""
@@ -123,6 +139,11 @@ def _connect_postgres(url: str) -> psycopg.Connection:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise HeartSightError(f"cannot connect to PostgreSQL at {shown}: {reason}; "
                               "check the URL and that the server is running") from None
+
+
+def _storable(text: str) -> str:
+    """U+0000 and lone surrogates (which PostgreSQL text and UTF-8 cannot hold) as visible escapes: \\x00, \\ud800."""
+    return re.sub("[\x00\ud800-\udfff]", lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _utc(text: str) -> str:

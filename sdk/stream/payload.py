@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -20,6 +22,9 @@ SCHEMA = "heartsight.alert.v1"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "alert.v1.json"
 ENCODING = "base64-int16-le"
 _INT16 = np.dtype("<i2")
+MAX_DEPTH = 64  # levels of objects and arrays: an alert needs 2, its free-form details a few more
+MAX_SAFE_INTEGER = 2**53 - 1  # larger integers lose precision in JSON readers that use doubles (RFC 7493)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # U+0000 and lone surrogates: PostgreSQL stores neither
 
 
 def encode_array(values: np.ndarray, scale: float) -> dict:
@@ -82,7 +87,9 @@ def encode_alert(alert: Alert) -> dict:
 
 
 def validate(alert: object) -> None:
-    """Raise HeartSightError naming the first violation: the schema, then what it cannot say (time, lengths)."""
+    """Raise HeartSightError naming the first violation: values no store or JSON reader can hold, the schema,
+    then what the schema cannot say (time, lengths, finite decoded values)."""
+    _check_values(alert)
     error = best_match(_validator().iter_errors(alert))
     if error is not None:
         path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -97,9 +104,18 @@ def validate(alert: object) -> None:
     lengths = {}
     for key in ("signal", "trace"):
         try:
-            lengths[key] = len(decode_array(alert[key]))
+            with np.errstate(over="ignore"):  # reported below
+                values = decode_array(alert[key])
         except HeartSightError as exc:
             raise HeartSightError(f"alert is invalid at {key}.data: {exc}") from None
+        if not np.isfinite(values).all():
+            raise HeartSightError(f"alert is invalid at {key}.scale: {alert[key]['scale']:g} times its int16 steps "
+                                  "overflows a 64-bit float; give the real scale")
+        lengths[key] = len(values)
+    duration_ms = 1000 * lengths["signal"] / alert["signal"]["fs"]
+    if not math.isfinite(duration_ms):
+        raise HeartSightError(f"alert is invalid at signal.fs: at {alert['signal']['fs']:g} Hz the excerpt's duration "
+                              "overflows a 64-bit float; give the real sampling rate")
     if lengths["signal"] != lengths["trace"]:
         raise HeartSightError(f"alert is invalid at trace.data: {lengths['trace']} samples, "
                               f"but the signal has {lengths['signal']}; the trace must align with the signal")
@@ -114,11 +130,16 @@ def to_bytes(alert: dict) -> bytes:
 
 
 def from_bytes(raw: bytes) -> dict:
-    """Parse UTF-8 JSON into a dict (no schema check: call validate). Rejects NaN and infinity."""
+    """Parse UTF-8 JSON into a dict (no schema check: call validate). Rejects NaN, infinity, numbers that
+    overflow to it (1e400), integers beyond MAX_SAFE_INTEGER, and nesting too deep for the parser's recursion."""
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float,
+                           parse_int=_safe_int)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HeartSightError(f"payload is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise HeartSightError(f"payload nests objects or arrays too deeply to parse (an alert may nest {MAX_DEPTH} "
+                              "levels)") from None
     if not isinstance(value, dict):
         raise HeartSightError(f"payload is JSON {type(value).__name__}, not an object")
     return value
@@ -126,6 +147,57 @@ def from_bytes(raw: bytes) -> dict:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {_shorten(text)} overflows a 64-bit float; only finite numbers are allowed")
+    return value
+
+
+def _safe_int(text: str) -> int:
+    """int(), but never on thousands of digits: Python refuses 4,300 or more, and anything beyond 17 is unsafe."""
+    if len(text) > 17 or abs(int(text)) > MAX_SAFE_INTEGER:
+        raise ValueError(f"the integer {_shorten(text)} is beyond ±{MAX_SAFE_INTEGER} (2**53 - 1), which JSON "
+                         "readers using doubles cannot hold exactly")
+    return int(text)
+
+
+def _check_values(alert: object) -> None:
+    """Refuse what a store or a JSON reader cannot hold as it is, wherever it is (details too): nesting deeper
+    than MAX_DEPTH, NaN, infinity, integers beyond MAX_SAFE_INTEGER, and text with U+0000 or lone surrogates."""
+    todo = [("(top level)", alert, 1)]
+    while todo:
+        path, value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _invalid(path, f"objects and arrays nest deeper than {MAX_DEPTH} levels")
+            for key, child in value.items() if isinstance(value, dict) else enumerate(value):
+                child_path = str(key) if depth == 1 else f"{path}.{key}"
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    raise _invalid(child_path, f"the key {_unstorable(key)}")
+                todo.append((child_path, child, depth + 1))
+        elif isinstance(value, str) and _UNSTORABLE.search(value):
+            raise _invalid(path, f"the text {_unstorable(value)}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise _invalid(path, f"{value} is not a finite number")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+            raise _invalid(path, f"an integer beyond ±{MAX_SAFE_INTEGER} (2**53 - 1), which JSON readers using "
+                                 "doubles cannot hold exactly")
+
+
+def _invalid(path: str, problem: str) -> HeartSightError:
+    return HeartSightError(f"alert is invalid at {_shorten(path)}: {problem}")
+
+
+def _unstorable(text: str) -> str:
+    return f"holds {_UNSTORABLE.search(text).group()!r}: PostgreSQL cannot store U+0000 or a lone surrogate"
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    """Payload text quoted in an error, cut so that one hostile value cannot flood logs and dead letters."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _utc_text(time: datetime) -> str:
