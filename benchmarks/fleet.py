@@ -34,7 +34,7 @@ def bench_alert(device: str, i: int) -> dict:
     """An alert of the Monitor's size: a 3-s excerpt at 360 Hz with its saliency trace."""
     t = np.arange(int(EXCERPT_S * FS)) / FS
     excerpt = Excerpt(FS * i, np.sin(2 * np.pi * 1.2 * t), np.exp(-((t - 1.5) / 0.1) ** 2))
-    return encode_alert(Alert(device=device, site=SITE, type="ventricular_ectopic_beat",
+    return encode_alert(Alert(device=device, site=SITE, stream="bench", type="ventricular_ectopic_beat",
                               time=datetime.fromisoformat(_PLACEHOLDER_TIME), sample_index=FS * i, confidence=0.9,
                               label="V", model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32,
                                                 "backend": "c"}, fs=FS, excerpt=excerpt, details={"bench": i}))

@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--channel", type=int, help="channel index (default: MLII if named, else 0)")
     stream.add_argument("--outbox", help="the store-and-forward file (default ~/.heartsight/outbox-SITE-DEVICE.sqlite)")
     stream.add_argument("--wait", type=float, default=30.0,
-                        help="seconds to wait at the end for the broker to acknowledge queued alerts (default 30)")
+                        help="seconds to wait at the end for the clinic to acknowledge queued alerts (default 30)")
     stream.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(stream)
     stream.set_defaults(run=_stream)
@@ -134,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     listen.add_argument("--shared", metavar="GROUP", help="join a shared subscription so listeners split the load")
     listen.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
-    listen.add_argument("--client-id", help="a fixed id keeps the broker session (and unacknowledged alerts) across restarts")
+    listen.add_argument("--client-id", help="the broker keeps this id's session (and the alerts queued for it) across "
+                                            "restarts; default heartsight-listener[-USER][-GROUP]: give each listener "
+                                            "of one account in one shared group its own")
     listen.set_defaults(run=_listen)
     review = clinician_commands.add_parser("review", help="write the HTML review pages")
     review.add_argument("--db", required=True)
@@ -283,9 +285,10 @@ def _stream(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{summary['samples']} samples, {summary['beats']} beats, {summary['alerts_published']} alerts published, "
-              f"{summary['queued']} still queued on disk")
-    if summary["queued"]:
+        print(f"{summary['samples']} samples, {summary['beats']} beats, {summary['alerts']} alerts; in the outbox, "
+              f"{summary['awaiting_clinic']} await the clinic's acknowledgement and {summary['awaiting_broker']} "
+              "the broker's")
+    if summary["awaiting_clinic"] or summary["awaiting_broker"]:
         print(f"heartsight stream: {summary['status']}", file=sys.stderr)
     return 0
 

@@ -137,8 +137,8 @@ def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **override
     t = np.arange(360) / 360
     signal_mv = np.sin(2 * np.pi * 1.2 * t) + 0.2 * np.sin(2 * np.pi * 17 * t)
     trace = np.exp(-((t - 0.5) / 0.05) ** 2)
-    fields = dict(device=device, site=site, type="ventricular_ectopic_beat", time=T0 + timedelta(seconds=i),
-                  sample_index=1000 + 360 * i + 180, confidence=0.93, label="V",
+    fields = dict(device=device, site=site, stream="test", type="ventricular_ectopic_beat",
+                  time=T0 + timedelta(seconds=i), sample_index=1000 + 360 * i + 180, confidence=0.93, label="V",
                   model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "torch"},
                   fs=360, excerpt=Excerpt(1000 + 360 * i, signal_mv, trace), details={"run_length": 1})
     return encode_alert(Alert(**{**fields, **overrides}))

@@ -105,7 +105,9 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
         subprocess.run(["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwords), user, password],
                        check=True)
     acl = tmp_path / "acl"
-    acl.write_text("user clinic\ntopic read heartsight/v1/+/+/alerts\n\npattern write heartsight/v1/+/%u/#\n")
+    acl.write_text("user clinic\ntopic read heartsight/v1/+/+/alerts\ntopic write heartsight/v1/+/+/acks\n\n"
+                   "pattern write heartsight/v1/+/%u/alerts\npattern write heartsight/v1/+/%u/status\n"
+                   "pattern read heartsight/v1/+/%u/acks\n")
     broker = Broker(tmp_path, f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}")
     broker.start()
     try:
@@ -132,7 +134,7 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
             honest = Publisher(BrokerConfig(broker.url, "dev-a", "pa"), "dev-a", "s1",
                                outbox_path=tmp_path / "a.sqlite")
             honest.publish(sample_alert(device="dev-a"))
-            assert honest.flush(DEADLINE_S) == 0
+            assert honest.flush(DEADLINE_S) == (0, 0)  # stored, and acknowledged to dev-a alone
             honest.close()
             assert wait_until(lambda: listener.counts["stored"] == 1 and listener.counts["dead_letters"] == 1,
                               DEADLINE_S)
@@ -147,7 +149,8 @@ def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(any_bro
     broker, config = any_broker, BrokerConfig(any_broker.url)
     alerts = [sample_alert(device=f"dev-{i % 3}", i=i) for i in range(20)]
     with Store(postgres_url) as first_store, Store(postgres_url) as second_store:
-        listeners = [Listener(config, s, shared_group="clinic") for s in (first_store, second_store)]
+        listeners = [Listener(config, s, shared_group="clinic", client_id=f"clinic-{k}")
+                     for k, s in enumerate((first_store, second_store))]
         for listener in listeners:
             listener.start(DEADLINE_S)
         for device in ("dev-0", "dev-1", "dev-2"):
@@ -155,7 +158,7 @@ def test_shared_subscription_splits_alerts_and_postgres_stores_each_once(any_bro
                 for alert in alerts:
                     if alert["device"] == device:
                         publisher.publish(alert)
-                assert publisher.flush(DEADLINE_S) == 0
+                assert publisher.flush(DEADLINE_S) == (0, 0)
         # redeliveries (e.g. after a device restart) reach either listener and must not be stored twice
         raw_publish(broker.port, [(f"heartsight/v1/s1/{a['device']}/alerts", to_bytes(a)) for a in alerts[:6]])
         total = lambda key: sum(listener.counts[key] for listener in listeners)  # noqa: E731
@@ -172,7 +175,9 @@ def test_an_alert_the_store_cannot_take_stays_at_the_broker_until_it_can(any_bro
     path = tmp_path / "store.sqlite"
     alert = sample_alert()
     with Store(path) as store:
-        Listener(config, store, client_id="clinic-2").start(DEADLINE_S)  # a persistent session, then away
+        away = Listener(config, store, client_id="clinic-2")
+        away.start(DEADLINE_S)
+        away.stop()  # the broker keeps its session and queues for it
         with sqlite3.connect(path) as other:
             other.execute("DROP TABLE alerts")  # the database breaks under the listener
         raw_publish(broker.port, [("heartsight/v1/s1/dev-a/alerts", to_bytes(alert))])

@@ -55,6 +55,6 @@ def test_the_demo_streams_every_alert_through_its_broker_to_the_store_and_review
     streaming = summary["streaming"]
     assert demo.broker in streaming["broker"]
     assert streaming["model"] == "ecg_beat_wcam"
-    assert streaming["alerts_published"] > 0 and streaming["queued"] == 0
-    assert streaming["stored"] == streaming["alerts_published"] and streaming["dead_letters"] == 0
+    assert streaming["alerts"] > 0 and streaming["awaiting_broker"] == streaming["awaiting_clinic"] == 0
+    assert streaming["stored"] == streaming["alerts"] and streaming["dead_letters"] == 0
     assert "<img" in (demo.out / "review" / "device-demo-patch.html").read_text()

@@ -191,7 +191,7 @@ def finding(second: float, label: str | None, confidence: float = 0.95, hr_bpm: 
 
 
 def policy() -> AlertPolicy:
-    return AlertPolicy(fs=FS, device="d", site="s", start_time=START,
+    return AlertPolicy(fs=FS, device="d", site="s", stream="test", start_time=START,
                        model={"name": "m", "version": "1", "sha256": "0" * 64, "backend": "torch"})
 
 
@@ -355,6 +355,20 @@ def test_bad_input_is_refused_with_a_clear_message():
         monitor.feed(np.zeros(10))
     with pytest.raises(HeartSightError, match="aligned sample by sample"):
         Excerpt(0, np.zeros(3), np.zeros(4))
+
+
+def test_alert_ids_depend_on_the_stream_and_the_event_never_on_chance():
+    labels, times = sinus_with_ectopy(40, {20: 1})
+    signal = ecg_from_schedule(labels, times, 40)[0]
+    ids = lambda monitor: [a.id for a in alert_list(stream(monitor, signal, 360))]  # noqa: E731
+    replayed = [ids(Monitor(fs=FS, stream_id="patch-7 session 12")) for _ in range(2)]
+    assert len(replayed[0]) == 1 and replayed[0] == replayed[1]  # analysed again later: the same alert, the same id
+    assert ids(Monitor(fs=FS, stream_id="patch-7 session 13")) != replayed[0]  # another recording of the device
+    assert ids(Monitor(fs=FS, start_time=START)) == ids(Monitor(fs=FS, start_time=START)) != \
+        ids(Monitor(fs=FS, start_time=START + timedelta(hours=1)))  # by default the start time names the stream
+    for bad in ("", 12):
+        with pytest.raises(HeartSightError, match="stream_id must be a non-empty string"):
+            Monitor(fs=FS, stream_id=bad)
 
 
 def test_isolated_ventricular_alerts_are_rate_limited_and_count_what_they_suppressed():

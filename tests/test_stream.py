@@ -1,4 +1,4 @@
-"""Alert wire format, outbox and publisher, against real Mosquitto brokers each test starts and stops (no mocks)."""
+"""Alert wire format, ids, outbox and publisher, against real Mosquitto brokers each test starts and stops (no mocks)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
+import uuid
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +23,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import DEADLINE_S, needs_mosquitto, sample_alert
+from sdk.clinician.listener import Listener
+from sdk.clinician.store import Store
 from sdk.demo.broker import LocalBroker as Broker
 from sdk.demo.broker import free_port, wait_until
 from sdk.errors import HeartSightError
+from sdk.stream.acks import ack_bytes, read_ack
 from sdk.stream.mqtt import BrokerConfig
-from sdk.stream.outbox import Outbox
+from sdk.stream.outbox import Backlog, Outbox
 from sdk.stream.payload import decode_array, encode_array, from_bytes, to_bytes, validate
 from sdk.stream.publisher import Publisher
-from sdk.stream.topics import alerts_filter, alerts_topic, sender, status_topic
+from sdk.stream.topics import acks_topic, alerts_filter, alerts_topic, sender, status_topic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +86,7 @@ def test_encoding_refuses_what_int16_cannot_hold():
 def test_an_alert_encodes_to_a_valid_wire_dict_that_roundtrips():
     alert = sample_alert()
     validate(alert)
-    assert len(alert["id"]) == 32 and alert["time"] == "2024-05-01T12:00:00.000Z"
+    assert alert["time"] == "2024-05-01T12:00:00.000Z"
     assert from_bytes(to_bytes(alert)) == alert
     t = np.arange(360) / 360
     expected = np.sin(2 * np.pi * 1.2 * t) + 0.2 * np.sin(2 * np.pi * 17 * t)
@@ -114,9 +120,30 @@ def test_from_bytes_rejects_what_is_not_a_json_object():
             from_bytes(raw)
 
 
+def test_alert_ids_are_uuids_made_from_what_the_alert_is_about():
+    alert = sample_alert()
+    assert uuid.UUID(alert["id"]).version == 8 and uuid.UUID(alert["id"]).hex == alert["id"]
+    assert sample_alert() == alert  # the same event again: the same id, so the store keeps one
+    others = [sample_alert(device="dev-b"), sample_alert(site="s2"), sample_alert(stream="another recording"),
+              sample_alert(sample_index=alert["sample_index"] + 1), sample_alert(type="ventricular_run"),
+              sample_alert(model={**alert["model"], "sha256": "cd" * 32})]
+    assert len({alert["id"]} | {other["id"] for other in others}) == 1 + len(others)
+    assert sample_alert(confidence=0.5, label="S", details={})["id"] == alert["id"]  # what is said about the event
+
+
+def test_an_acknowledgement_lists_alert_ids_and_anything_else_is_refused():
+    ids = [sample_alert(i=i)["id"] for i in range(3)]
+    assert read_ack(ack_bytes(ids)) == ids
+    for raw in (b"{", b"[]", b'{"schema": "heartsight.ack.v1"}', b'{"schema": "x", "ids": []}',
+                b'{"schema": "heartsight.ack.v1", "ids": ["not an id"]}', b"\xff"):
+        with pytest.raises(HeartSightError, match="acknowledgement is not"):
+            read_ack(raw)
+
+
 def test_one_topic_layout_for_the_publisher_and_the_listener():
     assert alerts_topic("s1", "dev-a") == "heartsight/v1/s1/dev-a/alerts"
     assert status_topic("s1", "dev-a") == "heartsight/v1/s1/dev-a/status"
+    assert acks_topic("s1", "dev-a") == "heartsight/v1/s1/dev-a/acks"
     assert sender(alerts_topic("s1", "dev-a")) == ("s1", "dev-a")
     assert sender(status_topic("s1", "dev-a")) is None and sender("heartsight/v1/s1/dev-a/alerts/x") is None
     assert mqtt.topic_matches_sub(alerts_filter(), alerts_topic("s1", "dev-a"))
@@ -128,18 +155,38 @@ def test_one_topic_layout_for_the_publisher_and_the_listener():
 
 # --- outbox --------------------------------------------------------------------------------------------------------
 
-def test_outbox_keeps_order_across_restarts_and_ignores_duplicates(tmp_path):
-    alerts = [sample_alert(i=i) for i in range(3)]
+def test_outbox_keeps_alerts_until_the_clinic_acknowledges_them_in_order_across_restarts(tmp_path):
+    alerts = [sample_alert(i=i) for i in range(4)]
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    assert [outbox.put(a) for a in alerts] == [True, True, True]
+    assert [outbox.put(a) for a in alerts] == [True] * 4
     assert outbox.put(alerts[1]) is False
-    outbox.mark_acked(alerts[0]["id"])
+    outbox.mark_sent(alerts[0]["id"])
+    outbox.mark_sent(alerts[1]["id"])
+    assert outbox.backlog() == Backlog(awaiting_broker=2, awaiting_clinic=2)  # the broker's PUBACK is not enough
+    assert outbox.acknowledge([alerts[0]["id"], alerts[2]["id"], "f" * 32]) == 2  # unknown ids are ignored
     assert outbox.put(alerts[0]) is False  # acknowledged ids are remembered, so a re-put does not resend
     outbox.close()
     reopened = Outbox(tmp_path / "outbox.sqlite")
-    assert [a["id"] for a in reopened.pending()] == [alerts[1]["id"], alerts[2]["id"]]
-    assert reopened.pending()[0] == alerts[1] and len(reopened) == 2
+    assert reopened.pending_ids() == [alerts[1]["id"], alerts[3]["id"]]
+    assert reopened.pending()[0] == alerts[1] and json.loads(reopened.payload(alerts[3]["id"])) == alerts[3]
+    assert reopened.backlog() == Backlog(awaiting_broker=1, awaiting_clinic=1) and len(reopened) == 2
     reopened.close()
+
+
+def test_an_outbox_from_before_end_to_end_acknowledgement_still_opens(tmp_path):
+    """Its rows acknowledged by the broker stay done; the others wait for the clinic like new ones."""
+    path = tmp_path / "outbox.sqlite"
+    with closing(sqlite3.connect(path)) as old:
+        old.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+                    "payload TEXT, queued_at TEXT NOT NULL, acked_at TEXT)")
+        old.executemany("INSERT INTO outbox (id, payload, queued_at, acked_at) VALUES (?, ?, ?, ?)",
+                        [(sample_alert(i=0)["id"], None, "2099-01-01", "2099-01-01"),
+                         (sample_alert(i=1)["id"], to_bytes(sample_alert(i=1)).decode(), "2099-01-01", None)])
+        old.commit()
+    outbox = Outbox(path)
+    assert outbox.pending() == [sample_alert(i=1)] and outbox.backlog() == Backlog(1, 0)
+    assert outbox.put(sample_alert(i=0)) is False
+    outbox.close()
 
 
 # --- publisher -----------------------------------------------------------------------------------------------------
@@ -147,13 +194,18 @@ def test_outbox_keeps_order_across_restarts_and_ignores_duplicates(tmp_path):
 def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(any_broker, tmp_path):
     broker = any_broker
     collector = Collector(broker.port)
+    store = Store(tmp_path / "store.sqlite")
+    listener = Listener(BrokerConfig(broker.url), store)
+    listener.start(DEADLINE_S)
     alerts = [sample_alert(i=i) for i in range(5)]
     publisher = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=tmp_path / "outbox.sqlite")
     for alert in alerts:
         publisher.publish(alert)
     publisher.publish(alerts[0])  # a duplicate id is neither queued nor sent again
-    assert publisher.flush(DEADLINE_S) == 0
+    assert publisher.flush(DEADLINE_S) == Backlog(0, 0)  # the clinic acknowledged each: the outbox is empty
     publisher.close()
+    assert listener.stop() == {"stored": 5, "duplicates": 0, "dead_letters": 0}
+    store.close()
     assert wait_until(lambda: len(collector.alert_ids()) == 5 and collector.statuses()[-1:] == ["offline"],
                       DEADLINE_S), \
         (collector.alert_ids(), collector.statuses())
@@ -164,6 +216,8 @@ def test_publisher_delivers_in_order_with_mqtt5_properties_and_retained_status(a
     assert message.properties.PayloadFormatIndicator == 1
     assert message.properties.UserProperty == [("schema", "heartsight.alert.v1")]
     assert collector.statuses() == ["online", "offline"]
+    acks = [read_ack(m.payload) for m in collector.messages if m.topic == "heartsight/v1/s1/dev-a/acks"]
+    assert sorted(sum(acks, [])) == sorted(a["id"] for a in alerts)
     collector.close()
     late = Collector(broker.port, "heartsight/v1/s1/dev-a/status")  # retained: a newcomer sees the last state
     assert wait_until(lambda: late.statuses() == ["offline"], DEADLINE_S)
@@ -183,15 +237,18 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     broker = restartable_broker
     broker.start()
     collector = Collector(broker.port)  # persistent session: the broker queues for it across its own restart
+    store = Store(tmp_path / "store.sqlite")
+    listener = Listener(BrokerConfig(broker.url), store)  # persistent too; it acknowledges what it stores
+    listener.start(DEADLINE_S)
     outbox = tmp_path / "outbox.sqlite"
     alerts = [sample_alert(i=i) for i in range(30)]  # more than paho's 20 in flight
     first = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
     first.publish(alerts[0])
-    assert first.flush(DEADLINE_S) == 0
+    assert first.flush(DEADLINE_S) == Backlog(0, 0)
     broker.stop()
     for alert in alerts[1:3]:
         first.publish(alert)  # broker down: no error, the alert waits on disk
-    assert first.flush(0.3) == 2
+    assert first.flush(0.3) == Backlog(awaiting_broker=2, awaiting_clinic=0)
     first.close()
     # A device process that queues one more alert and then dies without closing anything.
     crashed = subprocess.run(
@@ -204,13 +261,16 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     broker.start()
     restarted = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=outbox, reconnect_max_s=1)
     restarted.publish(alerts[4])
-    assert restarted.flush(DEADLINE_S) == 0
+    assert restarted.flush(DEADLINE_S) == Backlog(0, 0)
     broker.stop()  # an outage while connected: what is published meanwhile goes out on reconnect
     for alert in alerts[5:]:
         restarted.publish(alert)
     broker.start()
-    assert restarted.flush(DEADLINE_S) == 0
+    assert restarted.flush(DEADLINE_S) == Backlog(0, 0)
     restarted.close()
+    listener.stop()
+    assert sorted(a["id"] for a in store.alerts()) == sorted(a["id"] for a in alerts)
+    store.close()
     assert wait_until(lambda: len(set(collector.alert_ids())) == len(alerts), DEADLINE_S), collector.alert_ids()
     received = list(dict.fromkeys(collector.alert_ids()))  # at least once: drop redeliveries, keep first arrivals
     assert received == [a["id"] for a in alerts], [[a["id"] for a in alerts].index(i) for i in collector.alert_ids()]
@@ -219,6 +279,26 @@ def test_alerts_survive_broker_outages_and_publisher_restarts_in_order(restartab
     # each time the device came online it said what it still had to send: after the first outage and the crash,
     # their three alerts (four if alert 4 was queued before the connection was up); after the second, 25
     assert {3, 4} & set(backlogs) and backlogs[-1] == 25, backlogs
+    collector.close()
+
+
+def test_an_alert_the_clinic_does_not_acknowledge_is_published_again_until_it_does(any_broker, tmp_path):
+    broker = any_broker
+    collector = Collector(broker.port, "heartsight/v1/s1/dev-a/alerts")  # not a clinic: it acknowledges nothing
+    alert = sample_alert()
+    publisher = Publisher(BrokerConfig(broker.url), "dev-a", "s1", outbox_path=tmp_path / "o.sqlite",
+                          ack_timeout_s=0.2)
+    publisher.publish(alert)
+    assert wait_until(lambda: collector.alert_ids().count(alert["id"]) >= 3, DEADLINE_S), collector.alert_ids()
+    assert publisher.backlog() == Backlog(awaiting_broker=0, awaiting_clinic=1)
+    assert "1 alert(s) await the clinic's acknowledgement" in publisher.status()
+    with Store(tmp_path / "store.sqlite") as store:
+        listener = Listener(BrokerConfig(broker.url), store)
+        listener.start(DEADLINE_S)
+        assert publisher.flush(DEADLINE_S) == Backlog(0, 0)  # the next copy reached the clinic, which acknowledged it
+        listener.stop()
+        assert store.alerts() == [alert]
+    publisher.close()
     collector.close()
 
 
@@ -244,7 +324,7 @@ def test_unreachable_broker_does_not_raise_and_keeps_the_alert(tmp_path):
     publisher = Publisher(BrokerConfig(f"mqtt://127.0.0.1:{free_port()}"), "dev-a", "s1",
                           outbox_path=tmp_path / "o.sqlite")
     publisher.publish(sample_alert())
-    assert publisher.flush(0.5) == 1
+    assert publisher.flush(0.5) == Backlog(awaiting_broker=1, awaiting_clinic=0)
     assert "refused" in publisher.last_error.lower()
     publisher.close()
     assert len(Outbox(tmp_path / "o.sqlite").pending()) == 1
@@ -274,7 +354,7 @@ def test_publisher_refuses_bad_input(tmp_path):
                           outbox_path=tmp_path / "o.sqlite")
     with pytest.raises(HeartSightError, match="one Publisher per device"):
         publisher.publish(sample_alert(device="dev-b"))
-    assert publisher.pending() == 0
+    assert publisher.backlog() == Backlog(0, 0)
     publisher.close()
 
 
@@ -292,10 +372,10 @@ def test_bad_credentials_give_a_clear_error(tmp_path):
             publisher.publish(sample_alert())
         with pytest.raises(HeartSightError, match="refused the connection"):
             publisher.flush(1)
-        assert publisher.pending() == 1  # kept for when the credentials are fixed
+        assert publisher.backlog() == Backlog(1, 0)  # kept for when the credentials are fixed
         publisher.close()
         good = Publisher(BrokerConfig(broker.url, "dev-a", "right"), "dev-a", "s1", outbox_path=tmp_path / "o.sqlite")
-        assert good.flush(DEADLINE_S) == 0
+        assert wait_until(lambda: good.backlog() == Backlog(0, 1), DEADLINE_S)  # sent; no clinic here to acknowledge
         good.close()
     finally:
         broker.stop()
@@ -330,7 +410,7 @@ def test_tls_publish_verifies_the_broker(tmp_path):
         publisher = Publisher(BrokerConfig(broker.url, tls_ca=tls["ca.crt"]), "dev-a", "s1",
                               outbox_path=tmp_path / "o.sqlite")
         publisher.publish(sample_alert())
-        assert publisher.flush(DEADLINE_S) == 0
+        assert wait_until(lambda: publisher.backlog() == Backlog(0, 1), DEADLINE_S)  # sent; no clinic to acknowledge
         publisher.close()
         untrusted = Publisher(BrokerConfig(broker.url, tls_ca=other["ca.crt"]), "dev-a", "s1",
                               outbox_path=tmp_path / "o2.sqlite")

@@ -1,23 +1,27 @@
-"""Clinician-side receiver: takes alerts off the broker, checks them and stores each once.
+"""Clinician-side receiver: takes alerts off the broker, checks them, stores each once and tells its device.
 
-A message is acknowledged only after it is stored or dead-lettered, so a crash or a database failure leaves it at
-the broker for redelivery. Nothing in a payload can crash the listener or make one device write as another: a
-payload must pass the schema and name the same site and device as the topic it came on (which the broker's ACL
-ties to the device's credentials), or it goes to dead letters with the reason.
+A message is acknowledged to the broker only after it is stored or dead-lettered, so a crash or a database failure
+leaves it at the broker for redelivery; the broker keeps this listener's session (and queues alerts for it) while it is
+away. Once an alert is committed, even as a duplicate, its device is told on its acks topic (sdk.stream.acks), so
+that the alert can leave the device's outbox.
+
+Nothing in a payload can crash the listener or make one device write as another: a payload must pass the schema
+and name the same site and device as the topic it came on (which the broker's ACL ties to the device's credentials),
+or it goes to dead letters with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Callable
 
 from sdk.clinician.store import Store, UnstorableAlert
 from sdk.errors import HeartSightError
-from sdk.stream.mqtt import BrokerConfig, Connection
+from sdk.stream.acks import ack_bytes
+from sdk.stream.mqtt import BrokerConfig, Connection, json_properties
 from sdk.stream.payload import from_bytes, validate
-from sdk.stream.topics import alerts_filter, alerts_topic, sender
+from sdk.stream.topics import acks_topic, alerts_filter, alerts_topic, sender
 
 log = logging.getLogger("heartsight.listener")
 MAX_PAYLOAD_BYTES = 2_000_000  # ~10 minutes of 1 kHz int16 signal and trace: far beyond any real alert
@@ -26,8 +30,9 @@ MAX_PAYLOAD_BYTES = 2_000_000  # ~10 minutes of 1 kHz int16 signal and trace: fa
 class Listener:
     """Subscribes (QoS 1, MQTT 5) to every device's alerts, or shares them with other listeners of shared_group.
 
-    With a client_id the broker keeps this listener's session (and queues alerts for it) for session_expiry_s
-    while it is away; without one each start is a fresh session with a random id.
+    The broker keeps this listener's session (and queues alerts for it) for session_expiry_s while it is away, under
+    client_id: by default heartsight-listener[-<user>][-<group>], the same at every start. Two listeners with one id
+    would take the session from each other, so listeners of one account in one shared group each need their own.
     """
 
     def __init__(self, broker: BrokerConfig, store: Store, shared_group: str | None = None,
@@ -35,12 +40,20 @@ class Listener:
         self.store = store
         self.topic_filter = alerts_filter(shared_group)
         self.counts = {"stored": 0, "duplicates": 0, "dead_letters": 0}
-        self._conn = Connection(broker, client_id or f"heartsight-listener-{uuid.uuid4().hex[:12]}",
-                                session_expiry_s=session_expiry_s if client_id else None,
-                                on_connected=self._on_connected, manual_ack=True)
+        default_id = "-".join(["heartsight-listener", *filter(None, [broker.username, shared_group])])
+        self._conn = Connection(broker, client_id or default_id, session_expiry_s=session_expiry_s,
+                                on_connected=self._on_connected, on_idle=self._acknowledge, manual_ack=True)
         self._conn.client.on_subscribe = self._on_subscribe
         self._conn.client.on_message = self._on_message
+        self._conn.client.on_publish = self._on_ack_published
         self._subscribed = False
+        self._ack_props = json_properties()
+        # This network round's messages, stored or dead-lettered: (message id, QoS), and the alert ids per device.
+        self._handled: list[tuple[int, int]] = []
+        self._committed: dict[tuple[str, str], list[str]] = {}
+        # Earlier rounds: the message ids of their acknowledgements the broker has not confirmed yet, and their
+        # messages, which the broker may release only then.
+        self._rounds: list[tuple[set[int], list[tuple[int, int]]]] = []
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe in the background; raises HeartSightError if not subscribed within timeout_s."""
@@ -77,6 +90,7 @@ class Listener:
         return counts
 
     def _on_connected(self, session_present: bool) -> None:
+        self._handled, self._committed, self._rounds = [], {}, []  # the broker redelivers what was not acknowledged
         self._conn.client.subscribe(self.topic_filter, qos=1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -95,7 +109,34 @@ class Listener:
                                             "it stays unacknowledged at the broker"))
             return
         self.counts[outcome] += 1
-        client.ack(message.mid, message.qos)
+        self._handled.append((message.mid, message.qos))
+
+    def _acknowledge(self) -> None:
+        """After a network round's messages are committed: one acknowledgement (QoS 1) to each device listing its
+        alerts. The messages are acknowledged to the broker (PUBACK) only once it has those, so a crash in between
+        costs a redelivery, which the store deduplicates and acknowledges again, never a lost acknowledgement."""
+        if not self._handled:
+            return
+        acks = {self._conn.client.publish(acks_topic(site, device), ack_bytes(alert_ids), qos=1,
+                                          properties=self._ack_props).mid
+                for (site, device), alert_ids in self._committed.items()}
+        self._rounds.append((acks, self._handled))
+        self._handled, self._committed = [], {}
+        self._release()
+
+    def _on_ack_published(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("the broker refused an acknowledgement (%s): devices keep their stored alerts and send them "
+                      "again; check that its ACL lets this clinician write heartsight/v1/+/+/acks", reason_code)
+        for acks, _ in self._rounds:
+            acks.discard(mid)
+        self._release()
+
+    def _release(self) -> None:
+        """PUBACK the messages of the rounds whose acknowledgements the broker has, oldest round first."""
+        while self._rounds and not self._rounds[0][0]:
+            for mid, qos in self._rounds.pop(0)[1]:
+                self._conn.client.ack(mid, qos)
 
     def _handle(self, topic: str, raw: bytes) -> str:
         """stored, duplicates or dead_letters. Only a store that is down or broken raises (the message is then
@@ -109,9 +150,11 @@ class Listener:
             return self._dead_letter(topic, raw, f"checking the payload failed ({exc!r}): a HeartSight bug; report "
                                                  "it with this dead letter's raw payload")
         try:
-            return "stored" if self.store.add(alert) else "duplicates"
+            stored = self.store.add(alert)
         except UnstorableAlert as exc:
             return self._dead_letter(topic, raw, str(exc))
+        self._committed.setdefault((alert["site"], alert["device"]), []).append(alert["id"])
+        return "stored" if stored else "duplicates"
 
     def _dead_letter(self, topic: str, raw: bytes, reason: str) -> str:
         log.warning("dead letter from %s: %s", topic, reason)

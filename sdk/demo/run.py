@@ -99,8 +99,10 @@ def run_demo(data_root=None, out_dir="out/demo", broker_url: str | None = None, 
           f"(Se {summary['r_peaks']['se']:.4f}, +P {summary['r_peaks']['ppv']:.4f})")
     print(format_class_table(report))
     streaming = summary["streaming"]
-    print(f"streamed through the device runtime: {streaming['beats']} beats, {streaming['alerts_published']} explained "
-          f"alerts published via {streaming['broker']}, {streaming['stored']} stored by the clinician listener")
+    print(f"streamed through the device runtime: {streaming['beats']} beats, {streaming['alerts']} explained alerts "
+          f"published via {streaming['broker']}, {streaming['stored']} stored by the clinician listener; "
+          f"{streaming['awaiting_clinic'] + streaming['awaiting_broker']} still in the device's outbox awaiting "
+          "acknowledgement")
     print(f"clinician review: {streaming['review']}")
     print(f"wrote {out / 'analysis.json'}, {out / 'summary.json'} and {out / 'strip.png'}")
     return summary
@@ -127,7 +129,6 @@ def _deliver(recording: Recording, runner: Runner, out: Path, broker_url: str, b
     from sdk.clinician.listener import Listener
     from sdk.clinician.review import write_review
     from sdk.clinician.store import Store
-    from sdk.demo.broker import wait_until
     from sdk.stream.mqtt import BrokerConfig
     from sdk.stream.publisher import Publisher
     from sdk.stream.replay import stream_recording
@@ -139,15 +140,15 @@ def _deliver(recording: Recording, runner: Runner, out: Path, broker_url: str, b
     listener = Listener(broker, store)
     listener.start()
     with Publisher(broker, DEMO_DEVICE, DEMO_SITE, out / "outbox.sqlite") as publisher:
-        streamed = stream_recording(recording, publisher, runner)
-    wait_until(lambda: listener.counts["stored"] >= streamed["alerts_published"], 30)
+        streamed = stream_recording(recording, publisher, runner)  # returns once the listener acknowledged every alert
     counts = listener.stop()
     pages = write_review(store, out / "review")
     store.close()
     return {"model": runner.identity["name"], "backend": runner.backend, "int8_sha256": runner.identity["sha256"],
             "broker": f"{broker_url} ({broker_note})", "beats": streamed["beats"],
-            "alerts_published": streamed["alerts_published"], "queued": streamed["queued"],
-            "stored": counts["stored"], "dead_letters": counts["dead_letters"], "review": str(pages[0])}
+            "alerts": streamed["alerts"], "awaiting_broker": streamed["awaiting_broker"],
+            "awaiting_clinic": streamed["awaiting_clinic"], "stored": counts["stored"],
+            "dead_letters": counts["dead_letters"], "review": str(pages[0])}
 
 
 def _nearest_pairs(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> list[tuple[int, int]]:

@@ -36,9 +36,10 @@ window itself; for a signal-quality problem, excerpt_s before it and its first h
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -73,16 +74,24 @@ class Excerpt:
                                   "an excerpt's trace must be aligned sample by sample with its signal")
 
 
+def alert_id(device: str, site: str, model_sha256: str, stream: str, sample_index: int, kind: str) -> str:
+    """A UUID (version 8, RFC 9562) from the sha256 of what makes an alert: which device and site, which model, which
+    stream and where in it, what type. Never random, so every copy of an alert (outbox, resends, a recording replayed
+    after a crash, even from another outbox) has the same id and the clinician's store keeps one."""
+    key = json.dumps([device, site, model_sha256, stream, int(sample_index), kind])
+    raw = bytearray(hashlib.sha256(key.encode()).digest()[:16])
+    raw[6] = raw[6] & 0x0F | 0x80  # version 8
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 9562 variant
+    return raw.hex()
+
+
 @dataclass(frozen=True)
 class Alert:
-    """One explained alert of one device. sdk.stream.payload encodes it for the wire (schemas/alert.v1.json).
-
-    The id is made here, once, so that every copy of the alert (outbox, redeliveries, the clinician's store) is
-    recognised as the same alert.
-    """
+    """One explained alert of one device. sdk.stream.payload encodes it for the wire (schemas/alert.v1.json)."""
 
     device: str
     site: str
+    stream: str  # which recording or session of the device sample_index counts in (Monitor's stream_id)
     type: str
     time: datetime  # aware: the moment of sample_index
     sample_index: int  # sensor sample of the event
@@ -92,7 +101,10 @@ class Alert:
     fs: float  # the sensor rate of the excerpt
     excerpt: Excerpt
     details: dict
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def id(self) -> str:
+        return alert_id(self.device, self.site, self.model["sha256"], self.stream, self.sample_index, self.type)
 
 
 @dataclass(frozen=True)
@@ -133,8 +145,9 @@ class _Streak:
 class AlertPolicy:
     """Turns findings, in time order, into Alerts for one device."""
 
-    def __init__(self, *, fs: float, device: str, site: str, start_time: datetime, model: dict):
-        self.fs, self.device, self.site, self.start_time, self.model = fs, device, site, start_time, model
+    def __init__(self, *, fs: float, device: str, site: str, stream: str, start_time: datetime, model: dict):
+        self.fs, self.device, self.site, self.stream = fs, device, site, stream
+        self.start_time, self.model = start_time, model
         self._previous: Finding | None = None  # the beat before the current run of V beats
         self._run: _Run | None = None  # the current run of confident V beats
         self._last_ectopic_alert: dict[str, int] = {}  # alert type -> sample of its last alert
@@ -282,7 +295,7 @@ class AlertPolicy:
 
     def _alert(self, kind: str, sample: int, confidence: float, label: str, excerpt: Excerpt,
                details: dict) -> Alert:
-        return Alert(device=self.device, site=self.site, type=kind,
+        return Alert(device=self.device, site=self.site, stream=self.stream, type=kind,
                      time=self.start_time + timedelta(seconds=sample / self.fs), sample_index=sample,
                      confidence=min(max(float(confidence), 0.0), 1.0), label=label, model=self.model, fs=self.fs,
                      excerpt=excerpt, details=details)

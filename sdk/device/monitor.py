@@ -167,8 +167,11 @@ class Monitor:
     model: a zoo name, model directory or exported int8 directory (or a ZooModel, Int8Artifact or Runner).
     fs: the sensor rate in Hz. backend: torch, onnxruntime or c (default: c for an export, torch otherwise);
     the int8 backends run the model's export as it is (sdk.device.backends). device, site: names for the alerts.
-    start_time: aware datetime of the first sample (default now, UTC). excerpt_s: signal shown each side of a
-    beat in beat alerts (at most half the model window, which the trace covers) and before a signal-quality
+    start_time: aware datetime of the first sample (default now, UTC). stream_id: which recording or session of the
+    device this is (default: start_time as ISO text); with the device, site, model, sample and type it makes each
+    alert's id (sdk.device.alerts.alert_id), so analysing the same stream again raises alerts with the same ids, which
+    the clinician's store keeps once, and another stream's alerts never share one. excerpt_s: signal shown each side
+    of a beat in beat alerts (at most half the model window, which the trace covers) and before a signal-quality
     problem in its alert.
     Chunks: ECG models take 1-D arrays (samples,) in mV; ppg_hr takes (samples, 4) PPG and accelerometer
     x, y, z, or PPG alone (accelerometer taken as zero: a still wrist).
@@ -176,13 +179,17 @@ class Monitor:
 
     def __init__(self, model: ModelRef | Runner = "ecg_beat", fs: float = 360.0, backend: str | None = None,
                  device: str = "device", site: str = "default", start_time: datetime | None = None,
-                 excerpt_s: float = 3.0):
+                 stream_id: str | None = None, excerpt_s: float = 3.0):
         check_fs(fs)
         check_name("device", device)
         check_name("site", site)
         start_time = start_time or datetime.now(timezone.utc)
         if start_time.tzinfo is None:
             raise HeartSightError("start_time has no time zone: pass an aware datetime, e.g. datetime.now(timezone.utc)")
+        stream_id = start_time.isoformat() if stream_id is None else stream_id
+        if not isinstance(stream_id, str) or not stream_id:
+            raise HeartSightError(f"stream_id must be a non-empty string naming the recording or session, got "
+                                  f"{stream_id!r}")
         self.runner = model if isinstance(model, Runner) else make_runner(model, backend)
         self.spec = spec = self.runner.spec
         preprocess.check_input_rate(fs, spec.task)
@@ -202,7 +209,9 @@ class Monitor:
         self._n_in = 0
         self._finished = False
         self.model_info = dict(self.runner.identity)
-        self.policy = AlertPolicy(fs=self.fs, device=device, site=site, start_time=start_time, model=self.model_info)
+        self.stream_id = stream_id
+        self.policy = AlertPolicy(fs=self.fs, device=device, site=site, stream=stream_id, start_time=start_time,
+                                  model=self.model_info)
 
     def feed(self, chunk: np.ndarray) -> list[Event]:
         """Analyse the next samples; returns the events they complete."""

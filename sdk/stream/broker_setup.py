@@ -41,7 +41,7 @@ from pathlib import Path
 
 from sdk.device.names import check_name
 from sdk.errors import HeartSightError
-from sdk.stream.topics import ROOT, alerts_topic, status_topic
+from sdk.stream.topics import acks_topic, alerts_topic, status_topic
 
 # Mosquitto's dynamic security plugin: the Debian/Ubuntu paths first, then where `make install` and Homebrew put it.
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
@@ -95,11 +95,6 @@ class BrokerSetup:
     @property
     def url(self) -> str:
         return f"mqtts://localhost:{self.port}" if self.tls else f"mqtt://127.0.0.1:{self.port}"
-
-
-def acks_topic(site: str, device: str) -> str:
-    """Where the clinic acknowledges a device's alerts end to end (one topic per device, read by it alone)."""
-    return f"{ROOT}/{site}/{device}/acks"
 
 
 def device_username(site: str, device: str) -> str:

@@ -28,6 +28,7 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # CONNACK reason codes a retry cannot fix: unsupported protocol, client id not valid, bad user name or password,
 # not authorized, banned, bad authentication method.
 FATAL_CONNACK = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+SESSION_TAKEN_OVER = 0x8E  # DISCONNECT: another client connected with this client id
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Connection:
     def __init__(self, broker: BrokerConfig, client_id: str, *, session_expiry_s: int | None = None,
                  will: tuple[str, bytes] | None = None, on_connected: Callable[[bool], None] | None = None,
                  on_idle: Callable[[], None] | None = None, manual_ack: bool = False, reconnect_max_s: float = 30):
-        self.url = broker.url
+        self.url, self.client_id = broker.url, client_id
         self._on_connected = on_connected
         self._on_idle = on_idle
         self.reconnect_max_s = reconnect_max_s
@@ -214,6 +215,10 @@ class Connection:
         self.connected.clear()
         if reason_code.is_failure and not self._stopping.is_set():
             self.last_error = f"disconnected: {reason_code}"
+            if reason_code.value == SESSION_TAKEN_OVER:  # reconnecting would take it back, and so on for ever
+                self.fail(HeartSightError(f"another client connected to {self.url} as {self.client_id} and took over "
+                                          "this one's session: give each publisher and listener its own client id "
+                                          "(or broker account)"))
 
 
 def _text(path: str | Path | None) -> str | None:

@@ -1,41 +1,57 @@
-"""Device-side delivery of explained alerts over MQTT 5: at least once, in order, surviving outages and restarts.
+"""Device-side delivery of explained alerts over MQTT 5: end to end, in order, surviving outages and crashes.
 
-Every alert goes to the on-disk outbox before it is sent and leaves it only on the broker's PUBACK, so neither a
-lost link nor a killed process loses it; consumers deduplicate the rare resend by alert id.
+Every alert goes to the on-disk outbox before it is sent and leaves it only when the clinic acknowledges that its store
+committed it (sdk.stream.acks); the broker's PUBACK only marks it sent. An alert sent but not acknowledged is published
+again on every reconnect and after ACK_TIMEOUT_S, so neither a lost link, a broker or listener that loses messages
+nor a killed process loses it; the store deduplicates the resends by alert id (deterministic: sdk.device.alerts).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from pathlib import Path
 
 from sdk.device.names import check_name
 from sdk.errors import HeartSightError
+from sdk.stream.acks import read_ack
 from sdk.stream.mqtt import BrokerConfig, Connection, json_properties
-from sdk.stream.outbox import Outbox
-from sdk.stream.payload import SCHEMA, to_bytes, validate
-from sdk.stream.topics import alerts_topic, status_topic
+from sdk.stream.outbox import Backlog, Outbox
+from sdk.stream.payload import SCHEMA, validate
+from sdk.stream.topics import acks_topic, alerts_topic, status_topic
 
 log = logging.getLogger("heartsight.publisher")
 
+# An alert the clinic has not acknowledged this long after the broker took it is published again: a listener stores
+# and acknowledges in milliseconds, so a minute means the alert or its acknowledgement was lost (a broker killed
+# before saving it, a listener gone for good from a shared group). While no acknowledgement arrives at all (the clinic
+# is away and the broker queues for it), the wait doubles up to ACK_TIMEOUT_MAX_S, so the queue does not fill with
+# copies.
+ACK_TIMEOUT_S = 60.0
+ACK_TIMEOUT_MAX_S = 3600.0
+
 
 class Publisher:
-    """Publishes one device's alerts (QoS 1) and its retained online/offline status, with an offline last will.
+    """Publishes one device's alerts (QoS 1) and its retained online/offline status, with an offline last will, and
+    reads the clinic's acknowledgements on its acks topic (a persistent session, so none is lost while away).
 
     publish() only persists; the connection's network thread hands alerts to MQTT oldest first whenever connected,
     starting with any left in the outbox by an earlier run, and reconnects by itself.
     """
 
     def __init__(self, broker: BrokerConfig, device: str, site: str = "default", outbox_path: str | Path | None = None,
-                 client_id: str | None = None, session_expiry_s: int = 86400, reconnect_max_s: float = 30):
+                 client_id: str | None = None, session_expiry_s: int = 86400, reconnect_max_s: float = 30,
+                 ack_timeout_s: float = ACK_TIMEOUT_S):
         check_name("device", device)
         check_name("site", site)
         self.device, self.site, self.username = device, site, broker.username
         self.alerts_topic = alerts_topic(site, device)
         self.status_topic = status_topic(site, device)
+        self.acks_topic = acks_topic(site, device)
+        self.ack_timeout_s = ack_timeout_s
         self._alert_props = json_properties()
         self._alert_props.UserProperty = [("schema", SCHEMA)]
         self._conn = Connection(broker, client_id or f"heartsight-{site}-{device}",
@@ -43,8 +59,13 @@ class Publisher:
                                 on_connected=self._on_connected, on_idle=self._hand_over,
                                 reconnect_max_s=reconnect_max_s)
         self._conn.client.on_publish = self._on_publish
+        self._conn.client.on_subscribe = self._on_subscribe
+        self._conn.client.on_message = self._on_ack
         self._outbox = Outbox(outbox_path or Path.home() / ".heartsight" / f"outbox-{site}-{device}.sqlite")
         self._in_flight: dict[int, str] = {}  # message id -> alert id, handed to paho and not yet acknowledged
+        self._sent: dict[str, float] = {}  # alert id -> when the broker acknowledged it on this connection
+        self._wait_s = ack_timeout_s  # the current ack timeout: doubles while the clinic is silent
+        self._resend_at = math.inf  # when the first sent alert times out
         self._rejected: dict[str, str] = {}  # alert id -> the broker's reason
         self._new = threading.Event()  # the outbox may hold alerts not yet handed over
         self._acked = threading.Condition()
@@ -61,14 +82,16 @@ class Publisher:
 
     def status(self) -> str:
         """One line for people: connected, or why not and when the next attempt is, and what waits on disk."""
-        queued = self.pending()
+        backlog = self.backlog()
+        waiting = (f"{backlog.awaiting_clinic} alert(s) await the clinic's acknowledgement and "
+                   f"{backlog.awaiting_broker} the broker's, in {self._outbox.path}")
         if self.connected:
-            return f"connected to {self._conn.url}; {queued} alert(s) not yet acknowledged"
+            return (f"connected to {self._conn.url}; {waiting} (unacknowledged alerts are published again on every "
+                    f"reconnect and after {self.ack_timeout_s:g} s; a later run with the same outbox resumes)")
         retry = f"; retrying in {self._conn.retry_in_s:g} s (backing off up to {self._conn.reconnect_max_s:g} s)" \
             if self._conn.retry_in_s else ""
-        return (f"not connected to {self._conn.url} ({self.last_error or 'connecting'}){retry}; {queued} alert(s) "
-                f"wait in {self._outbox.path} and go out in order once it is reachable (also from a later run "
-                "with the same outbox)")
+        return (f"not connected to {self._conn.url} ({self.last_error or 'connecting'}){retry}; {waiting}: they go "
+                "out in order once it is reachable (also from a later run with the same outbox)")
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
         """True once connected, False on timeout; HeartSightError for bad credentials or an untrusted certificate."""
@@ -88,15 +111,16 @@ class Publisher:
             self._new.set()
         self._conn.raise_if_failed()
 
-    def pending(self) -> int:
-        """Alerts not yet acknowledged by the broker."""
-        return len(self._outbox)
+    def backlog(self) -> Backlog:
+        """The alerts in the outbox: awaiting the broker's acknowledgement, and awaiting the clinic's."""
+        return self._outbox.backlog()
 
-    def flush(self, timeout_s: float = 10.0) -> int:
-        """Wait until the broker has acknowledged every alert or timeout_s passes; return how many are still queued.
+    def flush(self, timeout_s: float = 10.0) -> Backlog:
+        """Wait until the clinic has acknowledged every alert or timeout_s passes; return what is still in the outbox.
 
-        Raises HeartSightError if delivery cannot succeed: bad credentials, an untrusted certificate, or alerts the
-        broker refused (e.g. its ACL forbids this topic; they stay in the outbox and are retried on the next start).
+        Raises HeartSightError if delivery cannot succeed: bad credentials, an untrusted certificate, a broker that
+        does not let this device read its acks, or alerts the broker refused (e.g. its ACL forbids this topic; they
+        stay in the outbox and are retried on the next start).
         """
         deadline = time.monotonic() + timeout_s
         with self._acked:
@@ -108,9 +132,9 @@ class Publisher:
                     raise HeartSightError(f"the broker refused {len(rejected)} alert(s) on {self.alerts_topic} "
                                           f"(alert {alert_id}: {reason}): check that its ACL lets user "
                                           f"{self.username or '(anonymous)'} write there")
-                left = len(self._outbox)
+                left = self._outbox.backlog()
                 remaining = deadline - time.monotonic()
-                if left == 0 or remaining <= 0:
+                if left.total == 0 or remaining <= 0:
                     return left
                 self._acked.wait(min(remaining, 0.2))
 
@@ -136,21 +160,41 @@ class Publisher:
     # The methods below run on the connection's network thread only.
 
     def _on_connected(self, session_present: bool) -> None:
+        """Subscribe to the acks (again: the broker may have lost the session), say how many alerts wait, and publish
+        every unacknowledged alert again, since the broker or the listener may have lost any of them."""
+        self._conn.client.subscribe(self.acks_topic, qos=1)
         self._conn.client.publish(self.status_topic, self._status("online", len(self._outbox)), qos=1, retain=True,
                                   properties=json_properties())
+        self._sent.clear()
         self._new.set()
 
     def _hand_over(self) -> None:
-        """Give paho, in outbox order, the alerts it does not have yet; it keeps and resends them until acked."""
-        if not self._new.is_set():
+        """Give paho, in outbox order, the alerts it does not have and those whose acknowledgement is overdue; paho
+        keeps and resends what it has until the broker acknowledges it."""
+        now = time.monotonic()
+        if not self._new.is_set() and now < self._resend_at:
             return
         self._new.clear()
         with_paho = set(self._in_flight.values())
-        for alert in self._outbox.pending():
-            if alert["id"] not in with_paho and alert["id"] not in self._rejected:
-                info = self._conn.client.publish(self.alerts_topic, to_bytes(alert), qos=1,
-                                                 properties=self._alert_props)
-                self._in_flight[info.mid] = alert["id"]
+        pending = self._outbox.pending_ids()
+        waiting = set(pending)
+        self._sent = {alert_id: at for alert_id, at in self._sent.items() if alert_id in waiting}
+        overdue = False
+        for alert_id in pending:
+            if alert_id in with_paho or alert_id in self._rejected:
+                continue
+            sent_at = self._sent.get(alert_id)
+            if sent_at is not None and now - sent_at < self._wait_s:
+                continue  # the clinic still has time to acknowledge it
+            overdue |= sent_at is not None
+            self._sent.pop(alert_id, None)
+            info = self._conn.client.publish(self.alerts_topic, self._outbox.payload(alert_id), qos=1,
+                                             properties=self._alert_props)
+            self._in_flight[info.mid] = alert_id
+        if overdue:
+            log.warning("the clinic has not acknowledged some alerts within %g s: published them again", self._wait_s)
+            self._wait_s = min(2 * self._wait_s, ACK_TIMEOUT_MAX_S)
+        self._resend_at = min(self._sent.values(), default=math.inf) + self._wait_s
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         alert_id = self._in_flight.pop(mid, None)
@@ -160,6 +204,31 @@ class Publisher:
             log.error("broker refused alert %s on %s: %s", alert_id, self.alerts_topic, reason_code)
             self._rejected[alert_id] = str(reason_code)
         else:
-            self._outbox.mark_acked(alert_id)
+            self._outbox.mark_sent(alert_id)
+            now = time.monotonic()
+            self._sent[alert_id] = now
+            self._resend_at = min(self._resend_at, now + self._wait_s)
+        with self._acked:
+            self._acked.notify_all()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            self._conn.fail(HeartSightError(
+                f"{self._conn.url} refused the subscription to {self.acks_topic} ({reason_codes[0]}): alerts would "
+                f"never leave the outbox; check that the broker's ACL lets user {self.username or '(anonymous)'} "
+                "read it"))
+
+    def _on_ack(self, client, userdata, message) -> None:
+        """The clinic stored these alerts: they leave the outbox, and the ack timeout is back to its start."""
+        try:
+            alert_ids = read_ack(message.payload)
+        except HeartSightError as exc:
+            log.warning("ignored a message on %s: %s", message.topic, exc)
+            return
+        self._outbox.acknowledge(alert_ids)
+        for alert_id in alert_ids:
+            self._sent.pop(alert_id, None)
+        self._wait_s = self.ack_timeout_s
+        self._resend_at = min(self._sent.values(), default=math.inf) + self._wait_s
         with self._acked:
             self._acked.notify_all()

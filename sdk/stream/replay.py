@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from datetime import datetime, timezone
 
@@ -9,7 +11,7 @@ import numpy as np
 
 from sdk.data.records import Recording
 from sdk.device.analyze import select_channels
-from sdk.device.backends import ModelRef, Runner
+from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.monitor import AlertEvent, BeatEvent, Event, Monitor
 from sdk.errors import HeartSightError
 from sdk.stream.payload import encode_alert
@@ -32,15 +34,28 @@ def parse_speed(text: str) -> float | None:
     return speed
 
 
+def recording_stream_id(signal: np.ndarray, fs: float, channel: int | None) -> str:
+    """The stream identity of a replayed recording: a digest of the samples read, their rate and the channel asked
+    for. Replaying the same file (after a crash, with the same outbox or another) gives the same alert ids, which the
+    clinician's store keeps once; another file gives others."""
+    digest = hashlib.sha256(json.dumps({"fs": fs, "channel": channel, "dtype": signal.dtype.str,
+                                        "shape": signal.shape}).encode())
+    digest.update(np.ascontiguousarray(signal).tobytes())
+    return f"recording-{digest.hexdigest()[:32]}"
+
+
 def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef | Runner = "ecg_beat",
                      speed: float | None = None, channel: int | None = None, start_time: datetime | None = None,
                      flush_timeout_s: float = FLUSH_TIMEOUT_S, backend: str | None = None) -> dict:
     """Feed the recording in 1-s chunks (paced by `speed`, or as fast as possible), publish every alert, and
-    wait up to flush_timeout_s for the broker to acknowledge them; the rest stay queued on disk. Returns the
-    summary, with the publisher's status line (why alerts are still queued, when it retries)."""
-    monitor = Monitor(model=model, fs=recording.fs, backend=backend, device=publisher.device, site=publisher.site,
-                      start_time=start_time or datetime.now(timezone.utc))
-    signal = select_channels(recording, monitor.spec.task, channel)
+    wait up to flush_timeout_s for the clinic to acknowledge them; the rest stay queued on disk. Returns the
+    summary, with what still awaits the broker's or the clinic's acknowledgement and the publisher's status line
+    (why, when it retries). The stream id is recording_stream_id, so the alert ids are the same at every replay."""
+    runner = model if isinstance(model, Runner) else make_runner(model, backend)
+    signal = select_channels(recording, runner.spec.task, channel)
+    monitor = Monitor(model=runner, fs=recording.fs, device=publisher.device, site=publisher.site,
+                      start_time=start_time or datetime.now(timezone.utc),
+                      stream_id=recording_stream_id(signal, recording.fs, channel))
     chunk = max(1, int(round(CHUNK_S * recording.fs)))
     beats, alert_ids = 0, []
     started = time.monotonic()
@@ -52,9 +67,10 @@ def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef
         events = monitor.feed(np.ascontiguousarray(signal[first: first + chunk]))
         beats, alert_ids = _publish(events, publisher, beats, alert_ids)
     beats, alert_ids = _publish(monitor.finish(), publisher, beats, alert_ids)
-    queued = publisher.flush(flush_timeout_s)
-    return {"samples": int(len(signal)), "beats": beats, "alerts_published": len(alert_ids) - queued,
-            "queued": queued, "alert_ids": alert_ids, "status": publisher.status()}
+    left = publisher.flush(flush_timeout_s)
+    return {"samples": int(len(signal)), "beats": beats, "alerts": len(alert_ids), "alert_ids": alert_ids,
+            "awaiting_broker": left.awaiting_broker, "awaiting_clinic": left.awaiting_clinic,
+            "status": publisher.status()}
 
 
 def _publish(events: list[Event], publisher: Publisher, beats: int, alert_ids: list[str]) -> tuple[int, list[str]]:

@@ -1,5 +1,5 @@
-"""The MQTT topic layout, heartsight/v1/<site>/<device>/alerts|status: the publisher's topics, the listener's
-subscription and its check of where an alert came from are all made here."""
+"""The MQTT topic layout, heartsight/v1/<site>/<device>/alerts|status|acks: the publisher's topics, the listener's
+subscription, its check of where an alert came from and where it acknowledges it are all made here."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ def alerts_topic(site: str, device: str) -> str:
 
 def status_topic(site: str, device: str) -> str:
     return f"{ROOT}/{site}/{device}/status"
+
+
+def acks_topic(site: str, device: str) -> str:
+    """Where the clinic acknowledges a device's alerts end to end (one topic per device, read by it alone)."""
+    return f"{ROOT}/{site}/{device}/acks"
 
 
 def alerts_filter(shared_group: str | None = None) -> str:
