@@ -29,7 +29,7 @@ from sdk.demo.broker import LocalBroker as Broker
 from sdk.demo.broker import free_port, wait_until
 from sdk.errors import HeartSightError
 from sdk.stream.acks import ack_bytes, read_ack
-from sdk.stream.mqtt import BrokerConfig
+from sdk.stream.mqtt import BrokerConfig, Connection
 from sdk.stream.outbox import Backlog, Outbox
 from sdk.stream.payload import decode_array, encode_array, from_bytes, to_bytes, validate
 from sdk.stream.publisher import Publisher
@@ -300,6 +300,25 @@ def test_an_alert_the_clinic_does_not_acknowledge_is_published_again_until_it_do
         assert store.alerts() == [alert]
     publisher.close()
     collector.close()
+
+
+def test_a_client_whose_session_another_takes_over_stops_and_says_why():
+    """Two clients with one id (two listeners left at the default) would take the session from each other for ever;
+    a broker that says why it disconnects (MQTT 5 reason 0x8E, as the Python broker does; Mosquitto 2.0 just closes
+    the connection) stops the first."""
+    from sdk.demo.python_broker import PythonBroker
+
+    with PythonBroker() as broker:
+        first, second = (Connection(BrokerConfig(broker.url), "heartsight-listener", session_expiry_s=60)
+                         for _ in range(2))
+        first.start()
+        assert first.wait_connected(DEADLINE_S)
+        second.start()
+        assert wait_until(lambda: first.error is not None, DEADLINE_S)
+        assert "another client connected" in str(first.error) and "its own client id" in str(first.error)
+        assert second.wait_connected(DEADLINE_S) and second.error is None
+        for connection in (first, second):
+            connection.stop()
 
 
 def test_last_will_marks_a_killed_device_offline(any_broker, tmp_path):
