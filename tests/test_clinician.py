@@ -23,6 +23,7 @@ from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import decode_array, to_bytes
 from sdk.stream.publisher import Publisher
 
+
 @pytest.fixture
 def postgres_url():
     """A store URL whose tables live in a schema of this test's own, dropped afterwards."""
@@ -337,7 +338,6 @@ def test_export_jsonl_and_fhir_decode_arrays_to_real_units(tmp_path):
     assert np.allclose(steps * sampled["factor"], decode_array(alert["signal"]))
     trace = observation["component"][-1]["valueSampledData"]
     assert len(trace["data"].split()) == 360
-
 
 
 def nastiest_alerts() -> list[dict]:

@@ -126,7 +126,8 @@ def plan_accounts(devices: list[str], clinicians: list[str], old_passwords: dict
     def add(username: str, what: str, **where) -> None:
         if username in accounts:
             raise HeartSightError(f"{what} is given twice: list each account once")
-        password = old_passwords.get(username) or secrets.token_urlsafe(24)
+        password = old_passwords.get(username) or secrets.token_hex(24)  # hex: never starts with '-', which a
+        # command line (--password -x…) would take for an option
         accounts[username] = Account(username, password, **where)
 
     for spec in devices:
