@@ -103,3 +103,23 @@ def test_fuzzed_rates_and_files_never_raise_a_traceback(heartsight_main, tmp_pat
         assert json.loads(run.stdout.splitlines()[0])["input"] == str(path)
     else:
         one_error_line(run)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.one_of(st.sampled_from(["", ".", "/", "-", "x.npy", "x.csv", "x.hea", "/dev/null", "a/../", "~"]),
+                      st.text(min_size=1, max_size=30)),
+       command=st.sampled_from(["analyze", "stream", "export"]))
+def test_fuzzed_paths_through_analyze_stream_and_export_never_raise_a_traceback(heartsight_main, tmp_path, path,
+                                                                               command):
+    path = path.replace("\x00", "")
+    if command == "analyze":
+        args = ("analyze", "--fs=360", "--", path)
+    elif command == "stream":
+        args = ("stream", "--fs=360", "--broker", "mqtt://127.0.0.1:1", "--device", "d", "--wait", "0",
+                "--outbox", tmp_path / "outbox.sqlite", "--", path)
+    else:
+        args = ("export", "--model", path or "''", "--out", tmp_path / "out")
+    run = heartsight_main(*args)
+    assert "Traceback" not in run.stderr
+    if run.returncode != 0:
+        one_error_line(run)
