@@ -55,8 +55,7 @@ class Int8Artifact:
         if not is_artifact(directory):
             raise HeartSightError(f"{self.directory} has no int8 model of fold {index}; export the model again with "
                                   f"`heartsight export --model {self.name} --out {self.directory}`")
-        artifact = load_artifact(directory, card=self.card)
-        return artifact
+        return load_artifact(directory, card=self.card)
 
 
 def check_writable(out_dir: str | os.PathLike) -> None:

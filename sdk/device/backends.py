@@ -54,18 +54,19 @@ class Runner:
         return self._explain(np.asarray(x, np.float32))
 
 
-def default_backend(model: ModelRef) -> str:
-    """c for an exported directory, torch for a trained model."""
+def checked_backend(model: ModelRef, backend: str | None) -> str:
+    """The backend asked for, or by default c for an exported directory and torch for a trained model."""
     exported = isinstance(model, Int8Artifact) or (isinstance(model, (str, os.PathLike)) and is_artifact(model))
-    return "c" if exported else "torch"
+    backend = backend or ("c" if exported else "torch")
+    if backend not in BACKENDS:
+        raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
 
 
 def make_runner(model: ModelRef, backend: str | None = None) -> Runner:
     """A runner for a zoo name, model directory, exported directory, ZooModel or Int8Artifact on a backend
     (default: c for an export, torch otherwise)."""
-    backend = backend or default_backend(model)
-    if backend not in BACKENDS:
-        raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    backend = checked_backend(model, backend)
     if backend == "torch":
         return torch_runner(_float_model(model))
     return int8_runner(_int8_model(model), backend)
@@ -74,7 +75,7 @@ def make_runner(model: ModelRef, backend: str | None = None) -> Runner:
 def _float_model(model: ModelRef) -> ZooModel:
     if isinstance(model, ZooModel):
         return model
-    if isinstance(model, Int8Artifact) or (is_artifact(model) and not (os.path.exists(os.path.join(model, "model.pt")))):
+    if isinstance(model, Int8Artifact) or is_artifact(model):
         where = model.directory if isinstance(model, Int8Artifact) else model
         raise HeartSightError(f"{where} is an int8 export, which runs on the c or onnxruntime backend; "
                               "choose one of them, or pass the float model for torch")
@@ -119,23 +120,31 @@ def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
         library = CModel(build_shared_library(artifact.directory), len(quantized.input_channels), quantized.window,
                          len(quantized.classes))
 
-        def integers(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return library.infer(library.quantize_input(x), explain=True)
+        def integers(x: np.ndarray, with_traces: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            return library.infer(library.quantize_input(x), explain=with_traces)
     else:
         from firmware_export.onnx_export import Int8Session
 
-        integers = Int8Session(artifact.directory / INT8_ONNX, threads=1)
+        session = Int8Session(artifact.directory / INT8_ONNX, threads=1)
+
+        def integers(x: np.ndarray, with_traces: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            return session(x)  # the graph gives both
     trace_scales = np.array([quantized.trace_scale(c) for c in range(len(quantized.classes))])
+
+    def outputs(x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0, len(quantized.classes)))
+        return dequantize_logits(quantized, integers(x, with_traces=False)[0])
 
     def explain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(x):
             return np.zeros((0, len(quantized.classes))), np.zeros((0, quantized.window))
-        logits, traces = integers(x)
+        logits, traces = integers(x, with_traces=True)
         return dequantize_logits(quantized, logits), traces * trace_scales[logits.argmax(1)][:, None]
 
     identity = {"name": artifact.name, "version": str(artifact.card.get("version") or "0"), "sha256": artifact.sha256,
                 "backend": backend}
-    return Runner(artifact.spec, identity, lambda x: explain(x)[0], explain, batch_invariant=True)
+    return Runner(artifact.spec, identity, outputs, explain, batch_invariant=True)
 
 
 def evaluate(model: ModelRef, backend: str | None = None, split: str | None = None, data_root=None) -> dict:
@@ -144,9 +153,7 @@ def evaluate(model: ModelRef, backend: str | None = None, split: str | None = No
     from sdk.training.recipes import evaluate as evaluate_float
     from sdk.training.recipes import score
 
-    backend = backend or default_backend(model)
-    if backend not in BACKENDS:
-        raise HeartSightError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    backend = checked_backend(model, backend)
     if backend == "torch":
         return evaluate_float(_float_model(model), split, data_root)
     artifact = _int8_model(model)
