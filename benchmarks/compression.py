@@ -1,8 +1,10 @@
-"""Every compression method at two levels, plain vs WCAM, on ecg_beat scored on DS2.
+"""Every compression method, plain vs WCAM, over three seeds, on ecg_beat scored on DS2 (mean ± sd per row).
 
-Writes benchmarks/results/compression.json (one row per model), compression.md (the table) and compression.png
-(DS2 beats of each class with the teacher's, the plain and the WCAM model's traces). Rows are saved as they
-finish, so an interrupted run keeps what it measured. Usage: python -m benchmarks.compression [DATA_DIR]
+Writes benchmarks/results/compression.json (one entry per trained model), compression.md (the table, and where
+WCAM differs from plain by more than one sd) and compression.png (DS2 beats of each class with the teacher's,
+the plain and the WCAM model's traces; drawn when both seed-0 figure models were trained in the run). Runs
+are saved as they finish and a rerun skips those already there for the same teacher, so an interrupted run
+keeps what it measured. Usage: python -m benchmarks.compression [DATA_DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.machine import describe  # noqa: E402
 from models.registry import load_model  # noqa: E402
 from sdk.compress import score_compressed  # noqa: E402
 from sdk.compress.methods import EPOCHS, Plan, run  # noqa: E402
@@ -28,18 +31,22 @@ from sdk.data.datasets import beat_dataset  # noqa: E402
 from sdk.explain import ClassActivationMap  # noqa: E402
 from sdk.training.recipes import beat_training_sets  # noqa: E402
 
-LEVELS = {"structured": (0.5, 0.75), "unstructured": (0.5, 0.8), "distill": (0.5, 0.75), "qat": (0.0, 0.5)}
+# (method, level, class-balanced distillation); each row runs plain and with WCAM, once per seed.
+CONFIGURATIONS = (("structured", 0.5, False), ("qat", 0.5, True))
+SEEDS = (0, 1, 2)
 # Chosen on DS1's held-out patients (structured pruning 0.75): beta 1 kept the teacher's map as well as 100
 # (cosine 0.75 vs 0.59 plain) and cost the least F1; see benchmarks/results/wcam_beta.md.
 BENCHMARK_BETA = 1.0
-FIGURE_PLAN = ("structured", 0.75)
+FIGURE_PLAN = ("structured", 0.5)
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURE_BEATS_PER_CLASS = 2
+KEY = ("method", "level", "kd", "wcam")
 
 
-def _row(method: str, level: float, wcam: bool, size: dict, scores: dict, epoch_s: float | None) -> dict:
+def _run_row(method: str, level: float, kd: bool, wcam: bool, seed: int, size: dict, scores: dict,
+             epoch_s: float | None) -> dict:
     ds2, explanation = scores["DS2"], scores["explanation"]
-    return {"method": method, "level": level, "wcam": wcam, "params": size["params_nonzero"],
+    return {"method": method, "level": level, "kd": kd, "wcam": wcam, "seed": seed, "params": size["params_nonzero"],
             "int8_bytes": size["int8_bytes"], "macs": size["macs"], "accuracy": ds2["accuracy"],
             "f1": {k: v["f1"] for k, v in ds2["per_class"].items()},
             "se": {k: v["se"] for k, v in ds2["per_class"].items()},
@@ -49,33 +56,76 @@ def _row(method: str, level: float, wcam: bool, size: dict, scores: dict, epoch_
             "epoch_s": epoch_s}
 
 
-def _markdown(rows: list[dict], teacher_card: dict) -> str:
+COLUMNS = (("acc", lambda r: r["accuracy"]), ("F1 N", lambda r: r["f1"]["N"]), ("F1 S", lambda r: r["f1"]["S"]),
+           ("F1 V", lambda r: r["f1"]["V"]), ("S Se", lambda r: r["se"]["S"]), ("S +P", lambda r: r["ppv"]["S"]),
+           ("V Se", lambda r: r["se"]["V"]), ("V +P", lambda r: r["ppv"]["V"]),
+           ("cosine", lambda r: r["fidelity_cosine"]), ("IoU", lambda r: r["fidelity_iou"]),
+           ("loc AUC", lambda r: r["loc_auc"]))
+
+
+def _stats(runs: list[dict], value) -> tuple[float, float]:
+    values = np.array([value(r) for r in runs], dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _markdown(rows: list[dict], teacher_card: dict, machine: str) -> str:
     lines = [
-        "# Compression benchmark: ecg_beat, plain vs WCAM (DS2, inter-patient)",
+        "# Compression benchmark: ecg_beat, plain vs WCAM (DS2, inter-patient), mean ± sd over seeds",
         "",
         f"Teacher: `ecg_beat` (sha256 {teacher_card.get('sha256', '')[:12]}), trained on DS1. Every compressed model "
         "is fine-tuned (or, for distillation, trained) on the teacher's DS1 training patients, its checkpoint "
-        "chosen on DS1's held-out patients, and scored once on all DS2 beats at the reference annotations.",
+        "chosen by macro-F1 of N/S/V on DS1's held-out patients, and scored once on all DS2 beats at the reference "
+        "annotations. Each row is the mean ± sd (n-1) over its seeds (seed = fine-tuning order, augmentation and, "
+        "for distillation, initialisation).",
         f"WCAM beta = {BENCHMARK_BETA:g} (chosen on DS1 held-out patients). Epochs: "
-        + ", ".join(f"{m} {e}" + (" per 20% round" if m == "unstructured" else "") for m, e in EPOCHS.items()) + ".",
+        + ", ".join(f"{m} {e}" + (" per 20% round" if m == "unstructured" else "") for m, e in EPOCHS.items()) + ". "
+        "KD: class-balanced distillation from the teacher added to the task loss (each beat weighted by its "
+        "class weight).",
         "Level: share of channels removed (structured, distill width, and pruning before qat), or of weights "
-        "zeroed (unstructured). Params: non-zero parameters. int8 bytes: int8 weights + int32 biases after "
-        "batch-norm folding, stored dense (unstructured sparsity is not exploited by the firmware). "
-        "Explanation columns use 250 DS2 beats per class (all F beats): fidelity to the teacher's trace "
-        "(cosine, top-10% IoU, for the teacher's class) and localization of the model's own trace on the "
-        "classified beat's QRS (pointing game, ROC-AUC).",
+        "zeroed (unstructured). int8 bytes: int8 weights + int32 biases after batch-norm folding, stored dense. "
+        "Explanation columns use 250 DS2 beats per class (all F beats): fidelity to the teacher's trace (cosine, "
+        "top-10% IoU, for the teacher's class) and localization of the model's own trace on the classified beat's "
+        "QRS (ROC-AUC).",
+        f"Machine: {machine}.",
         "",
-        "| method | level | WCAM | params | int8 bytes | MACs | acc | F1 N | F1 S | F1 V | F1 F | cosine | IoU | pointing | loc AUC | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | level | KD | WCAM | seeds | params | int8 bytes | " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(COLUMNS),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['level']:g} | {'yes' if r['wcam'] else 'no'} | {r['params']:,} | {r['int8_bytes']:,} | "
-            f"{r['macs']:,} | {r['accuracy']:.3f} | " + " | ".join(f"{r['f1'][c]:.3f}" for c in "NSVF")
-            + f" | {r['fidelity_cosine']:.3f} | {r['fidelity_iou']:.3f} | {r['pointing_game']:.3f} | {r['loc_auc']:.3f} | "
-            + (f"{r['epoch_s']:.1f}" if r["epoch_s"] is not None else "-") + " |"
-        )
+    for key, runs in _groups(rows).items():
+        first = runs[0]
+        cells = []
+        for _, value in COLUMNS:
+            mean, sd = _stats(runs, value)
+            cells.append(f"{mean:.3f} ± {sd:.3f}" if len(runs) > 1 else f"{mean:.3f}")
+        lines.append(f"| {first['method']} | {first['level']:g} | {'yes' if first['kd'] else 'no'} | "
+                     f"{'yes' if first['wcam'] else 'no'} | {len(runs)} | {first['params']:,} | {first['int8_bytes']:,} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "## WCAM against plain, counted only beyond one sd", ""] + _wcam_wins(rows)
     return "\n".join(lines) + "\n"
+
+
+def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in KEY), []).append(row)
+    return groups
+
+
+def _wcam_wins(rows: list[dict]) -> list[str]:
+    """Per configuration and column: WCAM wins (or loses) where the means differ by more than the larger sd."""
+    groups, lines = _groups(rows), []
+    for (method, level, kd, wcam), runs in groups.items():
+        plain = groups.get((method, level, kd, False))
+        if not wcam or not plain or len(runs) < 2 or len(plain) < 2:
+            continue
+        verdicts = []
+        for name, value in COLUMNS:
+            (m_w, s_w), (m_p, s_p) = _stats(runs, value), _stats(plain, value)
+            if abs(m_w - m_p) > max(s_w, s_p):
+                verdicts.append(f"{name} {'+' if m_w > m_p else '-'}{abs(m_w - m_p):.3f}")
+        lines.append(f"- {method} {level:g}{' + KD' if kd else ''}: "
+                     + (", ".join(verdicts) if verdicts else "no difference beyond one sd"))
+    return lines
 
 
 def _figure(path: Path, teacher, plain, wcam, beats, classes: tuple[str, ...]) -> None:
@@ -109,29 +159,38 @@ def _figure(path: Path, teacher, plain, wcam, beats, classes: tuple[str, ...]) -
 
 
 def main(argv: list[str]) -> None:
+    """python -m benchmarks.compression [DATA_DIR]; rows already in compression.json for this teacher are kept."""
     data_root = argv[0] if argv else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     zoo = load_model("ecg_beat")
     spec = zoo.spec
     train, validation, _ = beat_training_sets(spec, data_root)
     ds2 = beat_dataset(spec, mitdb.DS2, data_root)
-    rows = [_row("none (teacher)", 0.0, False, size_report(zoo.model, spec), score_compressed(zoo.model, zoo.model, spec, ds2), None)]
     json_path, md_path, png_path = (RESULTS / f"compression.{kind}" for kind in ("json", "md", "png"))
+    saved = json.loads(json_path.read_text()) if json_path.exists() else {}
+    rows = saved.get("runs", []) if isinstance(saved, dict) and saved.get("teacher_sha256") == zoo.card["sha256"] else []
+    done = {tuple(r[k] for k in (*KEY, "seed")) for r in rows}
+    teacher_row = _run_row("none (teacher)", 0.0, False, False, 0, size_report(zoo.model, spec),
+                           score_compressed(zoo.model, zoo.model, spec, ds2), None)
+    machine = describe()
     figure_models = {}
-    for method, levels in LEVELS.items():
-        for level in levels:
+    for seed in SEEDS:
+        for method, level, kd in CONFIGURATIONS:
             for wcam in (False, True):
+                if (method, level, kd, wcam, seed) in done:
+                    continue
                 started = time.perf_counter()
-                model, model_spec, history = run(Plan(method, level, BENCHMARK_BETA if wcam else 0.0), spec, zoo.model,
-                                                 train, validation)
+                plan = Plan(method, level, BENCHMARK_BETA if wcam else 0.0, seed=seed, kd=kd)
+                model, model_spec, history, _ = run(plan, spec, zoo.model, train, validation)
+                if seed == 0 and (method, level) == FIGURE_PLAN:
+                    figure_models[wcam] = model
                 scores = score_compressed(zoo.model, model, model_spec, ds2)
                 epoch_s = float(np.mean([h["seconds"] for h in history]))
-                rows.append(_row(method, level, wcam, size_report(model, model_spec), scores, round(epoch_s, 1)))
+                rows.append(_run_row(method, level, kd, wcam, seed, size_report(model, model_spec), scores, round(epoch_s, 1)))
                 rows[-1]["total_s"] = round(time.perf_counter() - started)
-                json_path.write_text(json.dumps(rows, indent=1) + "\n")
-                md_path.write_text(_markdown(rows, zoo.card))
-                if (method, level) == FIGURE_PLAN:
-                    figure_models[wcam] = model
+                json_path.write_text(json.dumps({"teacher_sha256": zoo.card["sha256"], "teacher": teacher_row,
+                                                 "runs": rows}, indent=1) + "\n")
+                md_path.write_text(_markdown([teacher_row] + rows, zoo.card, machine))
     if len(figure_models) == 2:
         _figure(png_path, zoo.model, figure_models[False], figure_models[True], explanation_sample(ds2), spec.outputs)
     print(f"wrote {json_path}, {md_path} and {png_path}")

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     score = beat_score(zoo.spec)
     rows = []
     for beta in BETAS:
-        model, spec, _ = run(Plan("structured", 0.75, wcam_beta=beta), zoo.spec, zoo.model, train, validation)
+        model, spec, _, _ = run(Plan("structured", 0.75, wcam_beta=beta), zoo.spec, zoo.model, train, validation)
         rows.append({"beta": beta, "validation_f1_nsv": round(score(validation.y, predict(model, validation.x)), 4),
                      **explanation_report(zoo.model, model, beats, spec.fs)})
     teacher = localization(zoo.model, torch.from_numpy(beats.x), zoo.spec.fs)

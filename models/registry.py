@@ -41,7 +41,7 @@ class ModelSpec:
 REGISTRY = {
     "ecg_beat": ModelSpec(
         name="ecg_beat", task="beat", fs=ECG_FS, window=768, hop=0,
-        input_channels=("ecg", "centre_marker", "rhythm"), outputs=("N", "S", "V", "F"),
+        input_channels=("ecg", "centre_marker", "rhythm", "template_delta"), outputs=("N", "S", "V", "F"),
         preprocessing="beat_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
     ),
     "ecg_af": ModelSpec(
@@ -99,6 +99,8 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
         raise HeartSightError(f"{card_path} is not a readable model card ({type(error).__name__}: {error}); restore it "
                               "from the repository or train/compress the model again") from None
     model = spec.build()
+    if card.get("batch_norm") == "folded":
+        model = fold_batch_norm(model)
     if card.get("quantization", {}).get("method") == "qat":
         model = prepare_qat(fold_batch_norm(model))
     try:

@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument("--exact", action="store_true", help="WCAM through double backward instead of the closed form")
     compress.add_argument("--epochs", type=int, help="override the method's epoch count")
     compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--repair", default="none",
+                          help="dynamical-isometry repair of filter pruning: none, growing-l2 or qr-orthogonal")
+    compress.add_argument("--lr", type=float, help="fine-tuning peak learning rate (default: the method's)")
+    compress.add_argument("--fold-bn", action="store_true",
+                          help="structured: fold batch norm into the convolutions after removal (needed by qr-orthogonal)")
+    compress.add_argument("--kd", action="store_true", help="add class-balanced distillation from the teacher")
     compress.add_argument("--out", required=True, help="directory for model.pt and card.json")
     _data_dir_option(compress)
     compress.set_defaults(run=_compress)
@@ -226,7 +232,8 @@ def _evaluate(args) -> int:
 def _compress(args) -> int:
     from sdk.compress import Plan, compress
 
-    plan = Plan(args.method, args.ratio, args.wcam, args.schedule, args.stochastic, args.exact, args.epochs, args.seed)
+    plan = Plan(args.method, args.ratio, args.wcam, args.schedule, args.stochastic, args.exact, args.epochs, args.seed,
+                args.repair, args.lr, args.fold_bn, args.kd)
     plan.check()  # before any data is read
     card = compress(args.model, plan, args.out, args.data_dir)
     print(json.dumps({"out": args.out, "size": card["size"], "DS2_accuracy": card["metrics"]["DS2"]["accuracy"],

@@ -28,9 +28,13 @@ def test_compress_writes_a_smaller_reloadable_model_with_its_scores_and_explanat
     assert 0 < explanation["fidelity_cosine"] <= 1 and 0 <= explanation["pointing_game"] <= 1
     assert explanation["teacher"]["loc_auc"] > 0.5
     model = load_model(out).model
-    x = torch.randn(2, 3, 768)
+    x = torch.randn(2, len(load_model(out).spec.input_channels), 768)
     assert model(x).shape == (2, 4)
     assert "heartsight compress --model ecg_beat --method structured --ratio 0.5 --wcam 10" in card["reproduce"]
+    isometry = card["isometry"]  # the dynamical-isometry diagnostic around the removal
+    assert set(isometry) >= {"before", "after_removal", "final"}
+    assert all(isometry[stage]["jsv_cond"] >= 1 and 0 <= isometry[stage]["accuracy"] <= 1
+               for stage in ("before", "after_removal", "final"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -38,6 +42,10 @@ def test_compress_writes_a_smaller_reloadable_model_with_its_scores_and_explanat
     (["--method", "structured", "--ratio", "1.5"], "--ratio"),
     (["--method", "structured", "--wcam", "-3"], "--wcam"),
     (["--method", "structured", "--model", "ppg_hr"], "beat models"),
+    (["--method", "structured", "--repair", "qr-orthogonal"], "batch norm"),
+    (["--method", "unstructured", "--repair", "growing-l2"], "removes none"),
+    (["--method", "qat", "--fold-bn"], "always folds"),
+    (["--method", "structured", "--lr", "0"], "--lr"),
 ])
 def test_bad_compression_requests_get_one_clear_line(tmp_path, heartsight_main, args, message):
     run = heartsight_main("compress", *args, "--out", tmp_path / "x", "--data-dir", tmp_path)

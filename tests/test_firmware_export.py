@@ -25,7 +25,7 @@ TOY_SPEC = replace(get_spec("ecg_beat"), window=96, widths=(6, 8, 10))
 
 def _toy_zoo(seed=0):
     torch.manual_seed(seed)
-    model = GapCnn(3, TOY_SPEC.widths, 7, 4)
+    model = GapCnn(len(TOY_SPEC.input_channels), TOY_SPEC.widths, 7, 4)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             module.running_mean.uniform_(-0.3, 0.3)
@@ -90,7 +90,8 @@ def test_the_c_convolution_matches_the_reference_at_edges_short_signals_and_part
 
 def test_the_integer_model_follows_the_float_model_and_its_explanation():
     zoo = _toy_zoo()
-    x = np.random.default_rng(1).normal(0, 1, (200, 3, TOY_SPEC.window)).astype(np.float32)
+    zoo.model.head.weight.data.uniform_(-0.5, 1.0)  # mostly positive: class activation maps that are not all zero
+    x = np.random.default_rng(1).normal(0, 1, (200, len(TOY_SPEC.input_channels), TOY_SPEC.window)).astype(np.float32)
     quantized = quantize_model(zoo, x[:100])
     logits, last = reference.infer(quantized, reference.quantize_input(quantized, x))
     with torch.no_grad():
@@ -113,7 +114,7 @@ def test_the_arena_holds_every_pair_of_live_tensors_without_overlap():
     tensors = [Tensor("a", 4, 100, 0, 1), Tensor("b", 4, 50, 1, 2), Tensor("c", 8, 50, 2, 3), Tensor("d", 8, 25, 3, 5)]
     offsets, arena, peak = arena_layout(tensors)
     assert arena == peak == 400 + 200 == max(400 + 200, 200 + 400, 400 + 200)
-    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(size=(16, 3, 96)).astype(np.float32))
+    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(size=(16, len(TOY_SPEC.input_channels), 96)).astype(np.float32))
     tensors = activation_tensors(quantized)
     assert [t.name for t in tensors] == ["block0", "block0_pooled", "block1", "block1_pooled", "block2"]
     _, arena, peak = arena_layout(tensors)
@@ -123,12 +124,12 @@ def test_the_arena_holds_every_pair_of_live_tensors_without_overlap():
 def test_generated_library_is_bit_exact_on_the_host_including_input_quantization_and_bad_classes(tmp_path):
     zoo = _toy_zoo(seed=3)
     rng = np.random.default_rng(2)
-    x = rng.normal(0, 1.5, (40, 3, TOY_SPEC.window)).astype(np.float32)
+    x = rng.normal(0, 1.5, (40, len(TOY_SPEC.input_channels), TOY_SPEC.window)).astype(np.float32)
     quantized = quantize_model(zoo, x[:20])
     x[0, 0, :4] = [np.nan, np.inf, -np.inf, 1e30]
     x[1, 0, :3] = (np.array([0.5, -0.5, 2.5]) * quantized.input_scale).astype(np.float32)  # rounding ties
     report = write_c_library(quantized, tmp_path)
-    model = CModel(build_shared_library(tmp_path), 3, TOY_SPEC.window, 4)
+    model = CModel(build_shared_library(tmp_path), len(TOY_SPEC.input_channels), TOY_SPEC.window, 4)
     expected_q = reference.quantize_input(quantized, x)
     assert np.array_equal(model.quantize_input(x), expected_q)
     logits, traces = model.infer(expected_q, explain=True)
@@ -151,10 +152,10 @@ def test_generated_library_is_bit_exact_on_the_host_including_input_quantization
 
 
 def test_the_quantized_model_round_trips_through_its_json(tmp_path):
-    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(size=(16, 3, 96)).astype(np.float32))
+    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(size=(16, len(TOY_SPEC.input_channels), 96)).astype(np.float32))
     save_quantized(quantized, tmp_path)
     again = load_quantized(tmp_path)
-    x_q = reference.quantize_input(quantized, np.random.default_rng(1).normal(size=(8, 3, 96)))
+    x_q = reference.quantize_input(quantized, np.random.default_rng(1).normal(size=(8, len(TOY_SPEC.input_channels), 96)))
     assert np.array_equal(reference.infer(again, x_q)[0], reference.infer(quantized, x_q)[0])
     assert all(np.array_equal(a.weight_scale, b.weight_scale) for a, b in zip(again.convs, quantized.convs))
     record = json.loads((tmp_path / "quantized_model.json").read_text())
@@ -238,7 +239,7 @@ def test_a_qat_model_exports_with_its_trained_ranges_and_the_integer_model_follo
     from models.quantization import activation_quantizers, calibrate, prepare_qat
 
     zoo = _toy_zoo(seed=4)
-    x = np.random.default_rng(5).normal(0, 1, (300, 3, TOY_SPEC.window)).astype(np.float32)
+    x = np.random.default_rng(5).normal(0, 1, (300, len(TOY_SPEC.input_channels), TOY_SPEC.window)).astype(np.float32)
     qat = prepare_qat(fold_batch_norm(zoo.model))
     calibrate(qat, [torch.from_numpy(x[:100])])
     qat_zoo = ZooModel(TOY_SPEC, qat.eval(), {"name": "toy_qat"}, Path("."))

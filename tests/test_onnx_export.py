@@ -21,12 +21,13 @@ from sdk.data.synthetic import synthetic_ecg
 from sdk.errors import HeartSightError
 
 WINDOW = 128
+CHANNELS = len(get_spec("ecg_beat").input_channels)
 
 
 def toy_model(seed: int = 0, widths=(8, 12)) -> ZooModel:
     """A small GapCnn with non-trivial batch norms (random running statistics and affine parameters), in eval mode."""
     torch.manual_seed(seed)
-    model = GapCnn(3, widths, 7, 4)
+    model = GapCnn(CHANNELS, widths, 7, 4)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm1d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -39,7 +40,7 @@ def toy_model(seed: int = 0, widths=(8, 12)) -> ZooModel:
 
 
 def random_windows(n: int, seed: int, length: int = WINDOW) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, length)).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((n, CHANNELS, length)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_graphs_have_the_documented_interface_and_a_dynamic_batch(toy, tmp_path)
         onnx.checker.check_model(model, full_check=True)
         assert model.opset_import[0].version >= 17
         (inp,) = model.graph.input
-        assert inp.name == "input" and [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, WINDOW]
+        assert inp.name == "input" and [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", CHANNELS, WINDOW]
         assert {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output} == outputs
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         one, five = session.run(None, {"input": x[:1]}), session.run(None, {"input": x})
@@ -168,7 +169,7 @@ def test_errors_say_what_is_wrong_and_how_to_fix_it(toy, tmp_path, monkeypatch):
     with pytest.raises(HeartSightError, match="GapCnn"):
         export_float(not_a_gapcnn, tmp_path / "x.onnx")
     float_path, int8_path = exported(zoo, qm, tmp_path)
-    with pytest.raises(HeartSightError, match=r"shape \(N, 3, 128\)"):
+    with pytest.raises(HeartSightError, match=rf"shape \(N, {CHANNELS}, 128\)"):
         compare(zoo, qm, random_windows(4, seed=0, length=64), float_path, int8_path)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(HeartSightError, match="pip install onnxruntime"):

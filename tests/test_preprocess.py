@@ -58,13 +58,55 @@ def test_the_beat_context_built_beat_by_beat_while_forgetting_old_beats_equals_t
         assert np.array_equal(getattr(kept, name), getattr(whole, name)[forgotten:]), name
 
 
+def _beats(shapes: list[np.ndarray], rr: int, fs: float = preprocess.ECG_FS) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic ECG at the model rate: the given beat shapes, one every `rr` samples, and their R peaks."""
+    r_peaks = rr * (np.arange(len(shapes)) + 1)
+    ecg = np.zeros(r_peaks[-1] + 2 * rr)
+    for r, shape in zip(r_peaks, shapes):
+        ecg[r - len(shape) // 2: r - len(shape) // 2 + len(shape)] += shape
+    return ecg, r_peaks
+
+
+def test_the_template_difference_is_the_beat_minus_its_window_neighbours_of_normal_timing():
+    t = np.linspace(-1, 1, 41)
+    normal, ectopic = np.exp(-(t / 0.1) ** 2), -1.5 * np.exp(-(t / 0.3) ** 2)  # narrow QRS; wide, inverted
+    ecg, r_peaks = _beats([normal] * 20 + [ectopic] + [normal] * 20, rr=110)
+    windows = preprocess.beat_windows(preprocess.ecg_tracks(ecg, r_peaks), np.array([10, 20]), 768)
+    before, after = (int(round(s * preprocess.ECG_FS)) for s in preprocess.TEMPLATE_SPAN_S)
+    centre = slice(384 - before, 384 + after)
+    normal_delta, ectopic_delta = windows[0, 3], windows[1, 3]
+    assert np.all(windows[:, 3, :384 - before] == 0) and np.all(windows[:, 3, 384 + after:] == 0)
+    assert np.abs(normal_delta).max() < 0.05 * np.abs(windows[0, 0, centre]).max()  # like its neighbours
+    # the ectopic beat's difference is its own shape minus the normal template (the neighbours are all normal)
+    neighbour = windows[1, 0, centre.start - 110: centre.stop - 110]
+    assert np.allclose(ectopic_delta[centre], windows[1, 0, centre] - neighbour, atol=1e-5)
+
+
+def test_premature_neighbours_are_left_out_of_the_template():
+    """Ventricular bigeminy: every other beat is premature and ectopic. A normal beat's template must be made of
+    the normal beats alone, or half the window's beats would pull it toward the ectopic shape."""
+    t = np.linspace(-1, 1, 41)
+    normal, ectopic = np.exp(-(t / 0.1) ** 2), -1.5 * np.exp(-(t / 0.3) ** 2)
+    r_peaks = np.cumsum(np.tile([130, 70], 40))  # normal beats at even indices, premature ectopic at odd
+    ecg = np.zeros(r_peaks[-1] + 200)
+    for k, r in enumerate(r_peaks):
+        ecg[r - 20: r + 21] += normal if k % 2 == 0 else ectopic
+    tracks = preprocess.ecg_tracks(ecg, r_peaks)
+    assert np.all(tracks.context.rr_relative[41::2] < preprocess.TEMPLATE_MIN_RR)
+    normal_window, ectopic_window = preprocess.beat_windows(tracks, np.array([40, 41]), 768)
+    before, after = (int(round(s * preprocess.ECG_FS)) for s in preprocess.TEMPLATE_SPAN_S)
+    centre = slice(384 - before, 384 + after)
+    assert np.abs(normal_window[3]).max() < 0.05 * np.abs(normal_window[0, centre]).max()
+    assert np.abs(ectopic_window[3]).max() > 0.5 * np.abs(ectopic_window[0, centre]).max()
+
+
 def test_beat_windows_centre_the_beat_and_carry_rhythm_bumps():
     fs = preprocess.ECG_FS
     ecg = np.zeros(4000)
     r_peaks = np.arange(100, 3900, 110)
     tracks = preprocess.ecg_tracks(ecg, r_peaks, fs)
     windows = preprocess.beat_windows(tracks, np.array([0, 10]), 768)
-    assert windows.shape == (2, 3, 768)
+    assert windows.shape == (2, 4, 768)
     assert windows[0, 1].argmax() == 384  # centre marker
     assert np.all(windows[0, 0, :384 - 100 - 20] == 0)  # before the record: zero padding
     starts = np.array([0, 1280])

@@ -19,7 +19,7 @@ def _toy_beats(n_per_class: int, seed: int) -> Dataset:
     spec = TOY
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(4), n_per_class)
-    x = rng.normal(0, 0.05, size=(len(y), 3, spec.window)).astype(np.float32)
+    x = rng.normal(0, 0.05, size=(len(y), len(spec.input_channels), spec.window)).astype(np.float32)
     x[:, 0, 54:74] += (y[:, None] - 1.5).astype(np.float32)
     return Dataset(x, y, np.array(["toy"] * len(y)))
 

@@ -81,8 +81,9 @@ def test_loss_scales_with_beta_and_the_teacher_is_left_untouched():
 def test_maps_at_different_resolutions_are_compared_after_interpolation():
     spec = REGISTRY["ecg_beat"]
     teacher = spec.build().eval()
-    shallow = GapCnn(3, (8, 8, 8), 7, 4).eval()  # one pool fewer: twice the map length
-    _, _, loss = Wcam(teacher, beta=1.0)(shallow, torch.randn(2, 3, spec.window))
+    channels = len(spec.input_channels)
+    shallow = GapCnn(channels, (8, 8, 8), 7, 4).eval()  # one pool fewer: twice the map length
+    _, _, loss = Wcam(teacher, beta=1.0)(shallow, torch.randn(2, channels, spec.window))
     assert torch.isfinite(loss)
 
 

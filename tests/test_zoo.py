@@ -60,6 +60,8 @@ def test_ecg_beat_ds2_metrics_are_reproduced():
     result = evaluate("ecg_beat", data_root=DATA)
     assert result["split"] == "DS2" and result["n"] > 49_000
     assert_close_scores(result, load_model("ecg_beat").card["metrics"]["DS2"])
+    # record 232 holds 1,382 of DS2's 1,837 S beats; S is reported without it as well
+    assert result["S_without_232"]["n"] == result["per_class"]["S"]["n"] - 1382 == 455
 
 
 @needs_mitdb

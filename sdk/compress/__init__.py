@@ -14,7 +14,7 @@ import torch
 from models.architectures import predict
 from models.quantization import is_quantized
 from models.registry import load_model
-from sdk.compress.methods import METHODS, SCHEDULES, Plan, run
+from sdk.compress.methods import KD_ALPHA, KD_TEMPERATURE, METHODS, REPAIRS, SCHEDULES, Plan, config_lr, run
 from sdk.compress.report import explanation_report, explanation_sample, localization, size_report
 from sdk.compress.wcam import Wcam
 from sdk.data import mitdb
@@ -23,7 +23,7 @@ from sdk.errors import HeartSightError
 from sdk.training import metrics
 from sdk.training.recipes import beat_training_sets, model_card, write_model
 
-__all__ = ["METHODS", "SCHEDULES", "Plan", "Wcam", "compress", "score_compressed"]
+__all__ = ["METHODS", "REPAIRS", "SCHEDULES", "Plan", "Wcam", "compress", "score_compressed"]
 
 
 def score_compressed(teacher, model, spec, ds2: Dataset) -> dict:
@@ -47,7 +47,7 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
             f"{spec.name} is a {spec.task} model"
         )
     train, validation, _ = beat_training_sets(spec, data_root)
-    compressed, compressed_spec, history = run(plan, spec, zoo.model, train, validation, progress)
+    compressed, compressed_spec, history, diagnostics = run(plan, spec, zoo.model, train, validation, progress)
     out = Path(out_dir)
     card = model_card(compressed_spec, compressed, plan.seed, len(history))
     card["name"] = out.name
@@ -56,10 +56,22 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
                          + (f" --schedule {plan.schedule}" if plan.schedule != "one-shot" else "")
                          + (" --stochastic" if plan.stochastic else "") + (" --exact" if plan.exact_wcam else "")
                          + (f" --epochs {plan.epochs}" if plan.epochs else "") + (f" --seed {plan.seed}" if plan.seed else "")
+                         + (f" --repair {plan.repair}" if plan.repair != "none" else "")
+                         + (f" --lr {plan.lr:g}" if plan.lr else "") + (" --fold-bn" if plan.fold_bn else "")
+                         + (" --kd" if plan.kd else "")
                          + f" --out {out}")
     card["compression"] = {"method": plan.method, "ratio": plan.ratio, "schedule": plan.schedule,
-                           "wcam_beta": plan.wcam_beta, "wcam_stochastic": plan.stochastic,
+                           "wcam_beta": plan.wcam_beta, "wcam_stochastic": plan.stochastic, "repair": plan.repair,
+                           "fine_tuning_lr": config_lr(plan),
+                           "distillation": (f"class-balanced (each beat weighted 1/frequency of its class), "
+                                            f"T={KD_TEMPERATURE:g}, alpha={KD_ALPHA:g}")
+                           if plan.kd or plan.method == "distill" else None,
                            "teacher": zoo.card["name"], "teacher_sha256": zoo.card.get("sha256")}
+    if diagnostics:
+        card["isometry"] = {"probe": "16 held-out DS1 beats per class; singular values of d logits / d input",
+                            **diagnostics}
+    if plan.fold_bn:
+        card["batch_norm"] = "folded"
     if is_quantized(compressed):
         card["quantization"] = {"method": "qat", "scheme": "int8: weights symmetric per output channel [-127, 127], "
                                 "activations asymmetric per tensor; batch norm folded"}

@@ -10,23 +10,30 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.architectures import GapCnn, fold_batch_norm
+from models.architectures import GapCnn, fold_batch_norm, predict
 from models.quantization import calibrate, prepare_qat
 from models.registry import ModelSpec
-from sdk.compress import pruning
+from sdk.compress import isometry, pruning
+from sdk.compress.report import explanation_sample
 from sdk.compress.wcam import Wcam
 from sdk.data.datasets import Dataset
 from sdk.errors import HeartSightError
 from sdk.training.recipes import beat_config, beat_score
-from sdk.training.train import TaskLoss, fit
+from sdk.training.train import TaskLoss, class_weights, epoch_indices, fit
 
 METHODS = ("structured", "unstructured", "distill", "qat")
 SCHEDULES = ("one-shot", "iterative")
+REPAIRS = ("none", "growing-l2", "qr-orthogonal")
+REPAIRABLE = ("structured", "qat")  # the methods that remove whole filters from inherited weights
+L2_EPOCHS = 2  # growing-L2 regularisation before the removal
+JSV_BEATS_PER_CLASS = 16  # held-out DS1 beats per class for the Jacobian diagnostic
 KD_TEMPERATURE, KD_ALPHA = 4.0, 0.9
+KD_CLASS_WEIGHT_POWER = 1.0  # distillation weights 1/frequency: each class counts as much as N
 ITERATIVE_ROUNDS = 3
 EPOCHS = {"structured": 4, "unstructured": 1, "distill": 8, "qat": 4}  # unstructured: per 20% round
 LEARNING_RATES = {"structured": 1e-3, "unstructured": 1e-3, "distill": 3e-3, "qat": 5e-4}
@@ -42,6 +49,10 @@ class Plan:
     exact_wcam: bool = False
     epochs: int | None = None
     seed: int = 0
+    repair: str = "none"  # dynamical-isometry repair of the pruning: none, growing-l2 or qr-orthogonal
+    lr: float | None = None  # fine-tuning peak learning rate (default: the method's)
+    fold_bn: bool = False  # structured: fold batch norm into the convolutions after removal (a BN-free network)
+    kd: bool = False  # add class-balanced distillation from the teacher (always on for distill)
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -53,10 +64,31 @@ class Plan:
             raise HeartSightError(f"unknown schedule {self.schedule!r}; choose one-shot or iterative")
         if self.wcam_beta < 0:
             raise HeartSightError(f"--wcam BETA must be >= 0, got {self.wcam_beta}")
+        if self.repair not in REPAIRS:
+            raise HeartSightError(f"unknown repair {self.repair!r}; choose one of {', '.join(REPAIRS)}")
+        if self.repair != "none" and self.method not in REPAIRABLE:
+            raise HeartSightError(f"--repair {self.repair} applies to pruning that removes filters (structured or qat); "
+                                  f"{self.method} removes none")
+        if self.repair == "growing-l2" and self.schedule != "one-shot":
+            raise HeartSightError("--repair growing-l2 regularises toward one removal; use --schedule one-shot")
+        if self.repair == "qr-orthogonal" and self.method == "structured" and not self.fold_bn:
+            raise HeartSightError(isometry.BATCH_NORM_BETWEEN_LAYERS)
+        if self.fold_bn and self.method != "structured":
+            raise HeartSightError(f"--fold-bn applies to structured pruning ({self.method} "
+                                  + ("always folds batch norm)" if self.method == "qat" else "keeps its batch norm)"))
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise HeartSightError(f"--lr must lie in (0, 1), got {self.lr}")
 
 
-def objective_for(teacher: GapCnn, wcam: Wcam | None, distill: bool):
-    """The batch loss: task loss, plus (1 - alpha)/alpha-weighted distillation, plus beta * WCAM."""
+def config_lr(plan: Plan) -> float:
+    """The fine-tuning peak learning rate: the plan's, or its method's default."""
+    return plan.lr or LEARNING_RATES[plan.method]
+
+
+def objective_for(teacher: GapCnn, wcam: Wcam | None, distill_weights: torch.Tensor | None):
+    """The batch loss: task loss, plus (with distill_weights, one per class) alpha-weighted class-balanced
+    distillation, plus beta * WCAM."""
+    distill = distill_weights is not None
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss) -> torch.Tensor:
         if wcam is not None:
@@ -67,28 +99,72 @@ def objective_for(teacher: GapCnn, wcam: Wcam | None, distill: bool):
                 teacher_logits = teacher(x) if distill else None
         loss = task_loss(logits, y)
         if distill:
-            soft = F.kl_div(F.log_softmax(logits / KD_TEMPERATURE, dim=1), F.softmax(teacher_logits / KD_TEMPERATURE, dim=1),
-                            reduction="batchmean") * KD_TEMPERATURE ** 2
-            loss = (1 - KD_ALPHA) * loss + KD_ALPHA * soft
+            loss = (1 - KD_ALPHA) * loss + KD_ALPHA * balanced_distillation(logits, teacher_logits, y, distill_weights)
         return loss + attribution_loss
 
     return objective
 
 
+def balanced_distillation(logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,
+                          class_weights: torch.Tensor) -> torch.Tensor:
+    """Hinton's KD term, each beat weighted by its class's weight, so the rare classes the teacher knows are not
+    averaged away by the common one."""
+    per_beat = F.kl_div(F.log_softmax(logits / KD_TEMPERATURE, dim=1), F.softmax(teacher_logits / KD_TEMPERATURE, dim=1),
+                        reduction="none").sum(dim=1) * KD_TEMPERATURE ** 2
+    weights = class_weights[y]
+    return (per_beat * weights).sum() / weights.sum()
+
+
 def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation: Dataset,
-        progress: bool = True) -> tuple[nn.Module, ModelSpec, list[dict]]:
-    """Compress `teacher`; returns (model, its spec, training history)."""
+        progress: bool = True) -> tuple[nn.Module, ModelSpec, list[dict], dict]:
+    """Compress `teacher`; returns (model, its spec, training history, isometry diagnostics).
+
+    The diagnostics (sdk.compress.isometry) are measured on held-out DS1 beats for pruning methods: before
+    pruning, right after the removal (and repair), and after fine-tuning.
+    """
     plan.check()
     teacher = copy.deepcopy(teacher).eval()
     wcam = Wcam(teacher, plan.wcam_beta, exact=plan.exact_wcam, stochastic=plan.stochastic, seed=plan.seed) \
         if plan.wcam_beta > 0 else None
     epochs = plan.epochs or EPOCHS[plan.method]
-    config = beat_config(epochs, plan.seed, LEARNING_RATES[plan.method])
+    config = beat_config(epochs, plan.seed, config_lr(plan))
     score = beat_score(spec)
+    distill_weights = None
+    if plan.method == "distill" or plan.kd:  # every class weighs the same in the distillation term
+        counts = np.bincount(train.y[epoch_indices(train.y, config.max_per_class, np.random.default_rng(0))],
+                             minlength=len(spec.outputs))
+        distill_weights = class_weights(counts, KD_CLASS_WEIGHT_POWER)
+    probe = torch.from_numpy(explanation_sample(validation, JSV_BEATS_PER_CLASS).x)
+    diagnostics: dict = {}
+
+    def measured(model: nn.Module) -> dict:
+        """The isometry diagnostic and the accuracy on the held-out DS1 patients."""
+        accuracy = float(np.mean(predict(model, validation.x).argmax(1) == validation.y))
+        return {**isometry.isometry(model, probe), "accuracy": round(accuracy, 4)}
 
     def tune(model: nn.Module, model_spec: ModelSpec, config=config, after_step=None) -> tuple[nn.Module, list[dict]]:
         return fit(model_spec, train, config, validation, score, progress, model=model,
-                   objective=objective_for(teacher, wcam, plan.method == "distill"), after_step=after_step)
+                   objective=objective_for(teacher, wcam, distill_weights), after_step=after_step)
+
+    def removed(model: GapCnn, widths: tuple[int, ...]) -> GapCnn:
+        """The plan's removal of all but `widths` channels, with its repair; the diagnostic before and after."""
+        if "before" not in diagnostics:
+            diagnostics["before"] = measured(model)
+        keep = pruning.channels_to_keep(model, widths)
+        if plan.repair == "growing-l2":
+            steps = L2_EPOCHS * len(epoch_indices(train.y, config.max_per_class, np.random.default_rng(0))) // config.batch_size
+            penalty = isometry.GrowingL2(keep, model.widths, steps)
+            model, part = fit(spec, train, replace(config, epochs=L2_EPOCHS), progress=progress, model=copy.deepcopy(model),
+                              objective=objective_for(teacher, wcam, distill_weights), after_step=penalty)
+            history.extend({**h, "phase": "growing-l2"} for h in part)
+            diagnostics["regularised"] = measured(model)
+        model = pruning.remove_channels(model, keep)
+        if plan.fold_bn or plan.method == "qat":
+            model = fold_batch_norm(model)
+        if plan.repair == "qr-orthogonal":
+            model = isometry.qr_orthogonalize(model)
+        diagnostics["after_removal"] = measured(model)
+        return model
 
     history: list[dict] = []
     if plan.method == "structured":
@@ -96,7 +172,7 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
         rounds = ITERATIVE_ROUNDS if plan.schedule == "iterative" else 1
         for r in range(1, rounds + 1):  # each round removes the same share of the channels still there
             widths = pruning.pruned_widths(teacher.widths, 1.0 - (1.0 - plan.ratio) ** (r / rounds))
-            model = pruning.remove_channels(model, pruning.channels_to_keep(model, widths))
+            model = removed(model, widths)
             model, part = tune(model, replace(spec, widths=widths), replace(config, epochs=max(1, epochs // rounds)))
             history += part
     elif plan.method == "unstructured":
@@ -111,10 +187,11 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
         torch.manual_seed(plan.seed)
         model, history = tune(student_spec.build(), student_spec)
     else:  # qat
-        widths = pruning.pruned_widths(teacher.widths, plan.ratio)
-        model = pruning.remove_channels(teacher, pruning.channels_to_keep(teacher, widths))
-        model = prepare_qat(fold_batch_norm(model))
+        model = prepare_qat(removed(teacher, pruning.pruned_widths(teacher.widths, plan.ratio)))
         calibrate(model, (torch.from_numpy(train.x[i: i + 512]) for i in range(0, min(len(train.x), 8192), 512)))
-        model, history = tune(model, replace(spec, widths=model.widths))
+        model, part = tune(model, replace(spec, widths=model.widths))
+        history += part
     model.eval()
-    return model, replace(spec, widths=tuple(model.widths)), history
+    if diagnostics:
+        diagnostics["final"] = measured(model)
+    return model, replace(spec, widths=tuple(model.widths)), history, diagnostics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -27,30 +29,34 @@ def channels_to_keep(model: GapCnn, widths: tuple[int, ...]) -> list[torch.Tenso
 
 
 def remove_channels(model: GapCnn, keep: list[torch.Tensor]) -> GapCnn:
-    """A smaller dense GapCnn holding only the kept channels of each block (and the head columns they feed).
+    """A smaller dense copy holding only the kept channels of each block (and the head columns they feed);
+    batch norm, folded biases and every other layer are kept as they are.
 
     The zoo's blocks form a chain (no residual connections), so a block's kept outputs are exactly the next
     block's kept inputs.
     """
-    convs = convolutions(model)
-    smaller = GapCnn(convs[0].in_channels, tuple(len(k) for k in keep), convs[0].kernel_size[0], model.head.out_features)
-    old_layers, new_layers = list(model.features), list(smaller.features)
-    block, inputs = -1, torch.arange(convs[0].in_channels)
+    smaller = copy.deepcopy(model).eval()
+    block, inputs = -1, torch.arange(convolutions(model)[0].in_channels)
     with torch.no_grad():
-        for old, new in zip(old_layers, new_layers):
-            if isinstance(old, nn.Conv1d):
+        for module in smaller.features:
+            if isinstance(module, nn.Conv1d):
                 block += 1
-                new.weight.copy_(old.weight[keep[block]][:, inputs])
-                if old.bias is not None:
-                    new.bias = nn.Parameter(old.bias[keep[block]].clone())
-            elif isinstance(old, nn.BatchNorm1d):
-                for name in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(new, name).copy_(getattr(old, name)[keep[block]])
-            if isinstance(old, nn.ReLU):
+                module.weight = nn.Parameter(module.weight[keep[block]][:, inputs].clone())
+                if module.bias is not None:
+                    module.bias = nn.Parameter(module.bias[keep[block]].clone())
+                module.out_channels, module.in_channels = len(keep[block]), len(inputs)
+            elif isinstance(module, nn.BatchNorm1d):
+                for name in ("weight", "bias"):
+                    setattr(module, name, nn.Parameter(getattr(module, name)[keep[block]].clone()))
+                for name in ("running_mean", "running_var"):
+                    setattr(module, name, getattr(module, name)[keep[block]].clone())
+                module.num_features = len(keep[block])
+            elif isinstance(module, nn.ReLU):
                 inputs = keep[block]
-        smaller.head.weight.copy_(model.head.weight[:, keep[-1]])
-        smaller.head.bias.copy_(model.head.bias)
-    return smaller.eval()
+        smaller.head.weight = nn.Parameter(model.head.weight[:, keep[-1]].clone())
+        smaller.head.in_features = len(keep[-1])
+    smaller.widths = tuple(len(k) for k in keep)
+    return smaller
 
 
 def prunable_weights(model: nn.Module) -> list[nn.Parameter]:

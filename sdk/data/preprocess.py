@@ -1,7 +1,7 @@
 """Model inputs from raw signals: the one preprocessing path used by training, evaluation and the device.
 
 Everything here is causal (filters carry state, context uses only past beats) so the device, fed chunk by
-chunk, computes what training saw. ECG models read three kinds of time-aligned channel, so the saliency
+chunk, computes what training saw. ECG models read these time-aligned channels, so the saliency
 trace accounts for everything a model used:
 - the band-passed ECG, scaled by the patient's recent R-wave amplitude (not per window: a premature beat
   must not be rescaled to look normal);
@@ -10,7 +10,10 @@ trace accounts for everything a model used:
 - for rhythm models, an RR-change track: a bump at every R peak whose height is how much the relative RR
   changed from the previous beat (beat-to-beat irregularity, the mark of atrial fibrillation);
 - for beat models, a centre marker: a bump at the beat being classified, because a global-average-pool
-  head cannot otherwise tell which beat of a multi-beat window it is asked about.
+  head cannot otherwise tell which beat of a multi-beat window it is asked about;
+- for beat models, a template difference: the classified beat minus the median of its window's other beats of
+  normal timing (the patient's own local template), zero elsewhere. What differs between patients (lead
+  placement, QRS shape) cancels; what differs from this patient's own beats (an ectopic focus) remains.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ PPG_FS = 32.0
 HISTORY_BEATS = 256  # about 3-4 minutes of beats for the patient's "recent" RR and amplitude
 BUMP_SIGMA = 3.0  # samples at the model rate
 R_SEARCH_S = 0.05  # the band-passed R extremum is looked for within this distance of the detected peak
+TEMPLATE_SPAN_S = (0.25, 0.45)  # a beat for the template difference: from 0.25 s before its R peak to 0.45 s after
+TEMPLATE_MIN_RR = -0.15  # beats at least this close to the recent mean RR (rr_relative) make the template
 
 
 class CausalFilter:
@@ -179,15 +184,41 @@ def _slices(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
 
 
 def beat_windows(tracks: EcgTracks, beat_indices: np.ndarray, window: int) -> np.ndarray:
-    """(n, 3, window) inputs for beat models: scaled ECG, centre marker, rhythm; beat at the window centre."""
+    """(n, 4, window) inputs for beat models: scaled ECG, centre marker, rhythm and template difference; the
+    beat at the window centre."""
     beat_indices = np.asarray(beat_indices, dtype=np.int64)
     centres = tracks.context.r_peaks[beat_indices]
     starts = centres - window // 2
     scale = tracks.context.amplitude_scale[beat_indices][:, None]
-    ecg = np.clip(_slices(tracks.filtered, starts, window) / scale, -8.0, 8.0)
+    ecg = np.clip(_slices(tracks.filtered, starts, window) / scale, -8.0, 8.0).astype(np.float32)
     marker = bump_track(window, np.array([window // 2]), np.array([1.0]))
     rhythm = _slices(tracks.rhythm, starts, window)
-    return np.stack([ecg, np.broadcast_to(marker, ecg.shape), rhythm], axis=1).astype(np.float32)
+    delta = np.stack([template_difference(row, _beats_in_window(tracks.context, start, window), window)
+                      for row, start in zip(ecg, starts)]) if len(starts) else np.zeros_like(ecg)
+    return np.stack([ecg, np.broadcast_to(marker, ecg.shape), rhythm, delta], axis=1).astype(np.float32)
+
+
+def _beats_in_window(context: BeatContext, start: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions within the window, rr_relative) of the beats whose R peak lies in [start, start + window)."""
+    lo, hi = np.searchsorted(context.r_peaks, [start, start + window])
+    return context.r_peaks[lo:hi] - start, context.rr_relative[lo:hi]
+
+
+def template_difference(ecg: np.ndarray, beats: tuple[np.ndarray, np.ndarray], window: int) -> np.ndarray:
+    """A window's template-difference track: its centre beat minus the sample-wise median of the window's other
+    whole beats of normal timing (all other whole beats if none has; zero if the window holds no other beat)."""
+    positions, rr_relative = beats
+    before, after = (int(round(s * ECG_FS)) for s in TEMPLATE_SPAN_S)
+    centre = window // 2
+    whole = (positions - before >= 0) & (positions + after <= window) & (positions != centre)
+    others = positions[whole & (rr_relative >= TEMPLATE_MIN_RR)]
+    others = others if len(others) else positions[whole]
+    track = np.zeros(window, np.float32)
+    if not len(others) or centre - before < 0 or centre + after > window:
+        return track
+    template = np.median(np.stack([ecg[p - before: p + after] for p in others]), axis=0)
+    track[centre - before: centre + after] = ecg[centre - before: centre + after] - template
+    return track
 
 
 def rhythm_windows(tracks: EcgTracks, starts: np.ndarray, window: int) -> np.ndarray:

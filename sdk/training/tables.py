@@ -26,4 +26,7 @@ def format_class_table(result: dict) -> str:
              f"{'class':<6}{'Se':>8}{'+P':>8}{'F1':>8}{'n':>8}"]
     for name, r in result["per_class"].items():
         lines.append(f"{name:<6}{r['se']:>8.4f}{r['ppv']:>8.4f}{r['f1']:>8.4f}{r['n']:>8}")
+    for key in (k for k in result if k.startswith("S_without_")):
+        r = result[key]
+        lines.append(f"{'S':<6}{r['se']:>8.4f}{r['ppv']:>8.4f}{r['f1']:>8.4f}{r['n']:>8}  without record {key.rsplit('_', 1)[1]}")
     return "\n".join(lines)

@@ -38,18 +38,37 @@ def make_deterministic(seed: int) -> None:
     torch.set_num_threads(2)
 
 
+BASELINE_WANDER = (0.05, 0.5, 0.15)  # Hz low, Hz high, peak amplitude (in the window's ECG units) left by a band-pass
+
+
 def augment(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Amplitude, noise and rhythm-estimate jitter the device will meet; marker channels are left alone."""
-    n = x.shape[0]
+    """Amplitude, baseline, noise and rhythm-estimate jitter the way other patients and devices differ; marker
+    channels are left alone. An ECG's template difference takes the ECG's gain (it is a difference of the
+    same signal; wander and noise cancel in it to first order)."""
+    n, _, length = x.shape
     x = x.clone()
     for c, name in enumerate(spec.input_channels):
         if name in ("ecg", "ppg", "accel_x", "accel_y", "accel_z"):
             gain = torch.empty(n, 1).uniform_(0.8, 1.25, generator=generator)
             noise = torch.empty(n, 1).uniform_(0.0, 0.08, generator=generator)
             x[:, c] = x[:, c] * gain + noise * torch.randn(x[:, c].shape, generator=generator)
+            if name == "ecg":
+                x[:, c] += _baseline_wander(n, length, spec.fs, generator)
+                if "template_delta" in spec.input_channels:
+                    x[:, spec.input_channels.index("template_delta")] *= gain
         elif name == "rhythm":
             x[:, c] = x[:, c] * torch.empty(n, 1).uniform_(0.85, 1.15, generator=generator)
     return x
+
+
+def _baseline_wander(n: int, length: int, fs: float, generator: torch.Generator) -> torch.Tensor:
+    """A slow sinusoid of random frequency, phase and amplitude per example: respiration and electrode motion."""
+    low, high, peak = BASELINE_WANDER
+    frequency = torch.empty(n, 1).uniform_(low, high, generator=generator)
+    phase = torch.empty(n, 1).uniform_(0, 2 * np.pi, generator=generator)
+    amplitude = torch.empty(n, 1).uniform_(0, peak, generator=generator)
+    t = torch.arange(length) / fs
+    return amplitude * torch.sin(2 * np.pi * frequency * t + phase)
 
 
 def epoch_indices(y: np.ndarray, max_per_class: int | None, rng: np.random.Generator) -> np.ndarray:
