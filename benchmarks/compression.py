@@ -79,8 +79,8 @@ def _markdown(rows: list[dict], teacher_card: dict, machine: str) -> str:
         "for distillation, initialisation).",
         f"WCAM beta = {BENCHMARK_BETA:g} (chosen on DS1 held-out patients). Epochs: "
         + ", ".join(f"{m} {e}" + (" per 20% round" if m == "unstructured" else "") for m, e in EPOCHS.items()) + ". "
-        "KD: class-balanced distillation from the teacher added to the task loss (each beat weighted by its "
-        "class weight).",
+        "KD: class-balanced distillation from the teacher added to the task loss (each beat weighted by 1/frequency of its "
+        "class). Every run uses its method's default schedule and LR.",
         "Level: share of channels removed (structured, distill width, and pruning before qat), or of weights "
         "zeroed (unstructured). int8 bytes: int8 weights + int32 biases after batch-norm folding, stored dense. "
         "Explanation columns use 250 DS2 beats per class (all F beats): fidelity to the teacher's trace (cosine, "
