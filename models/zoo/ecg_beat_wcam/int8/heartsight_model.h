@@ -8,17 +8,17 @@
 
 #define HS_MODEL_NAME "ecg_beat_wcam"
 #define HS_MODEL_VERSION "1.0.0"
-#define HS_MODEL_SHA256 "9cc8b2d11252afba5e33f6c814b80bbbf6487ba7922d0a5eca8ac4b4d13e972f"
+#define HS_MODEL_SHA256 "d68c373772445b87cf72b67ddcb0f0f981cb672fa9dbbe74efc0a5580b330481"
 /* sha256 of the integer model (quantized_model.json) this library implements: what alerts report. */
-#define HS_INT8_SHA256 "ed3877d592db001e813d945f7b18f7cdcd0ec296cdd4ef103035e8212709337b"
+#define HS_INT8_SHA256 "1853949c343750f8c814c47f3f88a3d87bd1bfb55c51d7264f3f301f742b0f3e"
 #define HS_FS_HZ 128f
 #define HS_INPUT_CHANNELS 4
 #define HS_INPUT_LENGTH 768
 #define HS_NUM_CLASSES 4
-#define HS_INPUT_SCALE 0.023280466f
-#define HS_INPUT_ZERO_POINT 7
-#define HS_LOGIT_SCALE 0.0778521448f
-#define HS_LOGIT_ZERO_POINT -31
+#define HS_INPUT_SCALE 0.0233100317f
+#define HS_INPUT_ZERO_POINT 8
+#define HS_LOGIT_SCALE 0.113334902f
+#define HS_LOGIT_ZERO_POINT -34
 #define HS_ARENA_BYTES 9216
 
 /* Class names in output order, and the real value of one step of each class's explanation trace. */
