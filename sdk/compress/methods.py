@@ -24,7 +24,7 @@ from sdk.compress.wcam import Wcam
 from sdk.data.datasets import Dataset
 from sdk.errors import HeartSightError
 from sdk.training.recipes import beat_config, beat_score
-from sdk.training.train import TaskLoss, class_weights, epoch_indices, fit
+from sdk.training.train import TaskLoss, class_weights, epoch_class_counts, fit
 
 METHODS = ("structured", "unstructured", "distill", "qat")
 SCHEDULES = ("one-shot", "iterative")
@@ -129,10 +129,9 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
     epochs = plan.epochs or EPOCHS[plan.method]
     config = beat_config(epochs, plan.seed, config_lr(plan))
     score = beat_score(spec)
+    counts = epoch_class_counts(train.y, len(spec.outputs), config.max_per_class)
     distill_weights = None
     if plan.method == "distill" or plan.kd:  # every class weighs the same in the distillation term
-        counts = np.bincount(train.y[epoch_indices(train.y, config.max_per_class, np.random.default_rng(0))],
-                             minlength=len(spec.outputs))
         distill_weights = class_weights(counts, KD_CLASS_WEIGHT_POWER)
     probe = torch.from_numpy(explanation_sample(validation, JSV_BEATS_PER_CLASS).x)
     diagnostics: dict = {}
@@ -152,7 +151,7 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
             diagnostics["before"] = measured(model)
         keep = pruning.channels_to_keep(model, widths)
         if plan.repair == "growing-l2":
-            steps = L2_EPOCHS * len(epoch_indices(train.y, config.max_per_class, np.random.default_rng(0))) // config.batch_size
+            steps = L2_EPOCHS * int(counts.sum()) // config.batch_size
             penalty = isometry.GrowingL2(keep, model.widths, steps)
             model, part = fit(spec, train, replace(config, epochs=L2_EPOCHS), progress=progress, model=copy.deepcopy(model),
                               objective=objective_for(teacher, wcam, distill_weights), after_step=penalty)

@@ -82,6 +82,11 @@ def epoch_indices(y: np.ndarray, max_per_class: int | None, rng: np.random.Gener
     return rng.permutation(np.concatenate(chosen))
 
 
+def epoch_class_counts(y: np.ndarray, n_classes: int, max_per_class: int | None) -> np.ndarray:
+    """Examples of each class in one epoch (epoch_indices draws at most max_per_class of each)."""
+    return np.minimum(np.bincount(y, minlength=n_classes), max_per_class or len(y))
+
+
 def class_weights(counts: np.ndarray, power: float = 0.5) -> torch.Tensor:
     """Weights proportional to 1/frequency**power: rare classes count more without drowning the common one."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -96,8 +101,8 @@ Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, TaskLoss], torch.Te
 def task_loss_for(spec: ModelSpec, train: Dataset, config: TrainConfig) -> TaskLoss:
     """Class-weighted cross-entropy for classifiers; smooth L1 in units of 30 bpm for heart rate."""
     if spec.is_classifier:
-        epoch_counts = np.minimum(np.bincount(train.y, minlength=len(spec.outputs)), config.max_per_class or len(train.y))
-        return nn.CrossEntropyLoss(weight=class_weights(epoch_counts, config.class_weight_power))
+        counts = epoch_class_counts(train.y, len(spec.outputs), config.max_per_class)
+        return nn.CrossEntropyLoss(weight=class_weights(counts, config.class_weight_power))
     smooth_l1 = nn.SmoothL1Loss()
     return lambda output, y: smooth_l1(output[:, 0] / HR_SCALE_BPM, y / HR_SCALE_BPM)
 
