@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +18,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from sdk.demo.broker import LocalBroker, mosquitto_binary
+from sdk.demo.broker import LocalBroker, accepts, mosquitto_binary, wait_until
+from sdk.errors import HeartSightError
+from sdk.stream.broker_setup import find_plugin
 
 DATA = Path(os.environ.get("HEARTSIGHT_DATA", "")) if os.environ.get("HEARTSIGHT_DATA") else None
 HAS_MITDB = DATA is not None and (DATA / "mitdb" / "100.hea").exists()
@@ -78,6 +80,46 @@ def heartsight_main(capsys, monkeypatch):
 
 # --- brokers -------------------------------------------------------------------------------------------------------
 
+def eventually(condition) -> bool:
+    """Whether condition() holds within DEADLINE_S."""
+    return wait_until(condition, DEADLINE_S)
+
+
+def has_dynamic_security_plugin() -> bool:
+    try:
+        find_plugin()
+        return True
+    except HeartSightError:
+        return False
+
+
+class ConfiguredMosquitto:
+    """`mosquitto -c <a generated mosquitto.conf>`, as a user would start it, which a test can kill -9 and restart."""
+
+    def __init__(self, conf: Path, port: int, log: Path):
+        self.conf, self.port, self.log = conf, port, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        logged = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        # "running" once its listener is open (see sdk.demo.broker.LocalBroker.start)
+        assert eventually(lambda: self.proc.poll() is not None or (b" running" in self.log.read_bytes()[logged:]
+                                                                   and accepts(self.port))) \
+            and self.proc.poll() is None, self.log.read_text()[-2000:]
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(DEADLINE_S)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(DEADLINE_S)
+
+
 @pytest.fixture
 def broker(tmp_path):
     """A Mosquitto of the test's own on a free port, stopped afterwards."""
@@ -126,7 +168,7 @@ def postgres_schema():
 
 # --- a valid alert -------------------------------------------------------------------------------------------------
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **overrides) -> dict:

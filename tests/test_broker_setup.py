@@ -7,13 +7,10 @@ queued alerts must survive kill -9 of the broker.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import ssl
 import stat
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -25,73 +22,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import DEADLINE_S
+from conftest import ConfiguredMosquitto, eventually, has_dynamic_security_plugin
+from sdk.demo.broker import free_port, mosquitto_binary
 from sdk.errors import HeartSightError
-from sdk.stream.broker_setup import find_plugin, parse_device, write_broker_config
+from sdk.stream.broker_setup import parse_device, write_broker_config
 
-MOSQUITTO = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
-
-
-def _has_plugin() -> bool:
-    try:
-        find_plugin()
-        return True
-    except HeartSightError:
-        return False
-
-
-needs_broker = pytest.mark.skipif(MOSQUITTO is None or not _has_plugin() or shutil.which("openssl") is None,
-                                  reason="needs mosquitto 2.0 with its dynamic security plugin, and openssl")
+needs_broker = pytest.mark.skipif(mosquitto_binary() is None or not has_dynamic_security_plugin()
+                                  or shutil.which("openssl") is None, reason="needs mosquitto 2.0 with its dynamic security plugin, and openssl")
 
 DEVICES = ["s1/dev-a", "s1/dev-b", "s2/dev-a"]
 CLINICIANS = ["clinic", "clinic-2"]
 NOT_AUTHORIZED = "Not authorized"
-
-
-def wait_until(condition, timeout_s: float = DEADLINE_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """`mosquitto -c <the generated mosquitto.conf>`, as a user would start it."""
-
-    def __init__(self, setup):
-        self.setup = setup
-        self.log = setup.directory / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.setup.conf)], stdout=log, stderr=subprocess.STDOUT)
-
-        def accepts() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.setup.port), 0.2).close()
-                return True
-            except OSError:
-                return False
-        assert wait_until(lambda: self.proc.poll() is not None or accepts()) and self.proc.poll() is None, \
-            self.log.read_text()[-2000:]
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(DEADLINE_S)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(DEADLINE_S)
 
 
 class Client:
@@ -132,7 +73,7 @@ class Client:
         self.client.connect("localhost" if setup.tls else "127.0.0.1", setup.port, clean_start=clean_start,
                             properties=props)
         self.client.loop_start()
-        assert wait_until(lambda: self.connack is not None or self.disconnects), f"{username}: no CONNACK"
+        assert eventually(lambda: self.connack is not None or self.disconnects), f"{username}: no CONNACK"
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self.session_present = flags.session_present
@@ -144,13 +85,13 @@ class Client:
 
     def subscribe(self, topic_filter: str) -> str:
         _, mid = self.client.subscribe(topic_filter, qos=1)
-        assert wait_until(lambda: mid in self.subacks), f"{self.username}: no SUBACK for {topic_filter}"
+        assert eventually(lambda: mid in self.subacks), f"{self.username}: no SUBACK for {topic_filter}"
         return self.subacks[mid][0]
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> str:
         """The PUBACK's reason code (Mosquitto answers a denied MQTT 5 publish with 'Not authorized')."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        assert wait_until(lambda: info.mid in self.pubacks), f"{self.username}: no PUBACK for {topic}"
+        assert eventually(lambda: info.mid in self.pubacks), f"{self.username}: no PUBACK for {topic}"
         return self.pubacks[info.mid]
 
     def payloads(self, suffix: str = "") -> list[bytes]:
@@ -159,7 +100,7 @@ class Client:
     def vanish(self) -> None:
         """Drop the connection without DISCONNECT, as a device losing power does: the broker sends its will."""
         self.client.socket().shutdown(socket.SHUT_RDWR)
-        assert wait_until(lambda: self.disconnects), f"{self.username}: still connected"
+        assert eventually(lambda: self.disconnects), f"{self.username}: still connected"
         self.client.loop_stop()
 
     def close(self) -> None:
@@ -176,7 +117,7 @@ class Setup:
         self.directory, self.conf, self.port, self.tls, self.ca = (self.files.directory, self.files.conf,
                                                                    self.files.port, tls, self.files.ca)
         self.passwords = json.loads(self.files.credentials.read_text())
-        self.broker = Broker(self)
+        self.broker = ConfiguredMosquitto(self.conf, self.port, self.directory / "mosquitto.log")
         self.clients: list[Client] = []
 
     def client(self, username: str | None, **options) -> Client:
@@ -220,7 +161,7 @@ def test_a_device_publishes_only_its_own_alerts_and_status(setup):
             assert device.publish(topic, b"spoofed") == NOT_AUTHORIZED, topic
     assert device.publish("heartsight/v1/s1/dev-a/status", b'{"state": "online"}', retain=True) == "Success"
     assert device.publish("heartsight/v1/s1/dev-a/alerts", b"genuine") == "Success"
-    assert wait_until(lambda: b"genuine" in clinician.payloads())
+    assert eventually(lambda: b"genuine" in clinician.payloads())
     # The broker routes a message before it acknowledges it, and one publisher's messages keep their order, so
     # any spoofed message that got through would have arrived before "genuine".
     assert clinician.messages == [("heartsight/v1/s1/dev-a/status", b'{"state": "online"}'),
@@ -243,7 +184,7 @@ def test_a_device_last_will_goes_out_on_its_own_status_only(setup):
         device.vanish()
     # The second connection (same account, so same client id) took over the first, whose will, if sent at all,
     # went out before the second connection was accepted, and so before the second will.
-    assert wait_until(lambda: clinician.messages)
+    assert eventually(lambda: clinician.messages)
     assert clinician.messages == [("heartsight/v1/s1/dev-a/status", b'{"state": "offline"}')]
 
 
@@ -260,9 +201,9 @@ def test_a_clinician_account_cannot_publish_alerts_or_status(setup):
     device = setup.client("s1/dev-a")
     assert device.subscribe("heartsight/v1/s1/dev-a/acks") == "Granted QoS 1"
     assert clinic.publish("heartsight/v1/s1/dev-a/acks", b"ack") == "Success"  # what a clinician may write
-    assert wait_until(lambda: device.payloads() == [b"ack"])
+    assert eventually(lambda: device.payloads() == [b"ack"])
     assert device.publish("heartsight/v1/s1/dev-a/alerts", b"genuine") == "Success"
-    assert wait_until(lambda: watcher.payloads())
+    assert eventually(lambda: watcher.payloads())
     assert watcher.messages == [("heartsight/v1/s1/dev-a/alerts", b"genuine")]
 
 
@@ -276,7 +217,7 @@ def test_a_device_cannot_take_the_listeners_client_id(setup):
         thief = setup.client("s1/dev-b", client_id=stolen_id)
         assert thief.connack == "Success"
         assert device.publish("heartsight/v1/s1/dev-a/alerts", stolen_id.encode()) == "Success"
-        assert wait_until(lambda: stolen_id.encode() in clinician.payloads())
+        assert eventually(lambda: stolen_id.encode() in clinician.payloads())
         assert clinician.connected and clinician.disconnects == []
         assert thief.messages == []
         thief.close()
@@ -290,7 +231,7 @@ def test_a_device_cannot_take_the_listeners_client_id(setup):
     thief.close()
     back = setup.client("clinic", client_id="clinic-listener", clean_start=False, session_expiry_s=3600)
     assert back.session_present is True
-    assert wait_until(lambda: back.payloads() == [b"while away"])
+    assert eventually(lambda: back.payloads() == [b"while away"])
 
 
 @needs_broker
@@ -308,7 +249,7 @@ def test_a_device_cannot_join_the_listeners_shared_group(setup):
     sent = [f"alert {i}".encode() for i in range(30)]
     for payload in sent:
         assert device.publish("heartsight/v1/s1/dev-a/alerts", payload) == "Success"
-    assert wait_until(lambda: sorted(listeners[0].payloads() + listeners[1].payloads()) == sorted(sent)), \
+    assert eventually(lambda: sorted(listeners[0].payloads() + listeners[1].payloads()) == sorted(sent)), \
         f"lost {set(sent) - set(listeners[0].payloads() + listeners[1].payloads())}"
     assert listeners[0].payloads() and listeners[1].payloads()  # shared between them, none lost
     assert intruder.messages == []
@@ -324,7 +265,7 @@ def test_a_device_cannot_kick_another_device_off(setup):
         attacker = setup.client("s1/dev-a", client_id=stolen_id)
         assert attacker.connack == "Success"
         assert clinic.publish("heartsight/v1/s1/dev-b/acks", stolen_id.encode()) == "Success"
-        assert wait_until(lambda: stolen_id.encode() in victim.payloads())
+        assert eventually(lambda: stolen_id.encode() in victim.payloads())
         assert victim.connected and victim.disconnects == []
         attacker.close()
 
@@ -379,7 +320,7 @@ def test_alerts_queued_for_an_offline_listener_survive_kill_9(setup):
     setup.broker.start()
     back = setup.client("clinic", client_id="clinic", clean_start=False, session_expiry_s=3600)
     assert back.session_present is True
-    assert wait_until(lambda: len(back.payloads()) >= len(sent))
+    assert eventually(lambda: len(back.payloads()) >= len(sent))
     assert sorted(back.payloads()) == sorted(sent)  # 0 lost, none twice
 
 
@@ -394,7 +335,7 @@ def test_without_tls_the_same_rules_hold(tmp_path):
         assert device.publish("heartsight/v1/s1/dev-b/alerts", b"spoofed") == NOT_AUTHORIZED
         assert device.subscribe("$share/g/heartsight/v1/+/+/alerts") == NOT_AUTHORIZED
         assert device.publish("heartsight/v1/s1/dev-a/alerts", b"genuine") == "Success"
-        assert wait_until(lambda: clinician.payloads() == [b"genuine"])
+        assert eventually(lambda: clinician.payloads() == [b"genuine"])
         assert running.client(None).connack == NOT_AUTHORIZED
     finally:
         running.close()
@@ -427,7 +368,7 @@ def test_broker_config_writes_a_runnable_configuration(heartsight_main, tmp_path
                                           "subscribe": False, "unsubscribe": True}
     written = SimpleNamespace(directory=out, conf=out / "mosquitto.conf", port=port, tls=True, ca=out / "ca.crt",
                               passwords=passwords)
-    broker = Broker(written)
+    broker = ConfiguredMosquitto(written.conf, port, out / "mosquitto.log")
     broker.start()  # `mosquitto -c DIR/mosquitto.conf`, as printed
     try:
         device = Client(written, "s1/dev-a")

@@ -21,13 +21,13 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import DEADLINE_S, postgres_schema, sample_alert
+from conftest import (DEADLINE_S, ConfiguredMosquitto, eventually, has_dynamic_security_plugin, postgres_schema,
+                      sample_alert)
 from sdk.clinician.listener import Listener
 from sdk.clinician.store import Store
 from sdk.data.synthetic import synthetic_ecg
-from sdk.demo.broker import accepts, free_port, mosquitto_binary, wait_until
-from sdk.errors import HeartSightError
-from sdk.stream.broker_setup import find_plugin, write_broker_config
+from sdk.demo.broker import free_port, mosquitto_binary, wait_until
+from sdk.stream.broker_setup import write_broker_config
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.outbox import Backlog
 from sdk.stream.publisher import Publisher
@@ -37,47 +37,19 @@ SITE, DEVICE = "s1", "dev-a"
 BURST = 300  # alerts: at ~1,000 stored per second, long enough to kill something in the middle
 
 
-def _has_plugin() -> bool:
-    try:
-        find_plugin()
-        return True
-    except HeartSightError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None or not _has_plugin(),
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None or not has_dynamic_security_plugin(),
                                 reason="needs mosquitto 2.0 with its dynamic security plugin")
 
 
-class Broker:
+class Broker(ConfiguredMosquitto):
     """`mosquitto -c` on the generated configuration, with one device and one clinician account."""
 
     def __init__(self, directory: Path):
         self.setup = write_broker_config(directory, [f"{SITE}/{DEVICE}"], ["clinic"], port=free_port(), tls=False)
+        super().__init__(self.setup.conf, self.setup.port, directory / "mosquitto.log")
         passwords = json.loads(self.setup.credentials.read_text())
         self.device = BrokerConfig(self.setup.url, f"{SITE}/{DEVICE}", passwords[f"{SITE}/{DEVICE}"])
         self.clinic = BrokerConfig(self.setup.url, "clinic", passwords["clinic"])
-        self.log = directory / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        logged = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.setup.conf)], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        # "running" once its listener is open (see sdk.demo.broker.LocalBroker.start)
-        assert wait_until(lambda: self.proc.poll() is not None or (b" running" in self.log.read_bytes()[logged:]
-                                                                   and accepts(self.setup.port)), DEADLINE_S) \
-            and self.proc.poll() is None, self.log.read_text()[-2000:]
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(DEADLINE_S)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(DEADLINE_S)
 
 
 @pytest.fixture
@@ -148,7 +120,7 @@ def test_broker_killed_mid_burst_with_the_listener_connected(broker, tmp_path):
         listener.start(DEADLINE_S)
         publisher = Publisher(broker.device, DEVICE, SITE, tmp_path / "outbox.sqlite", reconnect_max_s=1)
         ids = burst(publisher)
-        assert wait_until(lambda: listener.counts["stored"] >= BURST // 10, DEADLINE_S)
+        assert eventually(lambda: listener.counts["stored"] >= BURST // 10)
         broker.kill9()
         assert listener.counts["stored"] < BURST, "the burst was over before the broker was killed"
         broker.start()
@@ -166,11 +138,11 @@ def test_broker_killed_mid_burst_while_the_listener_is_away(broker, tmp_path):
         away.stop()  # its session stays at the broker, which queues the alerts for it (and saves them to disk)
         publisher = Publisher(broker.device, DEVICE, SITE, tmp_path / "outbox.sqlite", reconnect_max_s=1)
         ids = burst(publisher)
-        assert wait_until(lambda: publisher.backlog().awaiting_clinic >= BURST // 10, DEADLINE_S)
+        assert eventually(lambda: publisher.backlog().awaiting_clinic >= BURST // 10)
         broker.kill9()
         assert publisher.backlog().awaiting_broker > 0, "the burst was over before the broker was killed"
         broker.start()
-        assert wait_until(lambda: publisher.backlog().awaiting_broker == 0, DEADLINE_S), publisher.status()
+        assert eventually(lambda: publisher.backlog().awaiting_broker == 0), publisher.status()
         back = Listener(broker.clinic, store)  # the same session: what the broker kept, and what was sent again
         back.start(DEADLINE_S)
         assert publisher.flush(DEADLINE_S) == Backlog(0, 0), publisher.status()
@@ -190,7 +162,7 @@ def test_listener_process_killed_mid_batch_then_restarted(broker, tmp_path):
     publisher = Publisher(broker.device, DEVICE, SITE, tmp_path / "outbox.sqlite")
     try:
         ids = burst(publisher)
-        assert wait_until(lambda: len(stored_ids(db)) >= BURST // 10, DEADLINE_S), \
+        assert eventually(lambda: len(stored_ids(db)) >= BURST // 10), \
             (tmp_path / "listener.log").read_text()
         kill9(listener)
         assert len(stored_ids(db)) < BURST, "the burst was over before the listener was killed"
