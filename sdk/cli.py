@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="manage the public databases")
     data_commands = data.add_subparsers(required=True, metavar="ACTION")
     fetch = data_commands.add_parser("fetch", help="download a database from PhysioNet")
-    fetch.add_argument("database", choices=["mitdb", "wrist"])
+    fetch.add_argument("database", choices=["mitdb", "wrist", "svdb"])
     _data_dir_option(fetch)
     fetch.set_defaults(run=_fetch)
 
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     train.add_argument("--out", help="write here instead of the zoo")
+    train.add_argument("--training-set", default="DS1", choices=["DS1", "DS1+SVDB"],
+                       help="beat models: DS1 (the literature's protocol) or DS1 plus the svdb patients")
     _data_dir_option(train)
     train.set_defaults(run=_train)
 
@@ -199,7 +201,7 @@ def _broker(args):
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="folder holding mitdb/ and wrist_ppg_exercise/ (default $HEARTSIGHT_DATA)")
+    parser.add_argument("--data-dir", help="folder holding mitdb/, svdb/ and wrist_ppg_exercise/ (default $HEARTSIGHT_DATA)")
 
 
 def _fetch(args) -> int:
@@ -212,7 +214,8 @@ def _fetch(args) -> int:
 def _train(args) -> int:
     from sdk.training.recipes import train_model
 
-    card = train_model(args.name, args.data_dir, args.out, seed=args.seed, epochs=args.epochs)
+    card = train_model(args.name, args.data_dir, args.out, seed=args.seed, epochs=args.epochs,
+                       training_set=args.training_set)
     print(json.dumps(card["metrics"], indent=2))
     return 0
 

@@ -25,9 +25,11 @@ from sdk.stream.broker_setup import find_plugin
 DATA = Path(os.environ.get("HEARTSIGHT_DATA", "")) if os.environ.get("HEARTSIGHT_DATA") else None
 HAS_MITDB = DATA is not None and (DATA / "mitdb" / "100.hea").exists()
 HAS_WRIST = DATA is not None and (DATA / "wrist_ppg_exercise" / "RECORDS").exists()
+HAS_SVDB = DATA is not None and (DATA / "svdb" / "801.hea").exists()
 
 needs_mitdb = pytest.mark.skipif(not HAS_MITDB, reason="MIT-BIH not found: set HEARTSIGHT_DATA")
 needs_wrist = pytest.mark.skipif(not HAS_WRIST, reason="wrist PPG database not found: set HEARTSIGHT_DATA")
+needs_svdb = pytest.mark.skipif(not HAS_SVDB, reason="MIT-BIH Supraventricular not found: set HEARTSIGHT_DATA")
 needs_mosquitto = pytest.mark.skipif(mosquitto_binary() is None,
                                      reason="mosquitto not installed (apt-get install -y mosquitto)")
 

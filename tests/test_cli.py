@@ -78,6 +78,7 @@ def test_one_failing_input_does_not_stop_the_others(synthetic_npy, tmp_path, hea
     (("analyze", "{missing}", "--fs", "250"), "not found"),
     (("evaluate", "--model", "ecg_beat", "--data-dir", "{missing}"), "heartsight data fetch mitdb"),
     (("train", "nosuchmodel"), "unknown model"),
+    (("train", "ecg_af", "--training-set", "DS1+SVDB"), "--training-set applies to beat models"),
 ])
 def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(synthetic_npy, tmp_path, heartsight_main, args, message):
     path, _ = synthetic_npy

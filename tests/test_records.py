@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import DATA, needs_mitdb
+from conftest import DATA, needs_mitdb, needs_svdb
 from sdk.data import mitdb
 from sdk.data.records import check_signal, read_database_record, read_input, resample, resampled_index
 from sdk.errors import HeartSightError
@@ -89,3 +89,24 @@ def test_af_episodes_of_record_201():
     minutes_af = record.af.sum() / record.fs / 60
     assert 5 < minutes_af < 15  # 201 holds about 10 minutes of AFIB
     assert not mitdb.load_record("100", DATA).af.any()
+
+
+@needs_svdb
+def test_svdb_records_read_lead_ecg1_with_their_s_beats():
+    record = mitdb.load_record("svdb/801", DATA)
+    raw = read_database_record("svdb", "801", DATA)
+    assert record.fs == 128.0 and np.array_equal(record.ecg, raw.signal[:, raw.channels.index("ECG1")])
+    assert np.sum(record.aami_labels == mitdb.AAMI_CLASSES.index("S")) > 10
+
+
+@needs_svdb
+def test_svdb_training_records_are_the_65_of_the_copy_and_no_others():
+    """PhysioNet's other 13 svdb records are held out for evaluation: a full download must not train on them."""
+    listed = (DATA / "svdb" / "RECORDS").read_text().split()
+    assert sorted(mitdb.SVDB) == sorted(f"svdb/{name}" for name in listed) and len(mitdb.SVDB) == 65
+    assert set(mitdb.SVDB).isdisjoint(mitdb.SPLITS["ALL"])
+
+
+def test_a_record_of_an_unknown_database_is_refused_with_the_naming_rule():
+    with pytest.raises(HeartSightError, match="svdb/NNN"):
+        mitdb.load_record("afdb/04015")

@@ -46,7 +46,8 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
             f"compression is scored on held-out MIT-BIH patients (DS2) and supports beat models such as ecg_beat; "
             f"{spec.name} is a {spec.task} model"
         )
-    train, validation, _ = beat_training_sets(spec, data_root)
+    teacher_set = zoo.card.get("training_data", {}).get("training_set", "DS1")
+    train, validation, _ = beat_training_sets(spec, data_root, teacher_set)  # what the teacher learned and chose on
     compressed, compressed_spec, history, diagnostics = run(plan, spec, zoo.model, train, validation, progress)
     out = Path(out_dir)
     card = model_card(compressed_spec, compressed, plan.seed, len(history))

@@ -1,4 +1,8 @@
-"""The MIT-BIH Arrhythmia Database: AAMI beat classes, the de Chazal inter-patient split and AF episodes."""
+"""The MIT-BIH databases: AAMI beat classes, the de Chazal inter-patient split and AF episodes of the Arrhythmia
+Database, and the Supraventricular Arrhythmia Database (svdb), whose other patients add the S beats DS1 lacks.
+
+A record is named by its number for the Arrhythmia Database ("101") and with its database for svdb ("svdb/801").
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,15 @@ DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "21
 PACED = ("102", "104", "107", "217")
 SPLITS = {"DS1": DS1, "DS2": DS2, "ALL": tuple(sorted(DS1 + DS2))}
 
+# The 65 svdb records HeartSight trains on. PhysioNet has 78: the other 13 are kept for evaluation outside the
+# repository, so a full download must not bring them into training.
+SVDB = tuple(f"svdb/{n}" for n in (
+    801, 802, 803, 804, 805, 807, 808, 809, 810, 811, 820, 821, 822, 823, 824, 826, 827, 828, 829, 840, 842, 843,
+    844, 845, 846, 848, 849, 850, 851, 852, 854, 855, 856, 857, 858, 860, 861, 862, 863, 864, 866, 867, 868, 869,
+    870, 872, 873, 874, 875, 876, 878, 879, 880, 881, 882, 884, 885, 886, 887, 888, 890, 891, 892, 893, 894))
+# The lead each database's beat models read: svdb's leads are not named, and ECG1 is its documented first lead.
+LEADS = {"mitdb": "MLII", "svdb": "ECG1"}
+
 AF_RHYTHMS = ("AFIB", "AFL")
 
 
@@ -60,11 +73,18 @@ def split_records(split: str) -> tuple[str, ...]:
 
 
 def load_record(record: str, data_root: str | os.PathLike | None = None) -> MitdbRecord:
-    """Load the MLII lead (selected by name: record 114 stores it second) and the reference annotations."""
-    recording = read_database_record("mitdb", record, data_root)
-    if "MLII" not in recording.channels:
-        raise HeartSightError(f"mitdb/{record} has no MLII lead ({', '.join(recording.channels)}); it cannot be used")
-    annotation = read_annotations("mitdb", record, data_root)
+    """Load the database's lead (selected by name: mitdb record 114 stores MLII second) and the reference
+    annotations."""
+    database, number = record.split("/", 1) if "/" in record else ("mitdb", record)
+    if database not in LEADS:
+        raise HeartSightError(f"record {record!r}: unknown database {database!r}; name mitdb records by number "
+                              f"and svdb records as svdb/NNN")
+    recording = read_database_record(database, number, data_root)
+    lead = LEADS[database]
+    if lead not in recording.channels:
+        raise HeartSightError(f"{database}/{number} has no {lead} lead ({', '.join(recording.channels)}); "
+                              "it cannot be used")
+    annotation = read_annotations(database, number, data_root)
     symbols = np.asarray(annotation.symbol)
     samples = np.asarray(annotation.sample, dtype=np.int64)
     is_beat = np.array([s in BEAT_SYMBOLS for s in symbols], dtype=bool)
@@ -72,7 +92,7 @@ def load_record(record: str, data_root: str | os.PathLike | None = None) -> Mitd
     return MitdbRecord(
         name=record,
         fs=recording.fs,
-        ecg=recording.channel("MLII"),
+        ecg=recording.channel(lead),
         beat_samples=samples[is_beat],
         beat_symbols=tuple(symbols[is_beat]),
         af=af,

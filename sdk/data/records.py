@@ -35,6 +35,7 @@ class Database:
 DATABASES = {
     "mitdb": Database("mitdb", "mitdb", "mitdb", "1.0.0"),
     "wrist": Database("wrist", "wrist_ppg_exercise", "wrist", "1.0.0"),
+    "svdb": Database("svdb", "svdb", "svdb", "1.0.0"),
 }
 
 

@@ -33,6 +33,11 @@ from sdk.training.train import TrainConfig, fit
 # DS1 patients held out to choose the checkpoint. 201 stays in training: with 203 it is DS1's only source of
 # normal beats in atrial fibrillation, without which irregular normal beats are taken for S beats.
 BEAT_VALIDATION_RECORDS = ("118", "124", "220", "223")
+# What a beat model may learn from. DS1 alone is the protocol the literature compares; DS1+SVDB adds the patients
+# of another database (its own protocol row, still inter-patient: DS2's patients are in neither), with every
+# eighth svdb record held out with the DS1 patients above to choose the checkpoint.
+BEAT_TRAINING_SETS = {"DS1": mitdb.DS1, "DS1+SVDB": mitdb.DS1 + mitdb.SVDB}
+SVDB_VALIDATION_RECORDS = mitdb.SVDB[::8]
 BEAT_MAX_PER_CLASS = 12_000  # normal beats drawn afresh each epoch: faster epochs, less N dominance
 BEAT_CLASS_WEIGHT_POWER = 0.25
 DOMINANT_S_RECORD = "232"  # about three in four of DS2's S beats: S is also reported without it
@@ -91,20 +96,25 @@ def model_card(spec: ModelSpec, model, seed: int, epochs: int) -> dict:
 
 
 def train_model(name: str, data_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                seed: int = 0, epochs: int | None = None, progress: bool = True) -> dict:
+                seed: int = 0, epochs: int | None = None, progress: bool = True, training_set: str = "DS1") -> dict:
     """Train a zoo model end to end and write model.pt and card.json; returns the card."""
     spec = get_spec(name)
     out = Path(out_dir) if out_dir else ZOO_DIR / name
     epochs = epochs or EPOCHS[name]
-    trainer = {"ecg_beat": _train_beat, "ecg_af": _train_cross_validated, "ppg_hr": _train_cross_validated}[name]
-    return trainer(spec, data_root, out, seed, epochs, progress)
+    if name == "ecg_beat":
+        return _train_beat(spec, data_root, out, seed, epochs, progress, training_set)
+    if training_set != "DS1":
+        raise HeartSightError(f"--training-set applies to beat models; {name} has its own cross-validation")
+    return _train_cross_validated(spec, data_root, out, seed, epochs, progress)
 
 
-def beat_training_sets(spec: ModelSpec, data_root=None) -> tuple[Dataset, Dataset, Dataset]:
-    """(training beats, checkpoint-selection beats, all of DS1): DS1 only, split by patient."""
-    ds1 = beat_dataset(spec, mitdb.DS1, data_root)
-    held_out = ds1.in_groups(BEAT_VALIDATION_RECORDS)
-    return ds1.subset(~held_out), ds1.subset(held_out), ds1
+def beat_training_sets(spec: ModelSpec, data_root=None, training_set: str = "DS1") -> tuple[Dataset, Dataset, Dataset]:
+    """(training beats, checkpoint-selection beats, all beats of the set), split by patient."""
+    if training_set not in BEAT_TRAINING_SETS:
+        raise HeartSightError(f"unknown training set {training_set!r}; choose one of {', '.join(BEAT_TRAINING_SETS)}")
+    everything = beat_dataset(spec, BEAT_TRAINING_SETS[training_set], data_root)
+    held_out = everything.in_groups(BEAT_VALIDATION_RECORDS + SVDB_VALIDATION_RECORDS)
+    return everything.subset(~held_out), everything.subset(held_out), everything
 
 
 def beat_config(epochs: int, seed: int = 0, max_lr: float = 3e-3) -> TrainConfig:
@@ -112,15 +122,19 @@ def beat_config(epochs: int, seed: int = 0, max_lr: float = 3e-3) -> TrainConfig
                        class_weight_power=BEAT_CLASS_WEIGHT_POWER)
 
 
-def _train_beat(spec, data_root, out, seed, epochs, progress) -> dict:
-    train, validation, ds1 = beat_training_sets(spec, data_root)
+def _train_beat(spec, data_root, out, seed, epochs, progress, training_set) -> dict:
+    train, validation, everything = beat_training_sets(spec, data_root, training_set)
     model, history = fit(spec, train, beat_config(epochs, seed), validation, beat_score(spec), progress)
     card = model_card(spec, model, seed, epochs)
+    if training_set != "DS1":
+        card["reproduce"] += f" --training-set {training_set}"
     card["training_data"] = {
-        "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII",
-        "train_records": sorted(set(mitdb.DS1) - set(BEAT_VALIDATION_RECORDS)),
-        "checkpoint_selection_records": list(BEAT_VALIDATION_RECORDS),
-        "beats_per_class": dict(zip(spec.outputs, np.bincount(ds1.y, minlength=4).tolist())),
+        "training_set": training_set,
+        "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII"
+        + (" + MIT-BIH Supraventricular Arrhythmia Database 1.0.0, lead ECG1" if "SVDB" in training_set else ""),
+        "train_records": sorted(set(train.group.tolist())),
+        "checkpoint_selection_records": sorted(set(validation.group.tolist())),
+        "beats_per_class": dict(zip(spec.outputs, np.bincount(everything.y, minlength=4).tolist())),
     }
     card["data_split"] = "de Chazal inter-patient: train DS1, test DS2 (scored at reference beat annotations)"
     card["history"] = history
