@@ -1,10 +1,13 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import compression, device_model, firmware, isometry, onnx_portability, rpeak_ds2, stream, wcam_beta
+from benchmarks import (af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability, rpeak_ds2,
+                        stream, teacher_selection, wcam_beta)
 
 
 def main() -> None:
     rpeak_ds2.main([])
+    teacher_selection.main([])
+    af_rr_baseline.main([])
     wcam_beta.main([])
     compression.main([])
     isometry.main([])
