@@ -15,10 +15,13 @@ CONTEXT_BEATS = 32  # about 30 s of rhythm: enough intervals for entropy estimat
 MIN_INTERVALS = 8  # fewer intervals than this carry no usable irregularity estimate
 RR_RANGE_S = (0.2, 3.0)  # physiological RR; detector misses and double detections are clipped to it
 COSEN_TOLERANCE_S = 0.03  # Lake & Moorman 2011: sample entropy with a fixed 30-ms tolerance
+# RR / median RR in 17 bins 0.075 wide, the middle one centred on 1: a steady rhythm's sampling jitter stays in
+# one bin (an edge at the median would split it in two)
+HISTOGRAM_BINS, HISTOGRAM_RANGE = 17, (1 - 8.5 * 0.075, 1 + 8.5 * 0.075)
 FEATURES = (
     "nrmssd",  # root mean square of successive differences / mean RR
     "turning_point_ratio",  # share of intervals that are a local extremum: 2/3 for a random series
-    "shannon_entropy",  # of the RR histogram (16 bins, 0.4-1.6 x median), normalised to [0, 1]
+    "shannon_entropy",  # of the RR histogram (HISTOGRAM_BINS bins around the median), normalised to [0, 1]
     "cosen",  # coefficient of sample entropy (Lake & Moorman 2011)
     "successive_difference",  # median |RR[n] - RR[n-1]| / median RR
     "best_lag_difference",  # min over lags 1-3 of median |RR[n] - RR[n-k]| / median RR: low for bigeminy, trigeminy
@@ -34,9 +37,9 @@ def irregularity(rr_s: np.ndarray) -> np.ndarray:
     successive = np.diff(rr)
     nrmssd = np.sqrt(np.mean(successive ** 2)) / mean
     turning = np.mean((rr[1:-1] - rr[:-2]) * (rr[1:-1] - rr[2:]) > 0)
-    counts, _ = np.histogram(rr / median, bins=16, range=(0.4, 1.6))
+    counts, _ = np.histogram(rr / median, bins=HISTOGRAM_BINS, range=HISTOGRAM_RANGE)
     p = counts[counts > 0] / max(counts.sum(), 1)
-    entropy = float(-(p * np.log(p)).sum() / np.log(16)) if len(p) else 0.0
+    entropy = float(-(p * np.log(p)).sum() / np.log(HISTOGRAM_BINS)) if len(p) else 0.0
     lag_differences = [np.median(np.abs(rr[k:] - rr[:-k])) / median for k in (1, 2, 3)]
     return np.array([nrmssd, turning, entropy, _cosen(rr, mean), lag_differences[0], min(lag_differences)],
                     dtype=np.float32)
