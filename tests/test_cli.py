@@ -107,3 +107,29 @@ def test_analyze_a_wfdb_record_and_a_csv_agree(tmp_path, heartsight_main):
     # the first 25 s are the same samples: same beats, same labels
     early = [b for b in from_csv["beats"] if b["time_s"] < 25]
     assert early == [b for b in whole["beats"] if b["time_s"] < 25]
+
+
+def test_a_short_recording_gets_an_af_decision_on_a_marked_padded_window(tmp_path, heartsight_main):
+    """AF needs a decision on 10-s handheld recordings and on the tail of longer ones: a last stretch of 5 s or
+    more is padded to a whole window and marked; less than 5 s in all is refused with the minimum."""
+    ecg = synthetic_ecg(duration_s=17, fs=250, heart_rate=75, seed=4).signal
+    np.save(tmp_path / "17s.npy", ecg)
+    np.save(tmp_path / "4s.npy", ecg[: 4 * 250])
+    run = heartsight_main("analyze", tmp_path / "17s.npy", "--fs", 250, "--model", "ecg_af", "--json")
+    assert run.returncode == 0, run.stderr
+    windows = json.loads(run.stdout)["windows"]
+    assert [(w["start_s"], w.get("padded_s")) for w in windows] == [(0.0, None), (10.0, 3.0)]
+    assert all(w["label"] in ("AF", "non-AF") for w in windows)
+    run = heartsight_main("analyze", tmp_path / "4s.npy", "--fs", 250, "--model", "ecg_af", "--json")
+    assert run.returncode != 0 and "at least 1250 are needed" in json.loads(run.stdout)["error"]
+
+
+def test_ecg_models_read_mlii_else_lead_ii_else_the_first_channel():
+    from sdk.data.records import Recording
+    from sdk.device.analyze import select_channels
+
+    signal = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert select_channels(Recording("r", 250, signal, ("V1", "II", "MLII")), "rhythm", None).tolist() == [2, 5]
+    assert select_channels(Recording("r", 250, signal, ("V1", "II", "V5")), "rhythm", None).tolist() == [1, 4]
+    assert select_channels(Recording("r", 250, signal, ("V1", "V2", "V5")), "beat", None).tolist() == [0, 3]
+    assert select_channels(Recording("r", 250, signal, ("V1", "II", "MLII")), "beat", 0).tolist() == [0, 3]

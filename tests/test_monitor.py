@@ -248,8 +248,9 @@ def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
     ecg = synthetic.synthetic_ecg(65, FS, ectopic={"V": 0.1}, seed=2).signal
     offline = analyze(Recording("synthetic", FS, ecg[:, None], ("MLII",)), untrained)["windows"]
     streamed = of_kind(stream(Monitor(untrained, fs=FS), ecg, 700), WindowEvent)
-    assert [(w.start_s, w.end_s, w.label, w.p) for w in streamed] == \
-           [(w["start_s"], w["end_s"], w["label"], w["p"]) for w in offline] and len(offline) == 6
+    assert [(w.start_s, w.end_s, w.label, w.p, w.padded_s) for w in streamed] == \
+           [(w["start_s"], w["end_s"], w["label"], w["p"], w.get("padded_s", 0.0)) for w in offline]
+    assert len(offline) == 7 and offline[-1]["padded_s"] == 5.0  # 60 s of whole windows, then 5 s padded to 10
 
     fs = 256.0
     t = np.arange(int(40 * fs)) / fs

@@ -221,6 +221,20 @@ def template_difference(ecg: np.ndarray, beats: tuple[np.ndarray, np.ndarray], w
     return track
 
 
+MIN_RHYTHM_DECISION_S = 5.0  # a rhythm model decides on a last, zero-padded window holding at least this much signal
+
+
+def window_starts(n_samples: int, window: int, hop: int, task: str, fs: float) -> np.ndarray:
+    """Model-rate starts of a window model's windows over n_samples: every hop while a whole window fits, and for
+    rhythm models one more when at least MIN_RHYTHM_DECISION_S of signal follow, zero-padded to the window's length
+    (so a 15-s recording gets two AF decisions, and a 6-s one gets one instead of none)."""
+    starts = np.arange(0, n_samples - window + 1, hop)
+    following = int(starts[-1]) + hop if len(starts) else 0
+    if task == "rhythm" and following < n_samples and n_samples - following >= MIN_RHYTHM_DECISION_S * fs:
+        starts = np.append(starts, following)
+    return starts
+
+
 def rhythm_windows(tracks: EcgTracks, starts: np.ndarray, window: int) -> np.ndarray:
     """(n, 3, window) inputs for rhythm models: scaled ECG, rhythm track and RR-change track.
 

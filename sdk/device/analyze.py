@@ -28,7 +28,8 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
     preprocess.check_input_rate(recording.fs, spec.task)
     resample_factors(recording.fs, spec.fs)  # a rate that cannot be resampled exactly is refused before any work
     signal = select_channels(recording, spec.task, channel)
-    min_samples = int(np.ceil(spec.window / spec.fs * recording.fs))
+    shortest_s = preprocess.MIN_RHYTHM_DECISION_S if spec.task == "rhythm" else spec.window / spec.fs
+    min_samples = int(np.ceil(shortest_s * recording.fs))
     check_signal(signal, recording.name, min_samples)
     at_model_rate = resample(signal, recording.fs, spec.fs)
     problems = _gate(signal, recording.fs, spec.task)
@@ -42,7 +43,7 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
                                          spec.window)
         starts = r_peaks - spec.window // 2
     else:
-        starts = np.arange(0, len(at_model_rate) - spec.window + 1, spec.hop)
+        starts = preprocess.window_starts(len(at_model_rate), spec.window, spec.hop, spec.task, spec.fs)
         if spec.task == "hr":
             inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
         else:
@@ -61,6 +62,9 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
             item = {"sample": sample, "time_s": round(sample / recording.fs, 3)}
         else:
             item = _window(start, spec, {})
+            padding = start + spec.window - len(at_model_rate)
+            if padding > 0:  # the recording's last, shorter stretch: zeros after its end
+                item["padded_s"] = round(padding / spec.fs, 3)
         if not good[i]:  # the signal under this window is unreadable: no diagnosis, say why
             item.update({"hr_bpm": None} if spec.task == "hr" else {"label": None, "p": None})
             item["quality"] = gated[i]
@@ -105,13 +109,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def select_channels(recording: Recording, task: str, channel: int | None) -> np.ndarray:
-    """ECG models read one lead (MLII when the header names it); PPG models read PPG + accelerometer x, y, z.
+    """ECG models read one lead (MLII when the header names it, else lead II, else the first channel); PPG models
+    read PPG + accelerometer x, y, z.
 
     A PPG-only input is accepted: its accelerometer channels are taken as zero (a still wrist).
     """
     if task != "hr":
         if channel is None:
-            channel = recording.channels.index("MLII") if "MLII" in recording.channels else 0
+            named = [lead for lead in ("MLII", "II") if lead in recording.channels]
+            channel = recording.channels.index(named[0]) if named else 0
         return recording.channel(channel)
     if channel is None and all(name in recording.channels for name in WRIST_CHANNELS):
         return np.stack([recording.channel(name) for name in WRIST_CHANNELS], axis=1)

@@ -74,6 +74,7 @@ class WindowEvent:
     hr_bpm: float | None = None
     trace: np.ndarray | None = None  # float32 saliency over the window, at the sensor rate
     quality: str | None = None  # the signal-quality problem under the window, if any
+    padded_s: float = 0.0  # a stream's last, shorter window (rhythm models): seconds of zeros after its end
 
 
 @dataclass(frozen=True)
@@ -499,6 +500,11 @@ class _WindowTask(_Task):
                and self.monitor._ready(self.next_window + window)):
             starts.append(self.next_window)
             self.next_window += hop
+        end = self.monitor._filtered.end
+        if self.monitor._finished and self.next_window < end and \
+                self.next_window in preprocess.window_starts(end, window, hop, self.spec.task, self.spec.fs):
+            starts.append(self.next_window)  # the last, zero-padded window, as offline
+            self.next_window += hop
         starts = np.array(starts, np.int64)
         return starts, self.inputs(starts) if len(starts) else None
 
@@ -511,8 +517,9 @@ class _WindowTask(_Task):
 
     def _event(self, start: int, window_start: int, **result) -> WindowEvent:
         end, fs = start + self.spec.window, self.spec.fs
+        padding = max(end - self.monitor._filtered.end, 0) if self.monitor._finished else 0
         return WindowEvent(window_start, int(round(end * self.monitor.fs / fs)), round(start / fs, 3),
-                           round(end / fs, 3), **result)
+                           round(end / fs, 3), padded_s=round(padding / fs, 3), **result)
 
     def _finding(self, window_start: int, trace: np.ndarray, label: str, confidence: float,
                     hr_bpm: float | None = None) -> Finding:
