@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import (af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability, rpeak_ds2,
+from benchmarks import (af_robustness, af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability, rpeak_ds2,
                         stream, teacher_selection, wcam_beta)
 
 
@@ -8,6 +8,7 @@ def main() -> None:
     rpeak_ds2.main([])
     teacher_selection.main([])
     af_rr_baseline.main([])
+    af_robustness.main([])
     wcam_beta.main([])
     compression.main([])
     isometry.main([])

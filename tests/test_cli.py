@@ -133,3 +133,12 @@ def test_ecg_models_read_mlii_else_lead_ii_else_the_first_channel():
     assert select_channels(Recording("r", 250, signal, ("V1", "II", "V5")), "rhythm", None).tolist() == [1, 4]
     assert select_channels(Recording("r", 250, signal, ("V1", "V2", "V5")), "beat", None).tolist() == [0, 3]
     assert select_channels(Recording("r", 250, signal, ("V1", "II", "MLII")), "beat", 0).tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("fs", [100, 1000])
+def test_af_decisions_at_the_lowest_and_highest_device_rates(tmp_path, heartsight_main, fs):
+    np.save(tmp_path / "ecg.npy", synthetic_ecg(duration_s=20, fs=fs, heart_rate=75, seed=5).signal)
+    run = heartsight_main("analyze", tmp_path / "ecg.npy", "--fs", fs, "--model", "ecg_af", "--json")
+    assert run.returncode == 0, run.stderr
+    windows = json.loads(run.stdout)["windows"]
+    assert [w["start_s"] for w in windows] == [0.0, 10.0] and all(w["label"] == "non-AF" for w in windows)
