@@ -87,3 +87,16 @@ def test_afdb_beat_lists_and_rhythm_episodes():
 def test_a_missing_afdb_record_names_the_files_needed(tmp_path):
     with pytest.raises(HeartSightError, match="qrs04015.txt and atr04015.txt"):
         afdb.load_record("04015", tmp_path)
+
+
+def test_intervals_at_ectopic_beats_are_left_out_when_the_beats_are_named():
+    """Sinus rhythm with a premature ventricular beat every fourth beat is irregular; without the intervals that
+    touch those beats it is the steady rhythm it is."""
+    rr = np.tile([0.8, 0.8, 0.5, 1.1], 20)  # the 0.5-s interval ends at a V beat, the 1.1-s pause starts at it
+    beats = np.cumsum(np.r_[0.0, rr])
+    ectopic = np.zeros(len(beats), bool)
+    ectopic[np.flatnonzero(np.r_[False, rr == 0.5])] = True
+    nrmssd = rr_features.FEATURES.index("nrmssd")
+    raw, _ = rr_features.window_features(beats, np.array([beats[-1]]))
+    filtered, usable = rr_features.window_features(beats, np.array([beats[-1]]), ectopic)
+    assert usable[0] and raw[0, nrmssd] > 0.3 and filtered[0, nrmssd] < 1e-6

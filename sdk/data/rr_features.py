@@ -54,19 +54,28 @@ def _cosen(rr: np.ndarray, mean: float) -> float:
     return float(-np.log((matches_2 + 1) / (matches_1 + 1)) - np.log(2 * COSEN_TOLERANCE_S) - np.log(mean))
 
 
-def window_features(beat_times_s: np.ndarray, window_ends_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def window_features(beat_times_s: np.ndarray, window_ends_s: np.ndarray,
+                    ectopic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, len(FEATURES)), usable (n,) bool) for windows ending at window_ends_s.
 
-    A window uses the last CONTEXT_BEATS intervals whose second beat falls before its end; one with fewer than
-    MIN_INTERVALS is not usable (its features are zero): too few beats to judge the rhythm.
+    A window uses the last CONTEXT_BEATS intervals that end before its end; one with fewer than MIN_INTERVALS is
+    not usable (its features are zero): too few beats to judge the rhythm. `ectopic` (a bool per beat, e.g. the
+    beat model's V and F beats) leaves out the intervals that begin or end at such a beat: a premature
+    ventricular beat makes the rhythm irregular without any fibrillation.
     """
-    times = np.sort(np.asarray(beat_times_s, dtype=np.float64))
-    rr = np.diff(times)
+    order = np.argsort(np.asarray(beat_times_s, dtype=np.float64), kind="stable")
+    times = np.asarray(beat_times_s, dtype=np.float64)[order]
+    rr, interval_end = np.diff(times), times[1:]
+    kept = np.ones(len(rr), bool)
+    if ectopic is not None:
+        flagged = np.asarray(ectopic, bool)[order]
+        kept = ~(flagged[1:] | flagged[:-1])
+    rr, interval_end = rr[kept], interval_end[kept]
     features = np.zeros((len(window_ends_s), len(FEATURES)), np.float32)
     usable = np.zeros(len(window_ends_s), bool)
     for i, end in enumerate(np.asarray(window_ends_s, dtype=np.float64)):
-        last = int(np.searchsorted(times, end, side="right")) - 1  # index of the last beat inside; its RR is rr[last-1]
-        context = rr[max(last - CONTEXT_BEATS, 0): max(last, 0)]
+        last = int(np.searchsorted(interval_end, end, side="right"))  # intervals [0, last) end by the window's end
+        context = rr[max(last - CONTEXT_BEATS, 0): last]
         if len(context) >= MIN_INTERVALS:
             features[i], usable[i] = irregularity(context), True
     return features, usable
