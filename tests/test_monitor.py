@@ -263,6 +263,18 @@ def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
     assert len(streamed) == len(offline) == 17  # 8 s windows every 2 s in 40 s
 
 
+def test_a_rhythm_window_with_too_few_beats_gets_no_diagnosis_offline_or_streaming():
+    """A 9-s pause with a little noise (not flat, not noisy enough for the quality gate) leaves a 10-s window with
+    one or two beats: no rhythm to judge, so no AF decision either way."""
+    ecg = synthetic.synthetic_ecg(40, FS, heart_rate=60, seed=1).signal.copy()
+    pause = slice(int(10.5 * FS), int(19.5 * FS))
+    ecg[pause] = np.random.default_rng(0).normal(0, 0.03, pause.stop - pause.start)
+    offline = analyze(Recording("pause", FS, ecg[:, None], ("MLII",)), "ecg_af")["windows"]
+    streamed = of_kind(stream(Monitor("ecg_af", fs=FS), ecg, 500), WindowEvent)
+    assert [(w["label"], w.get("quality")) for w in offline] == [(w.label, w.quality) for w in streamed]
+    assert [w.get("quality") for w in offline] == [None, "too_few_beats", None, None]
+
+
 @needs_mitdb
 def test_af_episodes_of_record_201_raise_af_start_and_af_end_near_the_annotations():
     from sdk.data import mitdb

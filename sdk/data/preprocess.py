@@ -222,6 +222,14 @@ def template_difference(ecg: np.ndarray, beats: tuple[np.ndarray, np.ndarray], w
 
 
 MIN_RHYTHM_DECISION_S = 5.0  # a rhythm model decides on a last, zero-padded window holding at least this much signal
+MIN_RHYTHM_BEATS = 4  # fewer detected beats in a rhythm window leave no rhythm to judge (a pause, or lost contact)
+TOO_FEW_BEATS = "too_few_beats"  # the window's quality problem then: no diagnosis rather than a silent non-AF
+
+
+def rhythm_problem(r_peaks: np.ndarray, start: int, window: int) -> str | None:
+    """TOO_FEW_BEATS when fewer than MIN_RHYTHM_BEATS R peaks lie in the rhythm window [start, start + window)."""
+    inside = np.count_nonzero((np.asarray(r_peaks) >= start) & (np.asarray(r_peaks) < start + window))
+    return TOO_FEW_BEATS if inside < MIN_RHYTHM_BEATS else None
 
 
 def window_starts(n_samples: int, window: int, hop: int, task: str, fs: float) -> np.ndarray:

@@ -47,9 +47,12 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
         if spec.task == "hr":
             inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
         else:
-            tracks = preprocess.ecg_tracks(at_model_rate, detect_r_peaks(at_model_rate, spec.fs), spec.fs)
-            inputs = preprocess.rhythm_windows(tracks, starts, spec.window)
-    gated = [problems["gate"].window_problem(int(s), spec.window, spec.fs) for s in starts]
+            r_peaks = detect_r_peaks(at_model_rate, spec.fs)
+            inputs = preprocess.rhythm_windows(preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs), starts,
+                                               spec.window)
+    gated = [problems["gate"].window_problem(int(s), spec.window, spec.fs)
+             or (preprocess.rhythm_problem(r_peaks, int(s), spec.window) if spec.task == "rhythm" else None)
+             for s in starts]
     good = np.array([p is None for p in gated], bool)
     outputs, traces = (runner.explain(inputs[good]) if explain else (runner(inputs[good]), None)) if good.any() \
         else (np.zeros((0, len(spec.outputs)), np.float32), np.zeros((0, spec.window), np.float32))

@@ -302,7 +302,8 @@ class Monitor:
     def _classify(self, starts: np.ndarray, inputs: np.ndarray) -> list[Event]:
         """Gate, run and explain the windows starting at these model-rate samples; events and alerts in order."""
         spec = self.spec
-        problems = [self._gate.window_problem(int(s), spec.window, spec.fs) for s in starts]
+        problems = [self._gate.window_problem(int(s), spec.window, spec.fs) or self._task.problem(int(s))
+                    for s in starts]
         good = np.array([p is None for p in problems])
         outputs, traces = self._run(inputs[good]) if good.any() else (None, None)
         events: list[Event] = []
@@ -383,6 +384,10 @@ class _Task:
     def gated(self, start: int, window_start: int, problem: str) -> tuple[Event, Finding]:
         """The same for a window the quality gate kept from the model."""
         raise NotImplementedError
+
+    def problem(self, start: int) -> str | None:
+        """Why the window from this model-rate sample cannot be judged besides its signal quality, if it cannot."""
+        return None
 
     def alerts(self, finding: Finding) -> list[Alert]:
         raise NotImplementedError
@@ -529,6 +534,9 @@ class _WindowTask(_Task):
 
 class _RhythmTask(_WindowTask, _EcgTask):
     """Rhythm models (ecg_af): windows of ECG with the beats' rhythm tracks, classified."""
+
+    def problem(self, start: int) -> str | None:
+        return preprocess.rhythm_problem(np.array(self.beats.r_peaks), start, self.spec.window)
 
     def inputs(self, starts: np.ndarray) -> np.ndarray:
         lo = starts.min()
