@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from benchmarks.machine import describe
@@ -29,7 +28,7 @@ from models.architectures import predict
 from models.registry import ZOO_DIR, load_model
 from models.rr_af import fit_rr_logistic
 from sdk.data import afdb, mitdb, preprocess, rr_features
-from sdk.data.records import resample, resampled_index
+from sdk.data.datasets import mitdb_tracks
 from sdk.training import metrics
 from sdk.training.recipes import AF_RECORDS, af_folds, detected_r_peaks
 
@@ -48,10 +47,7 @@ def windows(beat_times_s: np.ndarray, duration_s: float, af_share, ectopic: np.n
 def ventricular_beats(record: mitdb.MitdbRecord, peaks: np.ndarray, beat_model) -> np.ndarray:
     """The beats the beat model calls V or F, from the device's own preprocessing of the detected beats."""
     spec = beat_model.spec
-    ecg = resample(record.ecg, record.fs, spec.fs)
-    at_model_rate = np.clip(resampled_index(peaks, record.fs, spec.fs), 0, len(ecg) - 1)
-    inputs = preprocess.beat_windows(preprocess.ecg_tracks(ecg, at_model_rate, spec.fs), np.arange(len(peaks)),
-                                     spec.window)
+    inputs = preprocess.beat_windows(mitdb_tracks(record, spec.fs, peaks), np.arange(len(peaks)), spec.window)
     return np.isin(predict(beat_model.model, inputs).argmax(1), [spec.outputs.index("V"), spec.outputs.index("F")])
 
 
@@ -72,8 +68,7 @@ def afdb_windows(name: str, data_root) -> dict:
 
 
 def predict_af(model, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.from_numpy(x)).argmax(1).numpy().astype(bool)
+    return predict(model, x).argmax(1).astype(bool)
 
 
 def score(truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from models.registry import get_spec
 from sdk.data.datasets import beat_dataset
 from sdk.training import metrics
 from sdk.training.recipes import BEAT_TRAINING_SETS, EPOCHS, beat_config
-from sdk.training.train import TrainConfig, fit
+from sdk.training.train import fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATIENT_FOLDS = (
@@ -46,7 +47,7 @@ def macro_f1(report: dict) -> float:
 def cross_validate(training_set: str, power: float, data_root=None, seed: int = 0):
     spec = get_spec("ecg_beat")
     beats = beat_dataset(spec, BEAT_TRAINING_SETS[training_set], data_root)
-    config = TrainConfig(**{**beat_config(EPOCHS["ecg_beat"], seed).__dict__, "class_weight_power": power})
+    config = replace(beat_config(EPOCHS["ecg_beat"], seed), class_weight_power=power)
     design = {"training_set": training_set, "class_weight_power": power, "seed": seed}
     folds, truth, predicted = [], [], []
     for held_out in PATIENT_FOLDS:

@@ -136,7 +136,8 @@ def _train_beat(spec, data_root, out, seed, epochs, progress, training_set) -> d
         "checkpoint_selection_records": sorted(set(validation.group.tolist())),
         "beats_per_class": dict(zip(spec.outputs, np.bincount(everything.y, minlength=4).tolist())),
     }
-    card["data_split"] = "de Chazal inter-patient: train DS1, test DS2 (scored at reference beat annotations)"
+    card["data_split"] = (f"de Chazal inter-patient: train {training_set}, test DS2 (scored at reference beat "
+                          "annotations)")
     card["history"] = history
     write_model(out, model, card)
     card["metrics"] = {"DS2": evaluate(str(out), data_root=data_root)}
