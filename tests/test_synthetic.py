@@ -166,6 +166,30 @@ def test_baseline_wanders_at_the_respiratory_frequency():
     assert freqs[np.argmax(spectrum)] == pytest.approx(0.25, abs=0.02)
 
 
+def test_atrial_fibrillation_episodes_have_irregular_rr_no_p_waves_and_fibrillatory_waves():
+    ecg = synthetic_ecg(180, fs=360, heart_rate=75, noise_mv=0.0, seed=3, af_episodes=((60, 120),))
+    beats = ecg.r_peaks / ecg.fs
+    rr, in_af = np.diff(beats), ecg.af_at(beats[1:]) & ecg.af_at(beats[:-1])
+    sinus = ~ecg.af_at(beats[1:]) & ~ecg.af_at(beats[:-1])
+    assert np.std(rr[in_af]) / np.mean(rr[in_af]) > 0.12 > 0.04 > np.std(rr[sinus]) / np.mean(rr[sinus])
+    assert set(ecg.labels) == {"N"}  # AF beats are conducted normally
+    # the P wave (its peak about 0.15 s before R at 75 bpm) rises before sinus beats only; f waves put 5-7 Hz power
+    # into the baseline of AF
+    filtered = sosfiltfilt(butter(2, [0.5, 40.0], btype="band", fs=ecg.fs, output="sos"), ecg.signal)
+    p_at = round(0.15 * ecg.fs)
+
+    def p_height(r):
+        return filtered[r - p_at - 5: r - p_at + 5].mean() - filtered[r - round(0.45 * ecg.fs)]
+    af_beats = ecg.af_at(beats) & ecg.af_at(beats - 1.0)
+    sinus_beats = ~ecg.af_at(beats) & (beats > 2) & (beats < beats[-1] - 1)
+    assert np.median([p_height(r) for r in ecg.r_peaks[sinus_beats]]) > 0.15 > np.median(
+        [p_height(r) for r in ecg.r_peaks[af_beats]])
+    f_band = sosfiltfilt(butter(2, [5.0, 7.0], btype="band", fs=ecg.fs, output="sos"), ecg.signal)
+    quiet = lambda r: f_band[r - round(0.45 * ecg.fs): r - round(0.3 * ecg.fs)].std()  # noqa: E731
+    assert np.median([quiet(r) for r in ecg.r_peaks[af_beats]]) > 1.5 * np.median(
+        [quiet(r) for r in ecg.r_peaks[sinus_beats]])
+
+
 def test_five_minutes_at_360_hz_is_fast():
     start = time.perf_counter()
     synthetic_ecg(300, fs=360, ectopic={"S": 0.05, "V": 0.05})
@@ -190,6 +214,9 @@ def test_five_minutes_at_360_hz_is_fast():
         ({"ectopic": {"S": -0.1}}, ["ectopic['S']", "[0, 0.5]", "got -0.1"]),
         ({"ectopic": {"S": 0.3, "V": 0.3}}, ["sum to at most 0.5", "got 0.6"]),
         ({"duration_s": 0.001, "fs": 100}, ["duration_s=0.001", "no sample", "1/fs = 0.01 s"]),
+        ({"af_episodes": ((30, 20),)}, ["0 <= start < end <= duration_s (60 s)", "got (30, 20)"]),
+        ({"af_episodes": ((10, 70),)}, ["0 <= start < end <= duration_s (60 s)", "got (10, 70)"]),
+        ({"af_episodes": (5,)}, ["(start, end) pairs in seconds", "got 5"]),
     ],
 )
 def test_bad_inputs_raise_a_clear_error(kwargs, fragments):

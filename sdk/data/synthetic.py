@@ -46,6 +46,12 @@ fractions can sum to at most 0.5). Positions come from stochastic quota sampling
 when the type's shortfall against fraction * beats so far exceeds a uniform random number, which keeps
 every prefix of the record within about one beat of the requested fractions while spacing stays irregular.
 
+Atrial fibrillation replaces the sinus rhythm during the requested episodes (start, end) in seconds: each
+interval is drawn afresh, independent of the last (log-normal around the sinus R-R shortened by AF_RATE_FACTOR,
+spread AF_RR_SPREAD, clipped to AF_RR_RANGE_S), beats have no P wave (the QRS and T are a sinus beat's: AAMI
+class N), and fibrillatory waves (AF_F_WAVE_HZ, AF_F_WAVE_MV) ripple the baseline, faded in and out over
+AF_F_WAVE_FADE_S. No ectopic beat is placed inside an episode.
+
 r_peaks are measured on the generated signal before the white noise is added: the extremum (maximum, or
 minimum for a negative V complex) within 50 ms of each beat's R event, so they are exact on the output grid.
 """
@@ -112,6 +118,16 @@ VENTRICULAR_WAVES = np.array(
 )
 
 
+AF_RATE_FACTOR = 1.15  # ventricular rate in AF, relative to the sinus rate it replaces
+AF_RR_SPREAD = 0.2  # standard deviation of log(RR) in AF: coefficient of variation about 0.2
+AF_RR_RANGE_S = (0.3, 2.0)
+AF_F_WAVE_HZ = (5.0, 7.0)  # fibrillatory wave frequency, drifting within this range
+AF_F_WAVE_MV = 0.08
+AF_F_WAVE_FADE_S = 0.5
+AF_WAVES = SINUS_WAVES * [1.0, 1.0, 1.0]
+AF_WAVES[P, 2] = 0.0  # no P wave: the atria fibrillate instead of contracting
+
+
 @dataclass(frozen=True)
 class SyntheticECG:
     """A generated lead with its ground truth: R-peak samples and the AAMI class of every beat."""
@@ -120,6 +136,13 @@ class SyntheticECG:
     fs: float
     r_peaks: np.ndarray  # int64 sample index of each beat's R extremum
     labels: tuple[str, ...]  # "N", "S" or "V" per beat, aligned with r_peaks
+    af_episodes: tuple[tuple[float, float], ...] = ()  # (start, end) s of atrial fibrillation
+
+    def af_at(self, times_s: np.ndarray) -> np.ndarray:
+        """Whether each time (s) lies in an AF episode."""
+        times_s = np.asarray(times_s, np.float64)
+        return np.any([(times_s >= a) & (times_s < b) for a, b in self.af_episodes], axis=0) \
+            if self.af_episodes else np.zeros(times_s.shape, bool)
 
 
 def synthetic_ecg(
@@ -130,14 +153,16 @@ def synthetic_ecg(
     noise_mv: float = 0.02,
     ectopic: dict[str, float] | None = None,
     seed: int = 0,
+    af_episodes: tuple[tuple[float, float], ...] = (),
 ) -> SyntheticECG:
     """ECG of `duration_s` seconds at `fs` Hz, deterministic per `seed`.
 
     heart_rate and heart_rate_std are the mean and standard deviation of the sinus rate in bpm, noise_mv the
     std of the added white noise. ectopic maps "S"/"V" to the fraction of beats replaced by that ectopic
-    type (default: none).
+    type (default: none). af_episodes: (start, end) seconds of atrial fibrillation.
     """
     fractions = _checked_fractions(duration_s, fs, heart_rate, heart_rate_std, noise_mv, ectopic)
+    af_episodes = _checked_episodes(af_episodes, duration_s)
     rng = np.random.default_rng(seed)
     n = round(duration_s * fs)
     up = math.ceil(MIN_INTERNAL_FS / fs)
@@ -148,12 +173,14 @@ def synthetic_ecg(
     baseline = BASELINE_MV * np.sin(2 * np.pi * RESPIRATION_HZ * t + rng.uniform(0, 2 * np.pi))
     v_polarity = rng.choice([-1.0, 1.0])
     last_r = (n - 1) / fs
-    beat_times, labels = _schedule_beats(rr_at, t[0], t[-1], last_r, fractions, rng)
+    in_af = lambda time: any(a <= time < b for a, b in af_episodes)  # noqa: E731
+    beat_times, labels = _schedule_beats(rr_at, t[0], t[-1], last_r, fractions, rng, in_af)
 
     waves = {"N": SINUS_WAVES, "S": ATRIAL_WAVES, "V": VENTRICULAR_WAVES * [1.0, 1.0, v_polarity]}
-    shapes = np.stack([_scaled(waves[label], rr_at(time)) for time, label in zip(beat_times, labels)])
+    shapes = np.stack([_scaled(AF_WAVES if in_af(time) else waves[label], rr_at(time))
+                       for time, label in zip(beat_times, labels)])
     z = _integrate(t, beat_times, shapes, baseline)
-    clean = resample_poly(z, 1, up)[pad : pad + n]
+    clean = resample_poly(z, 1, up)[pad : pad + n] + _fibrillatory_waves(np.arange(n) / fs, af_episodes, rng)
 
     recorded = (beat_times >= 0) & (beat_times <= last_r)
     r_peaks = _locate_extrema(clean, beat_times[recorded] * fs, np.sign(shapes[recorded, R, 2]), fs)
@@ -163,7 +190,36 @@ def synthetic_ecg(
         fs=float(fs),
         r_peaks=r_peaks,
         labels=tuple(label for label, keep in zip(labels, recorded) if keep),
+        af_episodes=af_episodes,
     )
+
+
+def _checked_episodes(episodes, duration_s: float) -> tuple[tuple[float, float], ...]:
+    checked = []
+    for episode in episodes:
+        try:
+            start, end = (float(v) for v in episode)
+        except (TypeError, ValueError):
+            raise HeartSightError(f"af_episodes must be (start, end) pairs in seconds, got {episode!r}") from None
+        if not 0 <= start < end <= duration_s:
+            raise HeartSightError(f"an AF episode must satisfy 0 <= start < end <= duration_s ({duration_s:g} s), "
+                                  f"got ({start:g}, {end:g})")
+        checked.append((start, end))
+    return tuple(sorted(checked))
+
+
+def _fibrillatory_waves(t: np.ndarray, episodes, rng: np.random.Generator) -> np.ndarray:
+    """f waves: a sinusoid whose frequency drifts within AF_F_WAVE_HZ, faded in and out at each episode's edges."""
+    if not episodes:
+        return np.zeros_like(t)
+    low, high = AF_F_WAVE_HZ
+    knots = np.arange(int(t[-1]) + 2, dtype=np.float64)  # a new frequency every second, linearly in between
+    frequency = np.interp(t, knots, rng.uniform(low, high, len(knots)))
+    phase = 2 * np.pi * np.cumsum(frequency) * (t[1] - t[0] if len(t) > 1 else 0.0)
+    envelope = np.zeros_like(t)
+    for a, b in episodes:
+        envelope = np.maximum(envelope, np.clip(np.minimum(t - a, b - t) / AF_F_WAVE_FADE_S, 0.0, 1.0))
+    return AF_F_WAVE_MV * envelope * np.sin(phase)
 
 
 def _checked_fractions(duration_s, fs, heart_rate, heart_rate_std, noise_mv, ectopic) -> dict[str, float]:
@@ -229,6 +285,7 @@ def _schedule_beats(
     last_r: float,
     fractions: dict[str, float],
     rng: np.random.Generator,
+    in_af: Callable[[float], bool] = lambda time: False,
 ) -> tuple[np.ndarray, list[str]]:
     """R-event times and labels covering [start, stop] with two beats to spare on each side.
 
@@ -241,7 +298,10 @@ def _schedule_beats(
     while len(times) < 2 or times[-2] <= stop:
         previous = times[-1]
         kind = "N"
-        if fractions and counts.total() >= 2 and labels[-1] == "N":
+        if in_af(previous):  # the next interval is drawn afresh: no rhythm to predict it by
+            rr = np.exp(rng.normal(np.log(rr_at(previous) / AF_RATE_FACTOR), AF_RR_SPREAD))
+            next_sinus = previous + float(np.clip(rr, *AF_RR_RANGE_S))
+        elif fractions and counts.total() >= 2 and labels[-1] == "N":
             shortfall = {k: f * (counts.total() + 1) - counts[k] for k, f in fractions.items()}
             candidate = max(shortfall, key=shortfall.get)
             if shortfall[candidate] >= rng.random():
