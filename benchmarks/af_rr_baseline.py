@@ -27,21 +27,13 @@ from benchmarks.machine import describe
 from models.architectures import predict
 from models.registry import ZOO_DIR, load_model
 from models.rr_af import fit_rr_logistic
-from sdk.data import afdb, mitdb, preprocess, rr_features
-from sdk.data.datasets import mitdb_tracks
+from sdk.data import mitdb, preprocess, rr_features
+from sdk.data.datasets import afdb_rr_windows, mitdb_tracks, rr_windows
 from sdk.training import metrics
 from sdk.training.recipes import AF_RECORDS, af_folds, detected_r_peaks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW_S = 10.0  # ecg_af's window and hop
-AF_GRID_S = 0.1  # AF share of an afdb window, sampled on this grid
-
-
-def windows(beat_times_s: np.ndarray, duration_s: float, af_share, ectopic: np.ndarray | None = None) -> dict:
-    ends = WINDOW_S * np.arange(1, int(duration_s // WINDOW_S) + 1)
-    features, usable = rr_features.window_features(beat_times_s, ends, ectopic)
-    return {"x": features[usable], "y": np.array([af_share(end - WINDOW_S, end) >= 0.5 for end in ends[usable]]),
-            "unusable": int((~usable).sum())}
 
 
 def ventricular_beats(record: mitdb.MitdbRecord, peaks: np.ndarray, beat_model) -> np.ndarray:
@@ -57,14 +49,8 @@ def mitdb_windows(name: str, data_root, beat_model) -> tuple[dict, dict]:
     peaks = detected_r_peaks(record)
     share = lambda a, b: record.af[int(a * record.fs): int(b * record.fs)].mean()  # noqa: E731
     duration = len(record.ecg) / record.fs
-    return (windows(peaks / record.fs, duration, share),
-            windows(peaks / record.fs, duration, share, ventricular_beats(record, peaks, beat_model)))
-
-
-def afdb_windows(name: str, data_root) -> dict:
-    record = afdb.load_record(name, data_root)
-    return windows(record.beat_times_s, float(record.beat_times_s[-1]),
-                   lambda a, b: record.af_at(np.arange(a, b, AF_GRID_S)).mean())
+    return (rr_windows(peaks / record.fs, duration, WINDOW_S, share),
+            rr_windows(peaks / record.fs, duration, WINDOW_S, share, ventricular_beats(record, peaks, beat_model)))
 
 
 def predict_af(model, x: np.ndarray) -> np.ndarray:
@@ -92,7 +78,7 @@ def main(argv: list[str]) -> None:
     data_root = argv[0] if argv else None
     beat_model = load_model("ecg_beat")
     both = {n: mitdb_windows(n, data_root, beat_model) for n in tqdm(mitdb.SPLITS["ALL"], desc="mitdb", unit="record")}
-    af_db = {f"afdb/{n}": afdb_windows(n, data_root) for n in tqdm(afdb.RECORDS, desc="afdb", unit="record")}
+    af_db = afdb_rr_windows(WINDOW_S, data_root)
     rows, unusable = {}, {}
     for variant, k in (("every interval", 0), ("V and F beats left out", 1)):
         mit = {n: w[k] for n, w in both.items()}
@@ -113,7 +99,7 @@ def main(argv: list[str]) -> None:
               "windows_scored": int(sum(len(w[0]["y"]) for w in both.values())),
               "windows_unusable": unusable, "rows": rows,
               "ecg_af": {"pooled": ecg_af["pooled"],
-                         "per_af_record_f1": {f["held_out"][0]: f["f1"] for f in ecg_af["folds"]}}}
+                         "per_af_record_f1": {f["held_out"][0]: f["af_record"]["f1"] for f in ecg_af["folds"]}}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "af_rr_baseline.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "af_rr_baseline.md").write_text(markdown(result))
@@ -129,7 +115,7 @@ def markdown(result: dict) -> str:
              "| model, protocol | AF Se | AF +P | AF F1 | per AF record F1 (" + ", ".join(AF_RECORDS) + ") |",
              "|---|---|---|---|---|"]
     rows = {**{f"rr_af: {k}": v for k, v in result["rows"].items()},
-            "ecg_af (zoo CNN): MIT-BIH folds": result["ecg_af"]}
+            "ecg_af (zoo: RR evidence + network): MIT-BIH folds": result["ecg_af"]}
     for label, row in rows.items():
         p = row["pooled"]
         per = ", ".join(f"{row['per_af_record_f1'].get(r, float('nan')):.2f}" for r in AF_RECORDS)

@@ -18,7 +18,7 @@ from firmware_export import reference
 from firmware_export.artifact import check_writable, load_artifact, write_artifact
 from firmware_export.codegen import format_report, static_report
 from firmware_export.quantize import CALIBRATIONS, QuantizedModel, quantize_model
-from models.registry import load_model
+from models.registry import load_fold, load_model
 from sdk.data.datasets import CALIBRATION_WINDOWS, calibration_description, sample_windows
 from sdk.errors import HeartSightError
 
@@ -52,8 +52,8 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
                          "compress the model first, e.g. `heartsight compress --method qat --ratio 0.5`)\n" + format_report(report))
     test_x = sample_windows(spec, "test", data_root, TEST_WINDOWS)
     report = write_artifact(zoo, quantized, out_dir, test_x)
-    for k, fold in enumerate(zoo.card.get("folds", [])):
-        fold_zoo = load_model(zoo.directory, weights=fold["weights"])
+    for k in range(len(zoo.card.get("folds", []))):
+        fold_zoo = load_fold(zoo, k)
         write_artifact(fold_zoo, quantize_model(fold_zoo, calibration_x, calibration, source),
                        Path(out_dir) / "folds" / f"fold{k}", test_x, fold=True)
     return report

@@ -27,7 +27,7 @@ import numpy as np
 from firmware_export.codegen import write_c_library
 from firmware_export.onnx_export import compare, export_float, export_int8
 from firmware_export.quantize import QUANTIZED_FILE, QuantizedModel, load_quantized, save_quantized
-from models.registry import ModelSpec, ZooModel, spec_of_card
+from models.registry import ModelSpec, ZooModel, fold_card, spec_of_card
 from sdk.errors import HeartSightError
 
 INT8_ONNX, FLOAT_ONNX, CARD, REPORT = "model_int8.onnx", "model_float.onnx", "card.json", "report.json"
@@ -55,7 +55,7 @@ class Int8Artifact:
         if not is_artifact(directory):
             raise HeartSightError(f"{self.directory} has no int8 model of fold {index}; export the model again with "
                                   f"`heartsight export --model {self.name} --out {self.directory}`")
-        return load_artifact(directory, card=self.card)
+        return load_artifact(directory, card=fold_card(self.card, index))
 
 
 def check_writable(out_dir: str | os.PathLike) -> None:
@@ -84,7 +84,7 @@ def write_artifact(zoo: ZooModel, quantized: QuantizedModel, out_dir: str | os.P
         raise HeartSightError(f"cannot write the export to {out}: {error.strerror or error}; choose a writable --out") from None
     sha256 = hashlib.sha256(quantized_path.read_bytes()).hexdigest()
     report = write_c_library(quantized, out, int8_sha256=sha256)
-    export_int8(quantized, out / INT8_ONNX, int8_sha256=sha256)
+    export_int8(quantized, out / INT8_ONNX, int8_sha256=sha256, explained_class=zoo.spec.explained_class)
     if not fold:
         export_float(zoo, out / FLOAT_ONNX)
     if test_x is not None and len(test_x):

@@ -80,13 +80,16 @@ class CModel:
             self.library.hs_quantize_input(x[i].ctypes.data, q[i].ctypes.data)
         return q
 
-    def infer(self, x_q: np.ndarray, explain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(int8 logits (N, classes), int16 traces of the predicted class (N, length) when explain)."""
+    def infer(self, x_q: np.ndarray, explain: bool = False, explained_class: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(int8 logits (N, classes), int16 traces (N, length) when explain): of explained_class, or by default of
+        each window's predicted class."""
         x_q = np.ascontiguousarray(x_q, np.int8).reshape(-1, self.channels, self.length)
         logits = np.zeros((len(x_q), self.classes), np.int8)
         traces = np.zeros((len(x_q), self.length), np.int16) if explain else None
         for i in range(len(x_q)):
             predicted = self.library.hs_infer(x_q[i].ctypes.data, logits[i].ctypes.data)
             if explain:
-                self.library.hs_explain(predicted, traces[i].ctypes.data)
+                self.library.hs_explain(predicted if explained_class is None else explained_class,
+                                        traces[i].ctypes.data)
         return logits, traces

@@ -308,9 +308,11 @@ def _conv_block(g: _IntegerGraph, x: str, layer: QuantizedConv, i: int) -> str:
     return out
 
 
-def export_int8(qm: QuantizedModel, path: str | Path, opset: int = OPSET, int8_sha256: str = "") -> Path:
+def export_int8(qm: QuantizedModel, path: str | Path, opset: int = OPSET, int8_sha256: str = "",
+                explained_class: int | None = None) -> Path:
     """Write the int8 model as the exact integer graph (see the module's docstring); input `input` (N, C, L) float32,
-    outputs `logits` (N, classes) int8 and `trace` (N, L) int16, with a dynamic N."""
+    outputs `logits` (N, classes) int8 and `trace` (N, L) int16, with a dynamic N. The trace is of explained_class
+    (ModelSpec.explained_class), or by default of each window's arg-max class."""
     onnx = _require("onnx", "onnx")
     _check_opset(opset)
     TensorProto = onnx.TensorProto
@@ -329,8 +331,11 @@ def export_int8(qm: QuantizedModel, path: str | Path, opset: int = OPSET, int8_s
     logits = g.requantize(acc, qm.head_multiplier, qm.head_shift, (1, len(qm.classes)), "head_requantize")
     logits = g.clamp_to_int8(g.node("Add", [logits, g.int64("logits_zero_point", qm.logit_zero_point)], "logits_shifted"),
                              INT8_MIN, INT8_OUTPUTS[0])
-    # hs_explain of the arg-max class (the first on ties, as hs_infer returns it)
+    # hs_explain of the arg-max class (the first on ties, as hs_infer returns it), or of the one class explained
     predicted = g.node("ArgMax", [g.cast(logits, TensorProto.INT32, "logits_int32")], "predicted", axis=1, keepdims=0)
+    if explained_class is not None:  # (N,) copies of it
+        predicted = g.node("Add", [g.node("Mul", [predicted, g.zero()], "no_class"),
+                                   g.int64("explained_class", explained_class)], "explained")
     class_weight = g.node("Gather", [head, predicted], "class_weight", axis=0)  # (N, K)
     cam = g.node("ReduceSum", [g.node("Mul", [g.node("Unsqueeze", [class_weight, g.int64("time_axis_new", [2])],
                                                      "class_weight_column"), centred], "cam_products"),
@@ -431,7 +436,7 @@ def compare(zoo: ZooModel, qm: QuantizedModel, x_float: np.ndarray, float_path: 
         torch_logits = torch.cat([_torch_float(zoo)(torch.from_numpy(x[i: i + 256])) for i in range(0, len(x), 256)]).numpy()
     logits, traces = Int8Session(int8_path, threads)(x)
     reference, last = infer(qm, quantize_input(qm, x))
-    reference_traces = explain(qm, last, reference.argmax(axis=1))
+    reference_traces = explain(qm, last, zoo.spec.explained(reference))
     torch_labels = torch_logits.argmax(axis=1)
     report = {"int8": {
         "n": len(x),

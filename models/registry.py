@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.architectures import GapCnn, fold_batch_norm
@@ -37,6 +38,22 @@ class ModelSpec:
     def is_classifier(self) -> bool:
         return self.task != "hr"
 
+    @property
+    def explained_class(self) -> int | None:
+        """The class every trace explains, or None for each window's top class (the single output for heart rate).
+
+        A rhythm model's trace always maps AF: where the window looks like AF, whatever its label. Its label also
+        weighs the RR evidence (models.rr_af.RhythmEvidence), which no map over the window can show, so the top
+        class of the network alone is not the label to explain.
+        """
+        return self.outputs.index("AF") if self.task == "rhythm" else None
+
+    def explained(self, outputs: np.ndarray) -> np.ndarray:
+        """The class each window's trace explains, for the network's outputs (N, classes)."""
+        if self.explained_class is not None:
+            return np.full(len(outputs), self.explained_class, np.int64)
+        return np.asarray(outputs).argmax(1) if self.is_classifier else np.zeros(len(outputs), np.int64)
+
 
 REGISTRY = {
     "ecg_beat": ModelSpec(
@@ -47,7 +64,7 @@ REGISTRY = {
     "ecg_af": ModelSpec(
         name="ecg_af", task="rhythm", fs=ECG_FS, window=1280, hop=1280,
         input_channels=("ecg", "rhythm", "rr_change"), outputs=("non-AF", "AF"),
-        preprocessing="rhythm_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
+        preprocessing="rhythm_windows", widths=(8, 16, 16, 24, 32), kernel_size=7,
     ),
     "ppg_hr": ModelSpec(
         name="ppg_hr", task="hr", fs=PPG_FS, window=256, hop=64,
@@ -110,3 +127,16 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
                               "restore it from the repository or train/compress the model again") from None
     model.eval()
     return ZooModel(spec, model, card, directory)
+
+
+def fold_card(card: dict, fold: int) -> dict:
+    """The card of cross-validation fold `fold` as a model of its own: a rhythm model's fold brings its own RR
+    evidence, which also never saw the fold's held-out records."""
+    entry = card["folds"][fold]
+    return {**card, **({"rhythm_evidence": entry["rhythm_evidence"]} if "rhythm_evidence" in entry else {})}
+
+
+def load_fold(zoo: ZooModel, fold: int) -> ZooModel:
+    """Cross-validation fold `fold` of a zoo model, with its weights and card (fold_card)."""
+    model = load_model(zoo.directory, weights=zoo.card["folds"][fold]["weights"])
+    return replace(model, card=fold_card(zoo.card, fold))

@@ -11,7 +11,8 @@ from scipy.signal import resample_poly
 
 from conftest import DATA, needs_mitdb
 from models.registry import ZooModel, get_spec, load_model
-from sdk.data import synthetic
+from models.rr_af import RhythmEvidence
+from sdk.data import rr_features, synthetic
 from sdk.data.records import Recording, read_database_record
 from sdk.device import alerts
 from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
@@ -242,15 +243,31 @@ def test_heart_rate_alert_needs_three_windows_and_clears_only_well_inside_the_ra
 
 
 def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
-    torch.manual_seed(0)  # the rhythm path is checked with an untrained model: it only has to see the same inputs
+    """The rhythm path is checked with an untrained network and made-up RR evidence: it only has to see the same
+    inputs and beats, and the beat model's V calls on the same beats. 155 s with an AF episode and 10% V beats: the
+    stream forgets old signal, but keeps the beats the RR evidence of its next windows reads."""
+    torch.manual_seed(0)
     spec = get_spec("ecg_af")
-    untrained = ZooModel(spec, spec.build().eval(), {"name": "ecg_af", "version": "test", "sha256": "0" * 64}, tmp_path)
-    ecg = synthetic.synthetic_ecg(65, FS, ectopic={"V": 0.1}, seed=2).signal
+    n = len(rr_features.FEATURES)
+    evidence = RhythmEvidence(np.full(n, 0.1), np.full(n, 0.2), np.linspace(-1, 2, n), -1.0, beat_model="ecg_beat")
+    card = {"name": "ecg_af", "version": "test", "sha256": "0" * 64, "rhythm_evidence": evidence.to_card()}
+    untrained = ZooModel(spec, spec.build().eval(), card, tmp_path)
+    ecg = synthetic.synthetic_ecg(155, FS, ectopic={"V": 0.1}, seed=2, af_episodes=((50, 110),)).signal
     offline = analyze(Recording("synthetic", FS, ecg[:, None], ("MLII",)), untrained)["windows"]
-    streamed = of_kind(stream(Monitor(untrained, fs=FS), ecg, 700), WindowEvent)
-    assert [(w.start_s, w.end_s, w.label, w.p, w.padded_s) for w in streamed] == \
-           [(w["start_s"], w["end_s"], w["label"], w["p"], w.get("padded_s", 0.0)) for w in offline]
-    assert len(offline) == 7 and offline[-1]["padded_s"] == 5.0  # 60 s of whole windows, then 5 s padded to 10
+    monitor = Monitor(untrained, fs=FS)
+    streamed, kept = [], []
+    for start in range(0, len(ecg), 700):
+        streamed += of_kind(monitor.feed(ecg[start: start + 700]), WindowEvent)
+        kept.append(len(monitor._task.rhythm_beats))
+    streamed += of_kind(monitor.finish(), WindowEvent)
+    assert [(w.start_s, w.end_s, w.label, w.p, w.padded_s, w.rhythm_evidence) for w in streamed] == \
+           [(w["start_s"], w["end_s"], w["label"], w["p"], w.get("padded_s", 0.0), w["rhythm_evidence"])
+            for w in offline]
+    assert len(offline) == 16 and offline[-1]["padded_s"] == 5.0  # 150 s of whole windows, then 5 s padded to 10
+    assert len({w["rhythm_evidence"] for w in offline}) > 8  # the evidence follows the rhythm window by window
+    assert max(kept) < rr_features.CONTEXT_SPAN + 40  # beats kept: the evidence's reach and a window's worth
+    flagged = np.array(monitor._task.rhythm_ectopic)
+    assert 0.05 < flagged.mean() < 0.15  # the beat model found the V beats, whose intervals the evidence leaves out
 
     fs = 256.0
     t = np.arange(int(40 * fs)) / fs
@@ -277,26 +294,24 @@ def test_a_rhythm_window_with_too_few_beats_gets_no_diagnosis_offline_or_streami
 
 @needs_mitdb
 def test_af_episodes_of_record_201_raise_af_start_and_af_end_near_the_annotations():
+    """Record 201's two long AF episodes (0-378 s and 1597-1787 s) start within a minute of where the annotations
+    put them, and the first ends so (the second ends 18 s before the recording does: less than the RR evidence's
+    32-interval context). Its sinus stretches also hold ventricular trigeminy and aberrated atrial beats: at most
+    one false episode is raised there."""
     from sdk.data import mitdb
 
-    try:
-        zoo = load_model("ecg_af")
-    except RuntimeError as error:
-        if "size mismatch" in str(error):
-            pytest.skip("the ecg_af zoo model was trained for another number of input channels than "
-                        "preprocess.rhythm_windows builds (it is being retrained); retry once it is")
-        raise
     record = mitdb.load_record("201", DATA)
-    raised = alert_list(stream(Monitor(zoo, fs=record.fs), record.ecg, 3600))
+    raised = alert_list(stream(Monitor("ecg_af", fs=record.fs), record.ecg, 3600))
     edges = np.flatnonzero(np.diff(record.af.astype(np.int8))) + 1
     starts = [0] * bool(record.af[0]) + [s for s in edges if record.af[s]]
     ends = [s for s in edges if not record.af[s]]
     tolerance = 60 * record.fs
     found = {kind: [a.sample_index for a in raised if a.type == kind] for kind in ("af_start", "af_end")}
-    assert found["af_start"] and found["af_end"]
-    for kind, annotated in (("af_start", starts), ("af_end", ends)):
-        for sample in found[kind]:
-            assert min(abs(sample - s) for s in annotated) <= tolerance, (kind, sample / record.fs)
+    for kind, annotated in (("af_start", (starts[0], starts[-1])), ("af_end", (ends[0],))):
+        for sample in annotated:
+            assert min(abs(np.array(found[kind]) - sample)) <= tolerance, (kind, sample / record.fs)
+    false_starts = [s for s in found["af_start"] if min(abs(np.array(starts) - s)) > 1.5 * tolerance]
+    assert len(false_starts) <= 1, np.array(false_starts) / record.fs
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the c backend needs gcc")

@@ -77,6 +77,25 @@ def test_int8_input_quantization_matches_the_firmware_on_awkward_values(toy, tmp
     assert np.array_equal(traces, explain(qm, last, reference.argmax(axis=1)))
 
 
+def test_a_graph_that_explains_one_class_traces_it_for_every_window_as_the_c_library_does(toy, tmp_path):
+    """Rhythm models explain AF whatever the label (ModelSpec.explained_class): the graph, the integer reference
+    and the C library's hs_explain(class) give the same trace."""
+    from firmware_export.codegen import write_c_library
+    from firmware_export.host import CModel, build_shared_library
+
+    zoo, qm = toy
+    x = random_windows(64, seed=5)
+    logits, traces = Int8Session(export_int8(qm, tmp_path / "int8.onnx", explained_class=2))(x)
+    reference, last = infer(qm, quantize_input(qm, x))
+    assert (reference.argmax(axis=1) != 2).any()  # the class explained is not always the top one
+    assert np.array_equal(logits, reference)
+    assert np.array_equal(traces, explain(qm, last, np.full(len(x), 2)))
+    write_c_library(qm, tmp_path)
+    library = CModel(build_shared_library(tmp_path), CHANNELS, WINDOW, 4)
+    c_logits, c_traces = library.infer(library.quantize_input(x), explain=True, explained_class=2)
+    assert np.array_equal(c_logits, reference) and np.array_equal(c_traces, traces)
+
+
 def test_graphs_have_the_documented_interface_and_a_dynamic_batch(toy, tmp_path):
     zoo, qm = toy
     float_path, int8_path = exported(zoo, qm, tmp_path)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from sdk.data import mitdb, preprocess, wrist
+from sdk.data import afdb, mitdb, preprocess, rr_features, wrist
 from sdk.data.records import resample, resampled_index
 
 
@@ -21,9 +21,11 @@ class Dataset:
     x: np.ndarray  # (n, channels, window) float32
     y: np.ndarray  # class index (int64) or target value (float32)
     group: np.ndarray  # record or subject each example comes from: the unit of every split
+    # rhythm windows: RR features (rr_features.FEATURES) of the beats up to each window's end; NaN where too few
+    rr: np.ndarray | None = None
 
     def subset(self, keep: np.ndarray) -> "Dataset":
-        return Dataset(self.x[keep], self.y[keep], self.group[keep])
+        return Dataset(self.x[keep], self.y[keep], self.group[keep], None if self.rr is None else self.rr[keep])
 
     def in_groups(self, groups) -> np.ndarray:
         return np.isin(self.group, list(groups))
@@ -50,12 +52,13 @@ def beat_dataset(spec, records, data_root: str | os.PathLike | None = None) -> D
 
 
 def af_dataset(spec, records, data_root: str | os.PathLike | None = None,
-               r_peaks_of=None) -> Dataset:
+               r_peaks_of=None, ectopic_of=None) -> Dataset:
     """Consecutive windows labelled AF when at least half of the window lies in an AFIB/AFL episode.
 
     r_peaks_of(record) gives the R peaks at the record's rate; by default the reference beat annotations.
+    ectopic_of(tracks) flags the beats whose intervals the RR features leave out (models.rr_af.ectopic_beats).
     """
-    xs, ys, groups = [], [], []
+    xs, ys, groups, rrs = [], [], [], []
     for name in tqdm(records, desc="rhythm windows", unit="record", leave=False):
         record = mitdb.load_record(name, data_root)
         peaks = record.beat_samples if r_peaks_of is None else r_peaks_of(record)
@@ -66,7 +69,33 @@ def af_dataset(spec, records, data_root: str | os.PathLike | None = None,
         xs.append(preprocess.rhythm_windows(tracks, starts, spec.window))
         ys.append((af_fraction >= 0.5).astype(np.int64))
         groups.append(np.full(len(starts), name))
-    return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
+        features, usable = rr_features.window_features(tracks.context.r_peaks / spec.fs, (starts + spec.window) / spec.fs,
+                                                       None if ectopic_of is None else ectopic_of(tracks))
+        rrs.append(np.where(usable[:, None], features, np.nan).astype(np.float32))
+    return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups), np.concatenate(rrs))
+
+
+def rr_windows(beat_times_s: np.ndarray, duration_s: float, window_s: float, af_share,
+               ectopic: np.ndarray | None = None) -> dict:
+    """Back-to-back windows of a beat list: x, their RR features (the usable ones), y, AF when af_share(start, end)
+    is at least 0.5, and how many windows had too few intervals to judge (`unusable`)."""
+    ends = window_s * np.arange(1, int(duration_s // window_s) + 1)
+    features, usable = rr_features.window_features(beat_times_s, ends, ectopic)
+    return {"x": features[usable], "y": np.array([af_share(end - window_s, end) >= 0.5 for end in ends[usable]], bool),
+            "unusable": int((~usable).sum())}
+
+
+AFDB_AF_GRID_S = 0.1  # an afdb window's AF share is sampled on this grid
+
+
+def afdb_rr_windows(window_s: float, data_root: str | os.PathLike | None = None) -> dict[str, dict]:
+    """rr_windows of every MIT-BIH AF Database record, by "afdb/NAME"."""
+    windows = {}
+    for name in tqdm(afdb.RECORDS, desc="afdb", unit="record", leave=False):
+        record = afdb.load_record(name, data_root)
+        windows[f"afdb/{name}"] = rr_windows(record.beat_times_s, float(record.beat_times_s[-1]), window_s,
+                                             lambda a, b: record.af_at(np.arange(a, b, AFDB_AF_GRID_S)).mean())
+    return windows
 
 
 def ppg_dataset(spec, recordings, data_root: str | os.PathLike | None = None) -> Dataset:

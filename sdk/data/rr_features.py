@@ -13,6 +13,7 @@ import numpy as np
 
 CONTEXT_BEATS = 32  # about 30 s of rhythm: enough intervals for entropy estimates, short enough for onset
 MIN_INTERVALS = 8  # fewer intervals than this carry no usable irregularity estimate
+CONTEXT_SPAN = 3 * CONTEXT_BEATS  # how far back a context may reach for intervals when ectopic ones are left out
 RR_RANGE_S = (0.2, 3.0)  # physiological RR; detector misses and double detections are clipped to it
 COSEN_TOLERANCE_S = 0.03  # Lake & Moorman 2011: sample entropy with a fixed 30-ms tolerance
 # RR / median RR in 17 bins 0.075 wide, the middle one centred on 1: a steady rhythm's sampling jitter stays in
@@ -25,7 +26,15 @@ FEATURES = (
     "cosen",  # coefficient of sample entropy (Lake & Moorman 2011)
     "successive_difference",  # median |RR[n] - RR[n-1]| / median RR
     "best_lag_difference",  # min over lags 1-3 of median |RR[n] - RR[n-k]| / median RR: low for bigeminy, trigeminy
+    # what tells ectopic beats in a steady rhythm from fibrillation:
+    "near_median_share",  # share of intervals within NEAR_MEDIAN of the median: most of them in sinus rhythm with ectopy
+    "premature_pause_share",  # share of interval pairs that are a premature beat and its pause (PREMATURE_PAIR)
+    "core_rmssd",  # RMSSD / median of the intervals within CORE of the median: irregularity with the ectopy set aside
+    "poincare_ratio",  # SD1 / SD2 of the Poincare plot: near 1 for AF's cloud, small for a drifting steady rhythm
 )
+NEAR_MEDIAN = 0.1
+PREMATURE_PAIR = (0.85, 1.1, 0.15)  # short below this x median, long above this, their sum within this of 2 medians
+CORE = 0.15
 
 
 def irregularity(rr_s: np.ndarray) -> np.ndarray:
@@ -41,7 +50,14 @@ def irregularity(rr_s: np.ndarray) -> np.ndarray:
     p = counts[counts > 0] / max(counts.sum(), 1)
     entropy = float(-(p * np.log(p)).sum() / np.log(HISTOGRAM_BINS)) if len(p) else 0.0
     lag_differences = [np.median(np.abs(rr[k:] - rr[:-k])) / median for k in (1, 2, 3)]
-    return np.array([nrmssd, turning, entropy, _cosen(rr, mean), lag_differences[0], min(lag_differences)],
+    relative = rr / median
+    short, long, tolerance = PREMATURE_PAIR
+    pairs = (relative[:-1] < short) & (relative[1:] > long) & (np.abs(relative[:-1] + relative[1:] - 2) < tolerance)
+    core = rr[np.abs(relative - 1) < CORE]
+    core_rmssd = np.sqrt(np.mean(np.diff(core) ** 2)) / median if len(core) > 2 else 0.0
+    sd1, sd2 = np.std(successive) / np.sqrt(2), np.std(rr[1:] + rr[:-1]) / np.sqrt(2)
+    return np.array([nrmssd, turning, entropy, _cosen(rr, mean), lag_differences[0], min(lag_differences),
+                     np.mean(np.abs(relative - 1) < NEAR_MEDIAN), np.mean(pairs), core_rmssd, sd1 / max(sd2, 1e-6)],
                     dtype=np.float32)
 
 
@@ -58,10 +74,11 @@ def window_features(beat_times_s: np.ndarray, window_ends_s: np.ndarray,
                     ectopic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, len(FEATURES)), usable (n,) bool) for windows ending at window_ends_s.
 
-    A window uses the last CONTEXT_BEATS intervals that end before its end; one with fewer than MIN_INTERVALS is
-    not usable (its features are zero): too few beats to judge the rhythm. `ectopic` (a bool per beat, e.g. the
-    beat model's V and F beats) leaves out the intervals that begin or end at such a beat: a premature
-    ventricular beat makes the rhythm irregular without any fibrillation.
+    A window uses the last CONTEXT_BEATS intervals that end before its end; `ectopic` (a bool per beat, e.g. the
+    beat model's V and F beats) leaves out the intervals that begin or end at such a beat (a premature ventricular
+    beat makes the rhythm irregular without any fibrillation), and the context reaches back for others, at most
+    CONTEXT_SPAN intervals (a device keeps that many beats). A window left with fewer than MIN_INTERVALS is not
+    usable (its features are zero): too few beats to judge the rhythm.
     """
     order = np.argsort(np.asarray(beat_times_s, dtype=np.float64), kind="stable")
     times = np.asarray(beat_times_s, dtype=np.float64)[order]
@@ -70,12 +87,12 @@ def window_features(beat_times_s: np.ndarray, window_ends_s: np.ndarray,
     if ectopic is not None:
         flagged = np.asarray(ectopic, bool)[order]
         kept = ~(flagged[1:] | flagged[:-1])
-    rr, interval_end = rr[kept], interval_end[kept]
     features = np.zeros((len(window_ends_s), len(FEATURES)), np.float32)
     usable = np.zeros(len(window_ends_s), bool)
     for i, end in enumerate(np.asarray(window_ends_s, dtype=np.float64)):
         last = int(np.searchsorted(interval_end, end, side="right"))  # intervals [0, last) end by the window's end
-        context = rr[max(last - CONTEXT_BEATS, 0): last]
+        span = slice(max(last - CONTEXT_SPAN, 0), last)
+        context = rr[span][kept[span]][-CONTEXT_BEATS:]
         if len(context) >= MIN_INTERVALS:
             features[i], usable[i] = irregularity(context), True
     return features, usable

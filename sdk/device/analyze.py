@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from models.rr_af import ectopic_beats, with_evidence
 from sdk.data import preprocess
 from sdk.data.records import Recording, check_signal, resample, resample_factors, resampled_index
 from sdk.data.rpeak import detect_r_peaks
@@ -19,9 +20,12 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
             explain: bool = False, backend: str | None = None) -> dict:
     """One JSON-ready result: beats (beat models), windows (rhythm and heart-rate models), hr_bpm (heart-rate models).
 
+    A rhythm window of a model with RR evidence also gives `rhythm_evidence`: what the irregularity of the last
+    beats added to its AF logit (models.rr_af.RhythmEvidence; positive is towards AF, 0 when too few beats).
+
     model runs on backend as sdk.device.backends describes (or pass a Runner). explain=True adds to every beat or
     window its `window_start` (sample index in the input) and `trace`, the class activation map of the predicted
-    class (or of the heart-rate output) over the model's window, at the input's sampling rate.
+    class (of the heart-rate output; of AF for rhythm models) over the model's window, at the input's sampling rate.
     """
     runner = model if isinstance(model, Runner) else make_runner(model, backend)
     spec = runner.spec
@@ -48,14 +52,20 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
             inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
         else:
             r_peaks = detect_r_peaks(at_model_rate, spec.fs)
-            inputs = preprocess.rhythm_windows(preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs), starts,
-                                               spec.window)
+            tracks = preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs)
+            inputs = preprocess.rhythm_windows(tracks, starts, spec.window)
     gated = [problems["gate"].window_problem(int(s), spec.window, spec.fs)
              or (preprocess.rhythm_problem(r_peaks, int(s), spec.window) if spec.task == "rhythm" else None)
              for s in starts]
     good = np.array([p is None for p in gated], bool)
     outputs, traces = (runner.explain(inputs[good]) if explain else (runner(inputs[good]), None)) if good.any() \
         else (np.zeros((0, len(spec.outputs)), np.float32), np.zeros((0, spec.window), np.float32))
+    evidence = None
+    if spec.task == "rhythm" and runner.rhythm_evidence is not None:  # from every beat up to each window's end
+        beats = runner.beat_runner
+        ectopic = None if beats is None else ectopic_beats(beats, tracks, beats.spec)
+        evidence = runner.rhythm_evidence.of_windows(r_peaks / spec.fs, (starts[good] + spec.window) / spec.fs, ectopic)
+        outputs = with_evidence(outputs, evidence)
     rows = np.cumsum(good) - 1  # item i's row in outputs when good[i]
     items = []
     for i, start in enumerate(starts):
@@ -76,6 +86,8 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
         else:
             p = _softmax(outputs[rows[i]: rows[i] + 1])[0]
             item.update({"label": spec.outputs[int(p.argmax())], "p": round(float(p.max()), 4)})
+            if evidence is not None:
+                item["rhythm_evidence"] = round(float(evidence[rows[i]]), 3)
         if explain:
             item["window_start"] = int(round(start * recording.fs / spec.fs))
             item["trace"] = (None if not good[i] else

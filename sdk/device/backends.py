@@ -3,7 +3,7 @@
 Each backend is a `Runner`: calling it maps preprocessed float windows (N, C, L) to outputs in real units
 (logits, or heart rate in bpm), so evaluation and the device runtime can swap them freely. `explain` also
 returns each window's explanation trace: the class activation map of its top class (of the single output for
-heart rate), in the float CAM's units. torch explains with the float/QAT model's map (ClassActivationMap); the
+heart rate; of AF for rhythm models, ModelSpec.explained_class), in the float CAM's units. torch explains with the float/QAT model's map (ClassActivationMap); the
 int8 backends return the integer map of the exported model (hs_explain in C; the same integers from the ONNX
 graph), times its scale, as the firmware does.
 
@@ -23,6 +23,7 @@ import torch
 from firmware_export.artifact import INT8_ONNX, Int8Artifact, artifact_of, is_artifact, load_artifact
 from models.architectures import predict
 from models.registry import ModelSpec, ZooModel, load_model
+from models.rr_af import RhythmEvidence, evidence_of_card
 from sdk.errors import HeartSightError
 from sdk.explain import ClassActivationMap
 
@@ -33,14 +34,22 @@ ModelRef = str | os.PathLike | ZooModel | Int8Artifact
 class Runner:
     """A model on one backend: `runner(x)` -> outputs; `runner.explain(x)` -> (outputs, traces (N, L)).
 
+    rhythm_evidence: for a rhythm model that has it, the RR evidence the caller adds to the AF logit
+    (models.rr_af.with_evidence) from the beats up to each window's end: the network sees one window, the evidence
+    the last rr_features.CONTEXT_BEATS intervals. beat_runner: the beat model, on the same backend, whose V and F
+    beats that evidence leaves out (models.rr_af.ectopic_beats), when the evidence names one.
+
     identity: the model's name, version and the sha256 of what runs (model.pt for torch, the int8 artifact's
     integer model otherwise), and the backend; alerts carry it. batch_invariant: each window's result is the same
     bits whatever else is in its batch (integer backends; torch computes a batch of one by another path).
     """
 
     def __init__(self, spec: ModelSpec, identity: dict, outputs: Callable[[np.ndarray], np.ndarray],
-                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batch_invariant: bool):
+                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batch_invariant: bool,
+                 rhythm_evidence: RhythmEvidence | None = None):
         self.spec, self.identity, self.batch_invariant = spec, identity, batch_invariant
+        self.rhythm_evidence = rhythm_evidence
+        self.beat_runner: Runner | None = None  # the beat model whose V and F beats the RR evidence leaves out
         self._outputs, self._explain = outputs, explain
 
     @property
@@ -67,9 +76,14 @@ def make_runner(model: ModelRef, backend: str | None = None) -> Runner:
     """A runner for a zoo name, model directory, exported directory, ZooModel or Int8Artifact on a backend
     (default: c for an export, torch otherwise)."""
     backend = checked_backend(model, backend)
-    if backend == "torch":
-        return torch_runner(_float_model(model))
-    return int8_runner(_int8_model(model), backend)
+    runner = torch_runner(_float_model(model)) if backend == "torch" else int8_runner(_int8_model(model), backend)
+    if runner.rhythm_evidence is not None and runner.rhythm_evidence.beat_model:
+        runner.beat_runner = make_runner(runner.rhythm_evidence.beat_model, backend)
+        if runner.beat_runner.spec.fs != runner.spec.fs or runner.beat_runner.spec.task != "beat":
+            raise HeartSightError(f"{runner.identity['name']}'s RR evidence leaves out the V and F beats of "
+                                  f"{runner.rhythm_evidence.beat_model}, which must be a beat model at its rate "
+                                  f"({runner.spec.fs:g} Hz); train the rhythm model again")
+    return runner
 
 
 def _float_model(model: ModelRef) -> ZooModel:
@@ -96,7 +110,7 @@ def torch_runner(zoo: ZooModel) -> Runner:
 
     def explain(x: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
         outputs = predict(zoo.model, x)
-        targets = outputs.argmax(1) if spec.is_classifier else np.zeros(len(x), np.int64)
+        targets = spec.explained(outputs)
         traces = [explainer.attribute(torch.from_numpy(x[i: i + batch]), torch.from_numpy(targets[i: i + batch])).numpy()
                   for i in range(0, len(x), batch)]
         return outputs, np.concatenate(traces) if traces else np.zeros((0, spec.window), np.float32)
@@ -105,7 +119,8 @@ def torch_runner(zoo: ZooModel) -> Runner:
                                     if zoo.directory else hashlib.sha256(b"untrained").hexdigest())
     identity = {"name": card.get("name", spec.name), "version": str(card.get("version") or "0"), "sha256": sha256,
                 "backend": "torch"}
-    return Runner(spec, identity, lambda x: predict(zoo.model, x), explain, batch_invariant=False)
+    return Runner(spec, identity, lambda x: predict(zoo.model, x), explain, batch_invariant=False,
+                  rhythm_evidence=evidence_of_card(card))
 
 
 def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
@@ -113,7 +128,7 @@ def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
     same integers (both are the integer reference)."""
     from firmware_export.reference import dequantize_logits
 
-    quantized = artifact.quantized
+    quantized, spec = artifact.quantized, artifact.spec
     if backend == "c":
         from firmware_export.host import CModel, build_shared_library
 
@@ -121,7 +136,7 @@ def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
                          len(quantized.classes))
 
         def integers(x: np.ndarray, with_traces: bool) -> tuple[np.ndarray, np.ndarray | None]:
-            return library.infer(library.quantize_input(x), explain=with_traces)
+            return library.infer(library.quantize_input(x), explain=with_traces, explained_class=spec.explained_class)
     else:
         from firmware_export.onnx_export import Int8Session
 
@@ -140,11 +155,11 @@ def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
         if not len(x):
             return np.zeros((0, len(quantized.classes))), np.zeros((0, quantized.window))
         logits, traces = integers(x, with_traces=True)
-        return dequantize_logits(quantized, logits), traces * trace_scales[logits.argmax(1)][:, None]
+        return dequantize_logits(quantized, logits), traces * trace_scales[spec.explained(logits)][:, None]
 
     identity = {"name": artifact.name, "version": str(artifact.card.get("version") or "0"), "sha256": artifact.sha256,
                 "backend": backend}
-    return Runner(artifact.spec, identity, outputs, explain, batch_invariant=True)
+    return Runner(spec, identity, outputs, explain, batch_invariant=True, rhythm_evidence=evidence_of_card(artifact.card))
 
 
 def evaluate(model: ModelRef, backend: str | None = None, split: str | None = None, data_root=None) -> dict:

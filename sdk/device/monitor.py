@@ -18,7 +18,8 @@ Events (`Event`), in time order per kind; sample indices are at the sensor rate:
 
 Latency: a beat is classified once the signal 3 s past it is settled (the model window, the R-peak
 detector's confirmation, the resampler's look-ahead of ~80 ms): 3.6-4.1 s after its R wave on synthetic ECG
-at 50-120 bpm, more after long pauses; a window once its end is settled. Memory is bounded by the model
+at 50-120 bpm, more after long pauses; a window once its end is settled (an `ecg_af` window 3 s later: its RR
+evidence leaves out the V and F beats, and its last beats are classified once their own beat windows are). Memory is bounded by the model
 window plus that latency (and a few seconds of raw signal for alert excerpts).
 """
 
@@ -33,7 +34,8 @@ import numpy as np
 import torch
 from scipy.signal import firwin, resample_poly
 
-from sdk.data import preprocess
+from models.rr_af import ectopic_beats, with_evidence
+from sdk.data import preprocess, rr_features
 from sdk.data.records import check_fs, resample_factors, resampled_index
 from sdk.data.rpeak import RPeakDetector
 from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
@@ -75,6 +77,7 @@ class WindowEvent:
     trace: np.ndarray | None = None  # float32 saliency over the window, at the sensor rate
     quality: str | None = None  # the signal-quality problem under the window, if any
     padded_s: float = 0.0  # a stream's last, shorter window (rhythm models): seconds of zeros after its end
+    rhythm_evidence: float | None = None  # what the RR irregularity added to the AF logit (models.rr_af)
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,8 @@ class _BeatTask(_EcgTask):
 class _WindowTask(_Task):
     """Window models: a window every `hop` model samples, classified once its end is settled."""
 
+    lookahead = 0  # model-rate samples past a window's end that must be settled before it is classified
+
     def __init__(self, monitor: Monitor):
         super().__init__(monitor)
         self.next_window = 0  # model-rate start of the next window to classify
@@ -502,7 +507,7 @@ class _WindowTask(_Task):
     def ready(self) -> tuple[np.ndarray, np.ndarray | None]:
         window, hop, starts = self.spec.window, self.spec.hop, []
         while (self.next_window + window <= self.monitor._filtered.end
-               and self.monitor._ready(self.next_window + window)):
+               and self.monitor._ready(self.next_window + window + self.lookahead)):
             starts.append(self.next_window)
             self.next_window += hop
         end = self.monitor._filtered.end
@@ -533,7 +538,39 @@ class _WindowTask(_Task):
 
 
 class _RhythmTask(_WindowTask, _EcgTask):
-    """Rhythm models (ecg_af): windows of ECG with the beats' rhythm tracks, classified."""
+    """Rhythm models (ecg_af): windows of ECG with the beats' rhythm tracks, classified; with the RR evidence of
+    the beats up to each window's end, when the model has it."""
+
+    def __init__(self, monitor: Monitor):
+        super().__init__(monitor)
+        self.evidence = monitor.runner.rhythm_evidence
+        self.beat_runner = monitor.runner.beat_runner
+        # a beat is classified once its own beat window is settled: up to half a beat window past a rhythm window
+        self.lookahead = self.beat_runner.spec.window // 2 if self.beat_runner is not None else 0
+        self.rhythm_beats: list[int] = []  # model-rate R peaks the RR evidence of the next windows reads
+        self.rhythm_ectopic: list[bool] = []  # whether each of the first of them is V or F (the beat model's call)
+
+    def take(self, y: np.ndarray) -> None:
+        known = len(self.beats.r_peaks)
+        super().take(y)
+        self.rhythm_beats += self.beats.r_peaks[known:]
+
+    def ready(self) -> tuple[np.ndarray, np.ndarray | None]:
+        starts, inputs = super().ready()
+        if len(starts) and self.beat_runner is not None:
+            self._classify_beats_before(int(starts.max()) + self.spec.window)
+        return starts, inputs
+
+    def _classify_beats_before(self, until: int) -> None:
+        """The beat model's V and F calls for the beats before `until` not yet classified, as analyze makes them."""
+        pending = [r for r in self.rhythm_beats[len(self.rhythm_ectopic):] if r < until]
+        if not pending:
+            return
+        half = self.beat_runner.spec.window // 2
+        first = self.beats.r_peaks.index(pending[0])
+        tracks = self.tracks(pending[0] - half, pending[-1] + half)
+        flags = ectopic_beats(self.beat_runner, tracks, self.beat_runner.spec, np.arange(first, first + len(pending)))
+        self.rhythm_ectopic += flags.tolist()
 
     def problem(self, start: int) -> str | None:
         return preprocess.rhythm_problem(np.array(self.beats.r_peaks), start, self.spec.window)
@@ -544,12 +581,32 @@ class _RhythmTask(_WindowTask, _EcgTask):
                                          self.spec.window)
 
     def classified(self, start, window_start, output, trace) -> tuple[WindowEvent, Finding]:
+        evidence = None
+        if self.evidence is not None:
+            end_s = (start + self.spec.window) / self.spec.fs
+            beats = np.array(self.rhythm_beats) / self.spec.fs
+            ectopic = None
+            if self.beat_runner is not None:  # the beats after the window's end are not read: not classified yet
+                ectopic = np.r_[self.rhythm_ectopic, np.zeros(len(beats) - len(self.rhythm_ectopic), bool)]
+            evidence = float(self.evidence.of_windows(beats, np.array([end_s]), ectopic)[0])
+            output = with_evidence(output[None], np.array([evidence], np.float32))[0]
         label, p = _label(self.spec, output)
-        return (self._event(start, window_start, label=label, p=round(p, 4), trace=trace),
+        return (self._event(start, window_start, label=label, p=round(p, 4), trace=trace,
+                            rhythm_evidence=None if evidence is None else round(evidence, 3)),
                 self._finding(window_start, trace, label, p))
 
     def alerts(self, finding: Finding) -> list[Alert]:
         return self.monitor.policy.rhythm_window(finding)
+
+    def forget(self, keep_from: int) -> None:
+        """The beats before keep_from but the CONTEXT_SPAN + 1 the next window's RR evidence may still read."""
+        super().forget(keep_from)
+        before = sum(1 for r in self.rhythm_beats if r < keep_from) - (rr_features.CONTEXT_SPAN + 1)
+        if before > 0:
+            del self.rhythm_beats[:before], self.rhythm_ectopic[:before]
+
+    def keep_from(self) -> int:
+        return super().keep_from() - self.lookahead  # the beat windows of the beats still to classify
 
 
 class _HeartRateTask(_WindowTask):

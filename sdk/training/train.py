@@ -28,6 +28,9 @@ class TrainConfig:
     seed: int = 0
     max_per_class: int | None = None  # cap each class's examples per epoch (a fresh random draw every epoch)
     class_weight_power: float = 0.5  # class weights proportional to 1 / frequency**power
+    # with offsets: the square of the network's own margin (last output minus first) is penalised with this weight,
+    # so that it moves the decision only where the evidence in the offsets is consistently wrong
+    own_margin_penalty: float = 0.0
 
 
 def make_deterministic(seed: int) -> None:
@@ -111,11 +114,20 @@ def plain_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_los
     return task_loss(model(x), y)
 
 
+def _offset(task_loss: TaskLoss, offset: torch.Tensor, own_margin_penalty: float) -> TaskLoss:
+    def loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return task_loss(output + offset, y) + own_margin_penalty * (output[:, -1] - output[:, 0]).pow(2).mean()
+    return loss
+
+
 def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Dataset | None = None,
         score: Callable[[np.ndarray, np.ndarray], float] | None = None, progress: bool = True,
         model: nn.Module | None = None, objective: Objective = plain_objective,
-        after_step: Callable[[nn.Module], None] | None = None):
+        after_step: Callable[[nn.Module], None] | None = None, offsets: np.ndarray | None = None):
     """Train a fresh model (or fine-tune `model`); return it at the epoch with the best validation score.
+
+    offsets (n, outputs), if given, are added to the model's outputs in the task loss: evidence from outside the
+    window (a rhythm model's RR evidence) that the model learns to complement, as it will be added at inference.
 
     Without validation the last epoch's model is returned. Compression plugs in through `objective` (the
     loss of one batch: task loss plus distillation and WCAM terms) and `after_step` (e.g. re-applying
@@ -144,7 +156,9 @@ def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Datase
             batch = np.sort(batch)
             x = augment(spec, torch.from_numpy(train.x[batch]), generator)
             y = torch.from_numpy(train.y[batch])
-            loss = objective(model, x, y, task_loss)
+            batch_loss = task_loss if offsets is None else _offset(task_loss, torch.from_numpy(offsets[batch]),
+                                                                  config.own_margin_penalty)
+            loss = objective(model, x, y, batch_loss)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
