@@ -76,16 +76,19 @@ class RhythmEvidence:
 
     @classmethod
     def from_card(cls, entry: dict) -> "RhythmEvidence":
-        if list(entry.get("features", [])) != list(rr_features.FEATURES):
-            raise HeartSightError(f"the card's rhythm evidence reads features {entry.get('features')}, this HeartSight "
-                                  f"computes {list(rr_features.FEATURES)}; train the model again with this version")
+        computed = {"features": list(rr_features.FEATURES), "context_beats": rr_features.CONTEXT_BEATS,
+                    "context_span": rr_features.CONTEXT_SPAN, "min_intervals": rr_features.MIN_INTERVALS}
+        recorded = {key: entry.get(key) for key in computed}
+        if recorded != computed:
+            raise HeartSightError(f"the card's rhythm evidence was fitted on {recorded}, this HeartSight computes "
+                                  f"{computed}; train the model again with this version")
         return cls(*(np.asarray(entry[k], np.float64) for k in ("mean", "scale", "weights")), float(entry["bias"]),
                    (entry.get("ectopic_beats") or {}).get("model"))
 
     def to_card(self) -> dict:
         return {"features": list(rr_features.FEATURES), "context_beats": rr_features.CONTEXT_BEATS,
-                "context_span": rr_features.CONTEXT_SPAN,
-                "min_intervals": rr_features.MIN_INTERVALS, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "context_span": rr_features.CONTEXT_SPAN, "min_intervals": rr_features.MIN_INTERVALS,
+                "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "weights": self.weights.tolist(), "bias": self.bias,
                 **({"ectopic_beats": {"model": self.beat_model, "classes": list(ECTOPIC_CLASSES)}}
                    if self.beat_model else {})}
@@ -119,9 +122,9 @@ def ectopic_beats(classify, tracks: preprocess.EcgTracks, beat_spec, indices: np
     return np.isin(classes, [beat_spec.outputs.index(c) for c in ECTOPIC_CLASSES])
 
 
-def evidence_of_card(card: dict, fold: int | None = None) -> RhythmEvidence | None:
-    """The RR evidence a model card (or its cross-validation fold) gives its AF logit, if any."""
-    entry = card.get("rhythm_evidence") if fold is None else card["folds"][fold].get("rhythm_evidence")
+def evidence_of_card(card: dict) -> RhythmEvidence | None:
+    """The RR evidence a model card gives its AF logit, if any (a fold's: models.registry.fold_card)."""
+    entry = card.get("rhythm_evidence")
     return RhythmEvidence.from_card(entry) if entry else None
 
 

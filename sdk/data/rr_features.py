@@ -3,7 +3,7 @@
 AF makes the ventricular rhythm irregular without a pattern. Each feature below measures that from beat times
 alone, so it needs no lead, gain or sampling rate of its own: a Holter, a handheld recorder and the MIT-BIH
 Atrial Fibrillation Database's beat list give the same numbers for the same rhythm. A window's features are
-computed over the last CONTEXT_BEATS intervals that end inside it (a device keeps that much history; a
+computed over the last CONTEXT_BEATS intervals that end inside it (a device keeps CONTEXT_SPAN of them; a
 recording's first window uses what it has).
 """
 

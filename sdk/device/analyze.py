@@ -62,8 +62,8 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
         else (np.zeros((0, len(spec.outputs)), np.float32), np.zeros((0, spec.window), np.float32))
     evidence = None
     if spec.task == "rhythm" and runner.rhythm_evidence is not None:  # from every beat up to each window's end
-        beats = runner.beat_runner
-        ectopic = None if beats is None else ectopic_beats(beats, tracks, beats.spec)
+        beat_runner = runner.beat_runner
+        ectopic = None if beat_runner is None else ectopic_beats(beat_runner, tracks, beat_runner.spec)
         evidence = runner.rhythm_evidence.of_windows(r_peaks / spec.fs, (starts[good] + spec.window) / spec.fs, ectopic)
         outputs = with_evidence(outputs, evidence)
     rows = np.cumsum(good) - 1  # item i's row in outputs when good[i]

@@ -3,9 +3,9 @@
 Each backend is a `Runner`: calling it maps preprocessed float windows (N, C, L) to outputs in real units
 (logits, or heart rate in bpm), so evaluation and the device runtime can swap them freely. `explain` also
 returns each window's explanation trace: the class activation map of its top class (of the single output for
-heart rate; of AF for rhythm models, ModelSpec.explained_class), in the float CAM's units. torch explains with the float/QAT model's map (ClassActivationMap); the
-int8 backends return the integer map of the exported model (hs_explain in C; the same integers from the ONNX
-graph), times its scale, as the firmware does.
+heart rate; of AF for rhythm models, ModelSpec.explained_class), in the float CAM's units. torch explains with
+the float/QAT model's map (ClassActivationMap); the int8 backends return the integer map of the exported model
+(hs_explain in C; the same integers from the ONNX graph), times its scale, as the firmware does.
 
 The int8 backends run an exported artifact as it is (firmware_export.artifact): an exported directory, or a
 model directory's own export (the zoo ships models/zoo/NAME/int8). Nothing is quantized or generated here.

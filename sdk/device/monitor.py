@@ -19,8 +19,8 @@ Events (`Event`), in time order per kind; sample indices are at the sensor rate:
 Latency: a beat is classified once the signal 3 s past it is settled (the model window, the R-peak
 detector's confirmation, the resampler's look-ahead of ~80 ms): 3.6-4.1 s after its R wave on synthetic ECG
 at 50-120 bpm, more after long pauses; a window once its end is settled (an `ecg_af` window 3 s later: its RR
-evidence leaves out the V and F beats, and its last beats are classified once their own beat windows are). Memory is bounded by the model
-window plus that latency (and a few seconds of raw signal for alert excerpts).
+evidence leaves out the V and F beats, and its last beats are classified once their own beat windows are).
+Memory is bounded by the model window plus that latency (and a few seconds of raw signal for alert excerpts).
 """
 
 from __future__ import annotations

@@ -18,14 +18,13 @@ import datetime
 import hashlib
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.architectures import parameter_count, predict
-from models.registry import ZOO_DIR, ModelSpec, ZooModel, get_spec, load_fold, load_model
+from models.registry import ZOO_DIR, ModelSpec, ZooModel, fold_card, get_spec, load_fold, load_model
 from models.rr_af import RhythmEvidence, ectopic_beats, evidence_of_card, fit_rr_logistic, offsets, with_evidence
 from sdk.data import mitdb, wrist
 from sdk.data.datasets import Dataset, af_dataset, afdb_rr_windows, beat_dataset, ppg_dataset
@@ -169,19 +168,19 @@ def _folds(spec: ModelSpec, data_root) -> tuple[Dataset, list[tuple[str, ...]], 
 
 
 def rhythm_evidence(train: Dataset, afdb_windows: dict[str, dict]) -> RhythmEvidence:
-    """A rhythm model's RR evidence: the RR-only logistic (models.rr_af) fitted on its training records' windows and
-    the AF Database's, every record weighing the same."""
+    """A rhythm model's RR evidence: the RR-only logistic (models.rr_af) fitted on its training records' windows
+    (without the intervals at AF_BEAT_MODEL's V and F beats) and the AF Database's, every record weighing the same."""
     usable = np.isfinite(train.rr).all(axis=1)
     parts = [(train.rr[usable], train.y[usable].astype(bool), train.group[usable])]
     parts += [(w["x"], w["y"], np.full(len(w["y"]), name)) for name, w in afdb_windows.items()]
-    return RhythmEvidence.of(fit_rr_logistic(*(np.concatenate(column) for column in zip(*parts))))
+    return RhythmEvidence.of(fit_rr_logistic(*(np.concatenate(column) for column in zip(*parts))), AF_BEAT_MODEL)
 
 
 def _fit_with_evidence(spec, train: Dataset, config: TrainConfig, afdb_windows, progress):
     """(model, history, RR evidence or None): a rhythm model learns what its RR evidence leaves to morphology."""
     if afdb_windows is None:
         return (*fit(spec, train, config, progress=progress), None)
-    evidence = replace(rhythm_evidence(train, afdb_windows), beat_model=AF_BEAT_MODEL)
+    evidence = rhythm_evidence(train, afdb_windows)
     return (*fit(spec, train, config, progress=progress, offsets=offsets(evidence, train.rr)), evidence)
 
 
@@ -253,7 +252,7 @@ def score(spec: ModelSpec, card: dict, outputs_of, split: str | None = None, dat
     for k, fold in enumerate(card["folds"]):
         part = dataset.subset(dataset.in_groups(fold["held_out"]))
         output = outputs_of(k)(part.x)
-        evidence = evidence_of_card(card, k)
+        evidence = evidence_of_card(fold_card(card, k))
         if evidence is not None:
             output = with_evidence(output, evidence(part.rr))
         output = output.argmax(1) if spec.is_classifier else output[:, 0]
