@@ -29,6 +29,7 @@ lock:
 	"$$tmp/venv/bin/pip" install --quiet -e '.[dev]'; \
 	{ echo '# The exact version of every package `make install` puts in .venv (pip install -c requirements.lock).'; \
 	  echo '# Written by `make lock`: do not edit. torch==2.13.0 is the CPU wheel (pip freeze calls it 2.13.0+cpu).'; \
+	  echo "# Resolved from pyproject.toml sha256 $$(sha256sum pyproject.toml | cut -d' ' -f1)"; \
 	  "$$tmp/venv/bin/pip" freeze --exclude-editable | $(CPU_TORCH); } > "$$tmp/lock"; \
 	mv "$$tmp/lock" $(LOCK)
 	@echo "wrote $(LOCK); run make install to use it"
