@@ -48,7 +48,7 @@ def _windows(spec, purpose: str, data_root, n: int, seed: int) -> np.ndarray:
         return sample_windows(spec, purpose, data_root, n, seed)[:n]
     except HeartSightError:  # no data: random windows of the model's shape
         rng = np.random.default_rng(seed)
-        return rng.standard_normal((n, len(spec.input_channels), spec.window)).astype(np.float32)
+        return rng.standard_normal((n, len(spec.input_channels), spec.input_length)).astype(np.float32)
 
 
 def _onnxruntime_qdq(float_path: Path, calibration: np.ndarray, out: Path) -> Path:

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import (af_robustness, af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability, rpeak_ds2,
-                        stream, teacher_selection, wcam_beta)
+from benchmarks import (af_robustness, af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability,
+                        ppg_hr, rpeak_ds2, stream, teacher_selection, wcam_beta)
 
 
 def main() -> None:
@@ -9,6 +9,7 @@ def main() -> None:
     teacher_selection.main([])
     af_rr_baseline.main([])
     af_robustness.main([])
+    ppg_hr.main([])
     wcam_beta.main([])
     compression.main([])
     isometry.main([])

@@ -164,11 +164,11 @@ def export_float(zoo: ZooModel, path: str | Path, opset: int = OPSET) -> Path:
                     g.constant("head_bias", head.bias.detach().float().numpy())], OUTPUT, transB=1)
     weights = "fake-quantized (QAT) weights, no activation quantization" if is_quantized(zoo.model) else "float weights"
     outputs = [g.helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, [BATCH_AXIS, head.out_features])]
-    model = g.model(zoo.spec.name, blocks[0][0].in_channels, zoo.spec.window, outputs, opset,
+    model = g.model(zoo.spec.name, blocks[0][0].in_channels, zoo.spec.input_length, outputs, opset,
                     f"HeartSight {zoo.spec.name}: batch-norm-folded float model ({weights})")
     card = zoo.card or {}
     onnx.helper.set_model_props(model, {**_properties({"name": card.get("name", zoo.spec.name), **card}, zoo.spec.fs,
-                                                      zoo.spec.window, zoo.spec.input_channels, zoo.spec.outputs),
+                                                      zoo.spec.input_length, zoo.spec.input_channels, zoo.spec.outputs),
                                         "weights": weights})
     return _save(onnx, model, path)
 
@@ -429,8 +429,8 @@ def compare(zoo: ZooModel, qm: QuantizedModel, x_float: np.ndarray, float_path: 
 
     x = np.asarray(x_float, np.float32)
     channels = len(zoo.spec.input_channels)
-    if x.ndim != 3 or x.shape[1:] != (channels, zoo.spec.window) or len(x) == 0:
-        raise HeartSightError(f"compare needs windows of shape (N, {channels}, {zoo.spec.window}) with N >= 1, "
+    if x.ndim != 3 or x.shape[1:] != (channels, zoo.spec.input_length) or len(x) == 0:
+        raise HeartSightError(f"compare needs windows of shape (N, {channels}, {zoo.spec.input_length}) with N >= 1, "
                               f"got {x.shape}; build them with sdk.data.preprocess.{zoo.spec.preprocessing}")
     with torch.no_grad():
         torch_logits = torch.cat([_torch_float(zoo)(torch.from_numpy(x[i: i + 256])) for i in range(0, len(x), 256)]).numpy()

@@ -70,7 +70,7 @@ class QuantizedConv:
 class QuantizedModel:
     name: str
     fs: float
-    window: int
+    window: int  # samples along an input (ModelSpec.input_length)
     input_channels: tuple[str, ...]
     classes: tuple[str, ...]
     input_scale: float
@@ -191,7 +191,7 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
                                    np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after,
                                    w_scale.numpy()))
     s_last = activation[len(convs)][0]
-    length = zoo.spec.window // (2 ** sum(pool for _, pool in blocks))
+    length = zoo.spec.input_length // (2 ** sum(pool for _, pool in blocks))
     w = head.weight.detach().double()
     w_scale = weight_scales(w).double()
     w_q = torch.clamp(torch.round(w / w_scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
@@ -202,7 +202,7 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
     cam_max = (np.maximum(w_q.astype(np.int64), 0).sum(axis=1) * 255).clip(min=1)
     trace_shift = np.maximum(0, np.ceil(np.log2(cam_max + 1)).astype(np.int64) - TRACE_BITS).astype(np.int32)
     return QuantizedModel(
-        name=zoo.card.get("name", zoo.spec.name), fs=zoo.spec.fs, window=zoo.spec.window,
+        name=zoo.card.get("name", zoo.spec.name), fs=zoo.spec.fs, window=zoo.spec.input_length,
         input_channels=zoo.spec.input_channels, classes=zoo.spec.outputs,
         input_scale=activation[0][0], input_zero_point=activation[0][1], convs=convs,
         head_weight=w_q, head_bias=_int32(b_q), head_multiplier=np.array([p[0] for p in pairs], np.int32),

@@ -12,7 +12,7 @@ import torch
 
 from models.architectures import GapCnn, fold_batch_norm
 from models.quantization import prepare_qat
-from sdk.data.preprocess import ECG_FS, PPG_FS
+from sdk.data.preprocess import ECG_FS, HR_GRID_BPM, PPG_FS, PPG_SPECTRUM_CHANNELS
 from sdk.errors import HeartSightError
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
@@ -21,7 +21,7 @@ ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str  # "beat": classify each R peak; "rhythm": classify windows; "hr": regress heart rate per window
+    task: str  # "beat": classify each R peak; "rhythm": classify windows; "hr": heart rate per window (models.heart_rate)
     fs: float
     window: int  # samples at fs
     hop: int  # samples between window starts (window models)
@@ -33,6 +33,11 @@ class ModelSpec:
 
     def build(self) -> GapCnn:
         return GapCnn(len(self.input_channels), self.widths, self.kernel_size, len(self.outputs))
+
+    @property
+    def input_length(self) -> int:
+        """Samples along a model input: the window for signal models, the heart-rate grid for spectral ones."""
+        return len(HR_GRID_BPM) if self.task == "hr" else self.window
 
     @property
     def is_classifier(self) -> bool:
@@ -68,8 +73,8 @@ REGISTRY = {
     ),
     "ppg_hr": ModelSpec(
         name="ppg_hr", task="hr", fs=PPG_FS, window=256, hop=64,
-        input_channels=("ppg", "accel_x", "accel_y", "accel_z"), outputs=("hr_bpm",),
-        preprocessing="ppg_windows", widths=(16, 32, 32, 48, 64), kernel_size=7,
+        input_channels=PPG_SPECTRUM_CHANNELS, outputs=("hr_bpm",),
+        preprocessing="ppg_windows", widths=(32, 32, 32), kernel_size=7,
     ),
 }
 

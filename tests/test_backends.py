@@ -22,7 +22,7 @@ def windows_for(spec, n: int = 64, seed: int = 0) -> np.ndarray:
     if spec.task == "beat":
         ecg = synthetic_ecg(duration_s=120, fs=ECG_FS, heart_rate=75, ectopic={"S": 0.1, "V": 0.1}, seed=seed)
         return beat_windows(ecg_tracks(ecg.signal, ecg.r_peaks), np.arange(len(ecg.r_peaks)), spec.window)[:n]
-    return np.random.default_rng(seed).standard_normal((n, len(spec.input_channels), spec.window)).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((n, len(spec.input_channels), spec.input_length)).astype(np.float32)
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -278,6 +278,8 @@ def test_rhythm_and_heart_rate_windows_stream_exactly_as_analyze(tmp_path):
     streamed = of_kind(stream(Monitor("ppg_hr", fs=fs), wrist, 333), WindowEvent)
     assert [(w.start_s, w.hr_bpm) for w in streamed] == [(w["start_s"], w["hr_bpm"]) for w in offline]
     assert len(streamed) == len(offline) == 17  # 8 s windows every 2 s in 40 s
+    assert all(abs(w.hr_bpm - 84) < 6 for w in streamed)  # a clean 1.4-Hz pulse on a still wrist
+    assert all(w.trace.shape == (int(8 * fs),) and w.trace.max() > 0 for w in streamed)  # aligned with the signal
 
 
 def test_a_rhythm_window_with_too_few_beats_gets_no_diagnosis_offline_or_streaming():

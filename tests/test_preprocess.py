@@ -115,14 +115,24 @@ def test_beat_windows_centre_the_beat_and_carry_rhythm_bumps():
     assert np.allclose(rhythm[:, 2], 0, atol=1e-6)  # a perfectly regular rhythm: no RR change anywhere
 
 
-def test_ppg_windows_are_standardised_per_window_and_channel():
+def _bpm_of_peak(spectrum: np.ndarray) -> float:
+    return float(preprocess.HR_GRID_BPM[spectrum.argmax()])
+
+
+def test_ppg_windows_are_spectra_over_the_heart_rate_grid_with_harmonics():
     fs = preprocess.PPG_FS
     t = np.arange(int(30 * fs)) / fs
     signals = np.stack([3 * np.sin(2 * np.pi * 1.5 * t), np.sin(2 * np.pi * 2 * t), np.zeros_like(t), np.zeros_like(t)], 1)
-    windows = preprocess.ppg_windows(signals, np.array([128, 256]), 256)
-    assert windows.shape == (2, 4, 256)
-    assert np.allclose(windows[:, 0].std(axis=1), 1.0, atol=1e-3)
-    assert np.allclose(windows[:, 2], 0.0)  # a still axis stays zero instead of amplified noise
+    spectra = preprocess.ppg_windows(signals, np.array([128, 256]), 256)
+    assert spectra.shape == (2, len(preprocess.PPG_SPECTRUM_CHANNELS), len(preprocess.HR_GRID_BPM))
+    channel = {name: spectra[0, i] for i, name in enumerate(preprocess.PPG_SPECTRUM_CHANNELS)}
+    assert abs(_bpm_of_peak(channel["ppg_power"]) - 90) <= 1  # 1.5 Hz
+    assert abs(_bpm_of_peak(channel["accel_x_power"]) - 120) <= 1 and abs(_bpm_of_peak(channel["accel_power"]) - 120) <= 1
+    assert abs(_bpm_of_peak(channel["ppg_power_at_2f"]) - 45) <= 1  # the pulse seen from half its rate
+    assert abs(_bpm_of_peak(channel["ppg_power_at_half_f"]) - 180) <= 1  # ... and from twice it
+    assert np.allclose(np.exp(channel["ppg_power"]).mean(), 1 + preprocess.SPECTRUM_FLOOR, rtol=0.05)  # mean 1
+    louder = preprocess.ppg_windows(signals * [10.0, 1, 1, 1], np.array([128, 256]), 256)
+    assert np.allclose(louder, spectra, atol=1e-4)  # contact pressure (PPG gain) changes nothing
 
 
 def test_zoo_architectures_are_small_gap_linear_cnns():
@@ -130,7 +140,7 @@ def test_zoo_architectures_are_small_gap_linear_cnns():
         model = spec.build()
         assert parameter_count(model) < 50_000, spec.name
         assert isinstance(model.head, torch.nn.Linear) and model.head.out_features == len(spec.outputs)
-        x = torch.randn(2, len(spec.input_channels), spec.window)
+        x = torch.randn(2, len(spec.input_channels), spec.input_length)
         features = model.features(x)
         assert torch.allclose(model(x), model.head(features.mean(-1)))
 

@@ -22,7 +22,7 @@ def size_report(model: GapCnn, spec: ModelSpec) -> dict:
     weights = sum(m.weight.numel() for m in layers)
     biases = sum(m.weight.shape[0] for m in layers)
     return {"params": parameter_count(model), "params_nonzero": nonzero_parameter_count(model),
-            "int8_bytes": weights + 4 * biases, "macs": multiply_accumulates(model, spec.window)}
+            "int8_bytes": weights + 4 * biases, "macs": multiply_accumulates(model, spec.input_length)}
 
 
 def explanation_sample(dataset: Dataset, per_class: int = EXPLANATION_BEATS_PER_CLASS, seed: int = 0) -> Dataset:

@@ -14,6 +14,8 @@ from tqdm import tqdm
 
 from sdk.data import afdb, mitdb, preprocess, rr_features, wrist
 from sdk.data.records import resample, resampled_index
+from sdk.data.synthetic_ppg import synthetic_ppg
+from sdk.errors import HeartSightError
 
 
 @dataclass
@@ -23,12 +25,23 @@ class Dataset:
     group: np.ndarray  # record or subject each example comes from: the unit of every split
     # rhythm windows: RR features (rr_features.FEATURES) of the beats up to each window's end; NaN where too few
     rr: np.ndarray | None = None
+    # heart-rate windows: the recording each comes from (its windows are consecutive, in order, hop apart)
+    recording: np.ndarray | None = None
 
     def subset(self, keep: np.ndarray) -> "Dataset":
-        return Dataset(self.x[keep], self.y[keep], self.group[keep], None if self.rr is None else self.rr[keep])
+        return Dataset(self.x[keep], self.y[keep], self.group[keep], None if self.rr is None else self.rr[keep],
+                       None if self.recording is None else self.recording[keep])
 
     def in_groups(self, groups) -> np.ndarray:
         return np.isin(self.group, list(groups))
+
+    def extended(self, other: "Dataset") -> "Dataset":
+        """This dataset's examples, then other's (neither has RR features)."""
+        if self.rr is not None or other.rr is not None:
+            raise HeartSightError("datasets with RR features are not joined: their windows are built together")
+        recording = None if self.recording is None else np.concatenate([self.recording, other.recording])
+        return Dataset(np.concatenate([self.x, other.x]), np.concatenate([self.y, other.y]),
+                       np.concatenate([self.group, other.group]), recording=recording)
 
 
 def mitdb_tracks(record: mitdb.MitdbRecord, fs: float, r_peaks_at_record_fs: np.ndarray) -> preprocess.EcgTracks:
@@ -99,19 +112,48 @@ def afdb_rr_windows(window_s: float, data_root: str | os.PathLike | None = None)
 
 
 def ppg_dataset(spec, recordings, data_root: str | os.PathLike | None = None) -> Dataset:
-    """8-s windows every 2 s with the chest-ECG reference heart rate; grouped by subject."""
-    xs, ys, groups = [], [], []
+    """8-s windows every 2 s with the chest-ECG reference heart rate (NaN where the chest ECG has too few beats: a
+    tracker still steps over them); grouped by subject."""
+    xs, ys, groups, sessions = [], [], [], []
     for name in tqdm(recordings, desc="ppg windows", unit="recording", leave=False):
         session = wrist.load_session(name, data_root)
         signals = resample(session.ppg_and_accel, session.fs, spec.fs)
         starts = np.arange(0, len(signals) - spec.window + 1, spec.hop)
         samples_per_model_sample = session.fs / spec.fs
         hr = wrist.reference_heart_rate(session, starts * samples_per_model_sample, spec.window * samples_per_model_sample)
-        keep = np.isfinite(hr)
-        xs.append(preprocess.ppg_windows(signals, starts[keep], spec.window))
-        ys.append(hr[keep].astype(np.float32))
-        groups.append(np.full(int(keep.sum()), session.subject))
-    return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups))
+        xs.append(preprocess.ppg_windows(signals, starts, spec.window))
+        ys.append(hr.astype(np.float32))
+        groups.append(np.full(len(starts), session.subject))
+        sessions.append(np.full(len(starts), name))
+    return Dataset(np.concatenate(xs), np.concatenate(ys), np.concatenate(groups), recording=np.concatenate(sessions))
+
+
+SYNTHETIC_PPG_GROUP = "synthetic"  # wrists of sdk.data.synthetic_ppg: trained on, never scored
+SYNTHETIC_PPG_RECORDINGS = 48
+SYNTHETIC_PPG_SECONDS = 60.0
+
+
+def synthetic_ppg_dataset(spec, recordings: int = SYNTHETIC_PPG_RECORDINGS, seed: int = 0) -> Dataset:
+    """Windows of synthetic wrists at rates spread evenly over 40-200 bpm, preprocessed as the recordings are, with
+    the reference rate from the exact beat times. Half are still, with accelerometer noise from none (a PPG-only
+    input) to 0.5 m/s^2 (flat, without motion's peaks); half move at a step rate drawn apart from the heart rate."""
+    rng = np.random.default_rng(seed)
+    xs, ys, names = [], [], []
+    for k in range(recordings):
+        recording = synthetic_ppg(SYNTHETIC_PPG_SECONDS, spec.fs, heart_rate=40 + 160 * (k + rng.uniform()) / recordings,
+                                  heart_rate_std=rng.uniform(1, 4), noise=rng.uniform(0.02, 0.3),
+                                  accel_noise=0.0 if k % 4 == 0 else 10 ** rng.uniform(-2.3, -0.3),
+                                  motion_spm=rng.uniform(60, 180) if k % 2 else 0.0, motion_ms2=10 ** rng.uniform(-0.3, 1),
+                                  motion_leak=rng.uniform(0.2, 2.0), seed=seed * 1000 + k)
+        starts = np.arange(0, len(recording.signals) - spec.window + 1, spec.hop)
+        beats = recording.beat_times_s * spec.fs
+        rates = [60.0 * spec.fs * (len(inside) - 1) / (inside[-1] - inside[0])
+                 for inside in (beats[(beats >= s) & (beats < s + spec.window)] for s in starts)]
+        xs.append(preprocess.ppg_windows(recording.signals, starts, spec.window))
+        ys.append(np.array(rates, np.float32))
+        names.append(np.full(len(starts), f"{SYNTHETIC_PPG_GROUP}{k}"))
+    return Dataset(np.concatenate(xs), np.concatenate(ys), np.full(sum(map(len, ys)), SYNTHETIC_PPG_GROUP),
+                   recording=np.concatenate(names))
 
 
 CALIBRATION_WINDOWS = 2048  # training windows an int8 export calibrates its activation ranges on

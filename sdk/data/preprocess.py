@@ -257,19 +257,61 @@ def rhythm_windows(tracks: EcgTracks, starts: np.ndarray, window: int) -> np.nda
     return np.stack([ecg, rhythm, _slices(tracks.rr_change, starts, window)], axis=1).astype(np.float32)
 
 
+HR_GRID_BPM = 40.0 + 0.5 * np.arange(384)  # the heart rates a PPG model scores: 40-231.5 bpm in 0.5-bpm bins
+PPG_SPECTRUM_CHANNELS = ("ppg_power", "accel_x_power", "accel_y_power", "accel_z_power", "accel_power",  # at each rate
+                         "ppg_power_at_2f", "accel_power_at_2f", "ppg_power_at_half_f", "accel_power_at_half_f")
+SPECTRUM_FFT = 2048  # zero-padded FFT: 0.94-bpm bins at 32 Hz, far finer than an 8-s window resolves (7.5 bpm)
+SPECTRUM_FLOOR = 0.01  # in units of the channel's mean power on the grid: the log spectrum's floor
+STILL_ACCEL_RMS = 0.05  # m/s^2: accelerometer motion below this is scaled as this much (a still wrist's noise is not
+# amplified into motion)
+
+
 def ppg_windows(ppg_and_accel_at_model_fs: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """(n, 4, window) inputs for PPG models: band-passed PPG and 3-axis accelerometer, each z-scored per window.
+    """(n, 9, len(HR_GRID_BPM)) inputs for PPG models: the spectra (ppg_spectra) of the band-passed PPG and 3-axis
+    accelerometer windows."""
+    return ppg_spectra(band_passed_ppg_windows(ppg_and_accel_at_model_fs, starts, window))
 
-    Per-window scaling suits PPG: its amplitude depends on sensor contact, not on the heart.
-    """
+
+def band_passed_ppg_windows(ppg_and_accel_at_model_fs: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """(n, 4, window): the band-passed PPG and accelerometer x, y, z under each window, zero outside the signal."""
     filtered = ppg_bandpass()(ppg_and_accel_at_model_fs)
-    windows = np.stack([_slices(filtered[:, c], starts, window) for c in range(filtered.shape[1])], axis=1)
-    return standardized_ppg(windows)
+    return np.stack([_slices(filtered[:, c], starts, window) for c in range(filtered.shape[1])], axis=1)
 
 
-def standardized_ppg(windows: np.ndarray) -> np.ndarray:
-    """Band-passed (n, 4, window) PPG + accelerometer windows, each channel z-scored per window."""
-    centred = windows - windows.mean(axis=2, keepdims=True)
-    spread = centred.std(axis=2, keepdims=True)
-    spread[:, 1:] = np.maximum(spread[:, 1:], 0.05)  # m/s^2: a still wrist must not amplify sensor noise
-    return (centred / np.maximum(spread, 1e-6)).astype(np.float32)
+def _interpolated(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """values (..., bins) linearly interpolated at fractional bin positions (-1: the last bin, there a zero pad)."""
+    low = np.floor(positions).astype(np.int64)
+    fraction = positions - low
+    return values[..., low] * (1 - fraction) + values[..., low + 1] * fraction
+
+
+def ppg_spectra(windows: np.ndarray, fs: float = PPG_FS) -> np.ndarray:
+    """Band-passed (n, 4, window) PPG + accelerometer windows -> their log power spectra on HR_GRID_BPM.
+
+    A heart-rate model reads the rate from a spectrum, so that a convolution over it scores every rate by the same
+    rule: a rate no training subject reached is scored as well as a common one. Channels (PPG_SPECTRUM_CHANNELS):
+    the PPG, each accelerometer axis and their sum (motion and its cadence), and the PPG and accelerometer power at
+    twice and half each rate (a pulse has harmonics; arm swing runs at half the step rate). Each channel is scaled to
+    mean 1 on the grid: PPG amplitude depends on sensor contact, not on the heart; the accelerometer's scale never
+    falls below that of STILL_ACCEL_RMS of motion.
+    """
+    windows = np.asarray(windows, np.float64)
+    tapered = (windows - windows.mean(axis=2, keepdims=True)) * np.hanning(windows.shape[2])
+    power = np.abs(np.fft.rfft(tapered, SPECTRUM_FFT, axis=2)) ** 2
+    power = np.concatenate([power, power[:, 1:].sum(axis=1, keepdims=True)], axis=1)  # (n, 5, bins)
+    grid = _interpolated(power, HR_GRID_BPM * SPECTRUM_FFT / fs / 60.0)
+    scale = grid.mean(axis=2, keepdims=True)
+    # the grid's mean power of band-limited motion with STILL_ACCEL_RMS (Parseval, the power spread over the band)
+    still = STILL_ACCEL_RMS ** 2 * np.sum(np.hanning(windows.shape[2]) ** 2) * (fs / 2) / (PPG_BAND_HZ[1] - PPG_BAND_HZ[0])
+    scale[:, 1:] = np.maximum(scale[:, 1:], still)
+    grid /= scale + 1e-12
+    # the harmonics are read off the grid, zero beyond it: power outside the heart-rate band is not evidence
+    step = HR_GRID_BPM[1] - HR_GRID_BPM[0]
+    padded = np.pad(grid[:, [0, 4]], ((0, 0), (0, 0), (0, 1)))
+    last = len(HR_GRID_BPM) - 1
+    harmonics = []
+    for factor in (2.0, 0.5):
+        position = (HR_GRID_BPM * factor - HR_GRID_BPM[0]) / step
+        harmonics.append(_interpolated(padded, np.where((position < 0) | (position > last), -1.0, position)))
+    spectra = np.concatenate([grid, *harmonics], axis=1)
+    return np.log(spectra + SPECTRUM_FLOOR).astype(np.float32)

@@ -169,7 +169,7 @@ def synthetic_ecg(
     pad = round(PAD_SECONDS * fs)
     t = np.arange(-pad * up, (n + pad) * up) / (up * fs)
 
-    rr_at = _sinus_rr(heart_rate, heart_rate_std, t[0] - PAD_SECONDS, t[-1] + PAD_SECONDS, rng)
+    rr_at = sinus_rr(heart_rate, heart_rate_std, t[0] - PAD_SECONDS, t[-1] + PAD_SECONDS, rng)
     baseline = BASELINE_MV * np.sin(2 * np.pi * RESPIRATION_HZ * t + rng.uniform(0, 2 * np.pi))
     v_polarity = rng.choice([-1.0, 1.0])
     last_r = (n - 1) / fs
@@ -263,7 +263,7 @@ def _checked_fractions(duration_s, fs, heart_rate, heart_rate_std, noise_mv, ect
     return {kind: float(fraction) for kind, fraction in ectopic.items() if fraction > 0}
 
 
-def _sinus_rr(
+def sinus_rr(
     heart_rate: float, heart_rate_std: float, start: float, stop: float, rng: np.random.Generator
 ) -> Callable[[float], float]:
     """Sinus R-R interval (s) as a function of time, from a heart rate with the paper's bimodal spectrum."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from models.heart_rate import rate_evidence, tracked_heart_rates
 from models.rr_af import ectopic_beats, with_evidence
 from sdk.data import preprocess
 from sdk.data.records import Recording, check_signal, resample, resample_factors, resampled_index
@@ -23,9 +24,13 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
     A rhythm window of a model with RR evidence also gives `rhythm_evidence`: what the irregularity of the last
     beats added to its AF logit (models.rr_af.RhythmEvidence; positive is towards AF, 0 when too few beats).
 
+    A heart-rate window's rate is the one models.heart_rate.HeartRateTracker follows from the model's scores through
+    the recording's windows, as the device reports it.
+
     model runs on backend as sdk.device.backends describes (or pass a Runner). explain=True adds to every beat or
-    window its `window_start` (sample index in the input) and `trace`, the class activation map of the predicted
-    class (of the heart-rate output; of AF for rhythm models) over the model's window, at the input's sampling rate.
+    window its `window_start` (sample index in the input) and `trace` over the model's window, at the input's
+    sampling rate: the class activation map of the predicted class (of AF for rhythm models); for heart-rate models,
+    where the PPG beats at the rate read (models.heart_rate.rate_evidence; the model's own map is over heart rates).
     """
     runner = model if isinstance(model, Runner) else make_runner(model, backend)
     spec = runner.spec
@@ -49,7 +54,8 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
     else:
         starts = preprocess.window_starts(len(at_model_rate), spec.window, spec.hop, spec.task, spec.fs)
         if spec.task == "hr":
-            inputs = preprocess.ppg_windows(at_model_rate, starts, spec.window)
+            band_passed = preprocess.band_passed_ppg_windows(at_model_rate, starts, spec.window)
+            inputs = preprocess.ppg_spectra(band_passed)
         else:
             r_peaks = detect_r_peaks(at_model_rate, spec.fs)
             tracks = preprocess.ecg_tracks(at_model_rate, r_peaks, spec.fs)
@@ -58,8 +64,13 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
              or (preprocess.rhythm_problem(r_peaks, int(s), spec.window) if spec.task == "rhythm" else None)
              for s in starts]
     good = np.array([p is None for p in gated], bool)
-    outputs, traces = (runner.explain(inputs[good]) if explain else (runner(inputs[good]), None)) if good.any() \
-        else (np.zeros((0, len(spec.outputs)), np.float32), np.zeros((0, spec.window), np.float32))
+    outputs, traces = (runner.explain(inputs[good]) if explain or spec.task == "hr" else (runner(inputs[good]), None)) \
+        if good.any() else (np.zeros((0, len(spec.outputs)), np.float32), np.zeros((0, spec.input_length), np.float32))
+    if spec.task == "hr":
+        scores = np.zeros((len(starts), spec.input_length), np.float32)
+        scores[good] = traces
+        rates = tracked_heart_rates(scores, good)
+        traces = [rate_evidence(ppg, rate, spec.fs) for ppg, rate in zip(band_passed[good, 0], rates[good])]
     evidence = None
     if spec.task == "rhythm" and runner.rhythm_evidence is not None:  # from every beat up to each window's end
         beat_runner = runner.beat_runner
@@ -82,7 +93,7 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
             item.update({"hr_bpm": None} if spec.task == "hr" else {"label": None, "p": None})
             item["quality"] = gated[i]
         elif spec.task == "hr":
-            item["hr_bpm"] = round(float(outputs[rows[i], 0]), 1)
+            item["hr_bpm"] = round(float(rates[i]), 1)
         else:
             p = _softmax(outputs[rows[i]: rows[i] + 1])[0]
             item.update({"label": spec.outputs[int(p.argmax())], "p": round(float(p.max()), 4)})

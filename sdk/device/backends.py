@@ -113,7 +113,7 @@ def torch_runner(zoo: ZooModel) -> Runner:
         targets = spec.explained(outputs)
         traces = [explainer.attribute(torch.from_numpy(x[i: i + batch]), torch.from_numpy(targets[i: i + batch])).numpy()
                   for i in range(0, len(x), batch)]
-        return outputs, np.concatenate(traces) if traces else np.zeros((0, spec.window), np.float32)
+        return outputs, np.concatenate(traces) if traces else np.zeros((0, spec.input_length), np.float32)
 
     sha256 = card.get("sha256") or (hashlib.sha256((zoo.directory / "model.pt").read_bytes()).hexdigest()
                                     if zoo.directory else hashlib.sha256(b"untrained").hexdigest())
@@ -172,6 +172,8 @@ def evaluate(model: ModelRef, backend: str | None = None, split: str | None = No
     if backend == "torch":
         return evaluate_float(_float_model(model), split, data_root)
     artifact = _int8_model(model)
-    return score(artifact.spec, artifact.card,
-                 lambda fold: int8_runner(artifact if fold is None else artifact.fold(fold), backend), split, data_root,
-                 backend)
+
+    def outputs_of(fold: int | None):
+        runner = int8_runner(artifact if fold is None else artifact.fold(fold), backend)
+        return (lambda x: runner.explain(x)[1]) if artifact.spec.task == "hr" else runner
+    return score(artifact.spec, artifact.card, outputs_of, split, data_root, backend)

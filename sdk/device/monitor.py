@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from scipy.signal import firwin, resample_poly
 
+from models.heart_rate import HeartRateTracker, rate_evidence
 from models.rr_af import ectopic_beats, with_evidence
 from sdk.data import preprocess, rr_features
 from sdk.data.records import check_fs, resample_factors, resampled_index
@@ -314,8 +315,7 @@ class Monitor:
         for start, problem in zip(starts.tolist(), problems):
             window_start = int(round(start * self.fs / spec.fs))
             if problem is None:
-                trace = trace_at_input_rate(traces[k], spec, self.fs).astype(np.float32)
-                event, finding = self._task.classified(start, window_start, outputs[k], trace)
+                event, finding = self._task.classified(start, window_start, outputs[k], traces[k])
                 k += 1
             else:
                 event, finding = self._task.gated(start, window_start, problem)
@@ -381,8 +381,12 @@ class _Task:
 
     def classified(self, start: int, window_start: int, output: np.ndarray, trace: np.ndarray
                    ) -> tuple[Event, Finding]:
-        """The event and the policy's finding of a window the model ran on (trace at the sensor rate)."""
+        """The event and the policy's finding of a window the model ran on (its trace as the model gives it)."""
         raise NotImplementedError
+
+    def at_sensor_rate(self, trace: np.ndarray) -> np.ndarray:
+        """A trace over the model window, at the sensor rate: what events and excerpts carry."""
+        return trace_at_input_rate(trace, self.spec, self.monitor.fs).astype(np.float32)
 
     def gated(self, start: int, window_start: int, problem: str) -> tuple[Event, Finding]:
         """The same for a window the quality gate kept from the model."""
@@ -462,7 +466,7 @@ class _BeatTask(_EcgTask):
         return starts, preprocess.beat_windows(tracks, np.arange(first, self.next_beat), window)
 
     def classified(self, start, window_start, output, trace) -> tuple[BeatEvent, Finding]:
-        sample = self._sample(start)
+        sample, trace = self._sample(start), self.at_sensor_rate(trace)
         label, p = _label(self.spec, output)
         excerpt = self.monitor._excerpt_of(window_start, trace, beat=sample)
         return (BeatEvent(sample, round(sample / self.monitor.fs, 3), window_start, label, round(p, 4), trace),
@@ -581,7 +585,7 @@ class _RhythmTask(_WindowTask, _EcgTask):
                                          self.spec.window)
 
     def classified(self, start, window_start, output, trace) -> tuple[WindowEvent, Finding]:
-        evidence = None
+        evidence, trace = None, self.at_sensor_rate(trace)
         if self.evidence is not None:
             end_s = (start + self.spec.window) / self.spec.fs
             beats = np.array(self.rhythm_beats) / self.spec.fs
@@ -610,21 +614,35 @@ class _RhythmTask(_WindowTask, _EcgTask):
 
 
 class _HeartRateTask(_WindowTask):
-    """Heart-rate models (ppg_hr): windows of PPG and accelerometer, a heart rate each."""
+    """Heart-rate models (ppg_hr): spectra of PPG and accelerometer windows, scored over heart rates by the model's
+    trace and tracked from window to window (models.heart_rate); an event's trace is where in the window the PPG
+    beats at the rate read (rate_evidence)."""
 
     signal, channels = "ppg", 4
     bandpass = staticmethod(preprocess.ppg_bandpass)
 
+    def __init__(self, monitor: Monitor):
+        super().__init__(monitor)
+        self.tracker = HeartRateTracker()
+
+    def _windows(self, starts: np.ndarray) -> np.ndarray:
+        window = self.spec.window
+        return np.stack([self.monitor._filtered.slice(s, s + window) for s in starts]).transpose(0, 2, 1)
+
     def inputs(self, starts: np.ndarray) -> np.ndarray:
         """preprocess.ppg_windows on the already band-passed stream."""
-        window = self.spec.window
-        windows = np.stack([self.monitor._filtered.slice(s, s + window) for s in starts]).transpose(0, 2, 1)
-        return preprocess.standardized_ppg(np.ascontiguousarray(windows))  # contiguous rows, as offline
+        return preprocess.ppg_spectra(self._windows(starts))
 
     def classified(self, start, window_start, output, trace) -> tuple[WindowEvent, Finding]:
-        hr = float(output[0])
+        hr = self.tracker.update(trace)
+        ppg = self._windows(np.array([start]))[0, 0]
+        trace = self.at_sensor_rate(rate_evidence(ppg, hr, self.spec.fs))
         return (self._event(start, window_start, hr_bpm=round(hr, 1), trace=trace),
                 self._finding(window_start, trace, "hr", 1.0, hr))
+
+    def gated(self, start, window_start, problem) -> tuple[WindowEvent, Finding]:
+        self.tracker.skip()
+        return super().gated(start, window_start, problem)
 
     def alerts(self, finding: Finding) -> list[Alert]:
         return self.monitor.policy.heart_rate_window(finding)

@@ -15,8 +15,10 @@ from tqdm import tqdm
 from models.architectures import predict
 from models.registry import ModelSpec
 from sdk.data.datasets import Dataset
+from sdk.data.preprocess import HR_GRID_BPM
+from sdk.explain.attribution import logits_and_cam, upsample
 
-HR_SCALE_BPM = 30.0  # regression loss is computed in units of 30 bpm so it is of order 1
+HR_TARGET_SIGMA_BPM = 3.0  # a heart-rate model's target: the reference rate, blurred by this much over HR_GRID_BPM
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,33 @@ Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, TaskLoss], torch.Te
 
 
 def task_loss_for(spec: ModelSpec, train: Dataset, config: TrainConfig) -> TaskLoss:
-    """Class-weighted cross-entropy for classifiers; smooth L1 in units of 30 bpm for heart rate."""
+    """Class-weighted cross-entropy for classifiers; for heart rate, cross-entropy of the rate scores (softmax over
+    HR_GRID_BPM) against the reference rate blurred by HR_TARGET_SIGMA_BPM."""
     if spec.is_classifier:
         counts = epoch_class_counts(train.y, len(spec.outputs), config.max_per_class)
         return nn.CrossEntropyLoss(weight=class_weights(counts, config.class_weight_power))
-    smooth_l1 = nn.SmoothL1Loss()
-    return lambda output, y: smooth_l1(output[:, 0] / HR_SCALE_BPM, y / HR_SCALE_BPM)
+    grid = torch.from_numpy(HR_GRID_BPM.astype(np.float32))
+
+    def heart_rate_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = torch.softmax(-0.5 * ((grid[None] - y[:, None]) / HR_TARGET_SIGMA_BPM) ** 2, dim=1)
+        return -(target * torch.log_softmax(scores, dim=1)).sum(dim=1).mean()
+    return heart_rate_loss
 
 
 def plain_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss) -> torch.Tensor:
     return task_loss(model(x), y)
+
+
+def heart_rate_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss) -> torch.Tensor:
+    """A heart-rate model learns its explanation: the class activation map over the spectra (models.heart_rate)
+    scores the rates. Trained without the ReLU the device map has, so every rate learns; the rates the device
+    reads (the highest) are positive either way."""
+    _, maps, _ = logits_and_cam(model, x, 0, relu=False)
+    return task_loss(upsample(maps, x.shape[-1]), y)
+
+
+def task_objective(spec: ModelSpec) -> Objective:
+    return plain_objective if spec.is_classifier else heart_rate_objective
 
 
 def _offset(task_loss: TaskLoss, offset: torch.Tensor, own_margin_penalty: float) -> TaskLoss:
@@ -122,7 +141,7 @@ def _offset(task_loss: TaskLoss, offset: torch.Tensor, own_margin_penalty: float
 
 def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Dataset | None = None,
         score: Callable[[np.ndarray, np.ndarray], float] | None = None, progress: bool = True,
-        model: nn.Module | None = None, objective: Objective = plain_objective,
+        model: nn.Module | None = None, objective: Objective | None = None,
         after_step: Callable[[nn.Module], None] | None = None, offsets: np.ndarray | None = None):
     """Train a fresh model (or fine-tune `model`); return it at the epoch with the best validation score.
 
@@ -135,11 +154,8 @@ def fit(spec: ModelSpec, train: Dataset, config: TrainConfig, validation: Datase
     """
     make_deterministic(config.seed)
     task_loss = task_loss_for(spec, train, config)
-    if model is None:
-        model = spec.build()
-        if not spec.is_classifier:
-            with torch.no_grad():
-                model.head.bias.fill_(float(np.mean(train.y)))
+    objective = objective or task_objective(spec)
+    model = spec.build() if model is None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
     order_rng = np.random.default_rng(config.seed)
     epoch_size = len(epoch_indices(train.y, config.max_per_class, np.random.default_rng(0)))
