@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
 from benchmarks import (af_robustness, af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability,
-                        ppg_hr, rpeak_ds2, stream, teacher_selection, wcam_beta)
+                        ppg_hr, rpeak_ds2, stream, synthetic, teacher_selection, wcam_beta)
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     firmware.main([])
     onnx_portability.main([])
     stream.main([])
+    synthetic.main([])
 
 
 if __name__ == "__main__":
