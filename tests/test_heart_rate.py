@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.heart_rate import HeartRateTracker, rate_evidence, tracked_heart_rates, window_heart_rate
+from models.heart_rate import (HeartRateTracker, rate_evidence, spectral_peak_scores, tracked_heart_rates,
+                               window_heart_rate)
 from models.registry import get_spec
 from sdk.data import preprocess
 from sdk.data.datasets import Dataset
@@ -92,3 +93,16 @@ def test_a_heart_rate_model_learns_its_scores_and_reads_rates_it_never_saw():
     traces = ClassActivationMap(model).attribute(torch.from_numpy(_sine_windows(unseen, rng)), 0).numpy()
     read = np.array([window_heart_rate(trace) for trace in traces])
     assert np.abs(read - unseen).max() < 4.0, read
+
+
+def test_the_classical_tracker_cancels_a_peak_the_accelerometer_shares():
+    """Motion at 120 steps/min is stronger in the PPG than the 90-bpm pulse; the accelerometer shows it, so the
+    classical scores prefer the pulse. Without the accelerometer's reference the motion would win."""
+    fs = preprocess.PPG_FS
+    t = np.arange(256) / fs
+    motion = np.sin(2 * np.pi * 2.0 * t)
+    ppg = 0.6 * np.sin(2 * np.pi * 1.5 * t) + motion
+    spectra = preprocess.ppg_spectra(np.stack([ppg, 3 * motion, 2 * motion, motion])[None])
+    assert window_heart_rate(spectral_peak_scores(spectra)[0]) == pytest.approx(90.0, abs=2.0)
+    alone = spectra[:, preprocess.PPG_SPECTRUM_CHANNELS.index("ppg_power")]
+    assert window_heart_rate(alone[0]) == pytest.approx(120.0, abs=2.0)
