@@ -1,12 +1,13 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import (af_robustness, af_rr_baseline, compression, device_model, firmware, isometry, onnx_portability,
-                        ppg_hr, rpeak_ds2, stream, synthetic, teacher_selection, wcam_beta)
+from benchmarks import (af_robustness, af_rr_baseline, closed_form_head, compression, device_model, firmware, isometry,
+                        onnx_portability, ppg_hr, rpeak_ds2, stream, synthetic, teacher_selection, wcam_beta)
 
 
 def main() -> None:
     rpeak_ds2.main([])
     teacher_selection.main([])
+    closed_form_head.main([])
     af_rr_baseline.main([])
     af_robustness.main([])
     ppg_hr.main([])
