@@ -24,6 +24,7 @@ from sdk.stream.payload import from_bytes, validate
 from sdk.stream.topics import acks_topic, alerts_filter, alerts_topic, sender
 
 log = logging.getLogger("heartsight.listener")
+DRAIN_S = 2.0  # at a stop, how long to wait for the alerts stored so far to be acknowledged to the broker
 MAX_PAYLOAD_BYTES = 2_000_000  # ~10 minutes of 1 kHz int16 signal and trace: far beyond any real alert
 
 
@@ -69,7 +70,13 @@ class Listener:
             time.sleep(0.02)
 
     def stop(self) -> dict:
-        """Disconnect; the counts so far. Raises HeartSightError if the listener had to stop on an error."""
+        """Disconnect once what was stored is acknowledged to the broker (waiting at most DRAIN_S: past that, the
+        broker redelivers it to the next session, which the store deduplicates); the counts so far. Raises
+        HeartSightError if the listener had to stop on an error."""
+        deadline = time.monotonic() + DRAIN_S
+        while (self._handled or self._rounds or self._conn.client.want_write()) and self._conn.connected.is_set() \
+                and self._conn.error is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the network loop acknowledges, then writes the acknowledgements out
         self._conn.stop()
         self._conn.raise_if_failed()
         return dict(self.counts)
