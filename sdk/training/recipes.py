@@ -172,7 +172,7 @@ def _folds(spec: ModelSpec, data_root) -> tuple[Dataset, list[tuple[str, ...]], 
     dataset = ppg_dataset(spec, wrist.session_names(data_root), data_root)
     subjects = sorted(set(dataset.group.tolist()))
     return (dataset.extended(synthetic_ppg_dataset(spec)), [(s,) for s in subjects],
-            "leave-one-subject-out (Wrist PPG During Exercise; synthetic resting wrists in every training set)")
+            "leave-one-subject-out (Wrist PPG During Exercise; synthetic resting and moving wrists in every training set)")
 
 
 def rhythm_evidence(train: Dataset, afdb_windows: dict[str, dict]) -> RhythmEvidence:
@@ -216,7 +216,7 @@ def _train_cross_validated(spec, data_root, out, seed, epochs, progress) -> dict
     card["training_data"] = {
         "database": "MIT-BIH Arrhythmia Database 1.0.0, lead MLII" if spec.name == "ecg_af"
         else ("Wrist PPG During Exercise 1.0.0 (wrist PPG + low-noise accelerometer, chest-ECG reference) and "
-              f"{SYNTHETIC_PPG_RECORDINGS} synthetic resting wrists (sdk.data.synthetic_ppg, 40-200 bpm)"),
+              f"{SYNTHETIC_PPG_RECORDINGS} synthetic resting and moving wrists (sdk.data.synthetic_ppg, 40-200 bpm)"),
         "groups": sorted(set(dataset.group.tolist())),
         "windows": int(labelled.sum()),
     }
@@ -285,7 +285,7 @@ def score(spec: ModelSpec, card: dict, outputs_of, split: str | None = None, dat
 def heart_rate_score(dataset: Dataset, card: dict, traces_of, protocol: str, backend: str) -> dict:
     """MAE of the tracked rate (what the device reports) pooled, per held-out subject, per recording and per activity
     (walk, run, bike); and of each window's own rate, untracked. Only held-out windows with a reference rate count
-    (the synthetic resting wrists are only trained on)."""
+    (the synthetic wrists are only trained on)."""
     tracked, own = np.full(len(dataset.y), np.nan), np.full(len(dataset.y), np.nan)
     for k, fold in enumerate(card["folds"]):
         held_out = np.flatnonzero(dataset.in_groups(fold["held_out"]))
