@@ -29,6 +29,7 @@ from sdk.data import mitdb
 from sdk.data.datasets import beat_dataset
 from sdk.training import metrics
 from sdk.training.recipes import BEAT_VALIDATION_RECORDS
+from sdk.training.train import class_weights
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POWERS, STEPS = (0.25, 0.5, 1.0), (0, 5)
@@ -42,8 +43,7 @@ def sgd_head(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, power: 
     x, y = torch.from_numpy(embeddings.astype(np.float32)), torch.from_numpy(labels)
     mean, spread = x.mean(0), x.std(0) + 1e-6
     head = torch.nn.Linear(x.shape[1], n_classes)
-    counts = torch.bincount(y, minlength=n_classes).double()
-    loss = torch.nn.CrossEntropyLoss(weight=(1 / counts ** power / (1 / counts ** power).mean()).float())
+    loss = torch.nn.CrossEntropyLoss(weight=class_weights(np.bincount(labels, minlength=n_classes), power))
     optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3)
     for _ in range(SGD_EPOCHS):
         for batch in torch.randperm(len(y)).split(256):

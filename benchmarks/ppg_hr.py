@@ -28,7 +28,7 @@ from models.heart_rate import spectral_peak_scores, tracked_heart_rates  # noqa:
 from models.registry import get_spec, load_fold, load_model  # noqa: E402
 from sdk.device.backends import evaluate  # noqa: E402
 from sdk.explain import ClassActivationMap  # noqa: E402
-from sdk.training.recipes import _folds, heart_rate_score  # noqa: E402
+from sdk.training.recipes import cross_validation_folds, heart_rate_score  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,7 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str]) -> None:
     data_root = argv[0] if argv else None
     spec = get_spec("ppg_hr")
-    dataset, folds, protocol = _folds(spec, data_root)
+    dataset, folds, protocol = cross_validation_folds(spec, data_root)
     card = load_model("ppg_hr").card
     classical = heart_rate_score(dataset, card, lambda fold: spectral_peak_scores, protocol, "numpy")
     rows = {"classical tracker (spectral peaks, accelerometer cancellation)": classical,

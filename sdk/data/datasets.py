@@ -146,11 +146,8 @@ def synthetic_ppg_dataset(spec, recordings: int = SYNTHETIC_PPG_RECORDINGS, seed
                                   motion_spm=rng.uniform(60, 180) if k % 2 else 0.0, motion_ms2=10 ** rng.uniform(-0.3, 1),
                                   motion_leak=rng.uniform(0.2, 2.0), seed=seed * 1000 + k)
         starts = np.arange(0, len(recording.signals) - spec.window + 1, spec.hop)
-        beats = recording.beat_times_s * spec.fs
-        rates = [60.0 * spec.fs * (len(inside) - 1) / (inside[-1] - inside[0])
-                 for inside in (beats[(beats >= s) & (beats < s + spec.window)] for s in starts)]
         xs.append(preprocess.ppg_windows(recording.signals, starts, spec.window))
-        ys.append(np.array(rates, np.float32))
+        ys.append(wrist.mean_heart_rate(recording.beat_times_s * spec.fs, starts, spec.window, spec.fs).astype(np.float32))
         names.append(np.full(len(starts), f"{SYNTHETIC_PPG_GROUP}{k}"))
     return Dataset(np.concatenate(xs), np.concatenate(ys), np.full(sum(map(len, ys)), SYNTHETIC_PPG_GROUP),
                    recording=np.concatenate(names))

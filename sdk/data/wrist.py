@@ -44,10 +44,16 @@ def load_session(name: str, data_root: str | os.PathLike | None = None) -> Wrist
 
 
 def reference_heart_rate(session: WristSession, starts: np.ndarray, length: float) -> np.ndarray:
-    """Mean heart rate (bpm) of the R-R intervals inside each window; NaN where fewer than 3 beats lie in it."""
+    """Mean heart rate (bpm) of the chest-ECG R-R intervals inside each window (mean_heart_rate)."""
+    return mean_heart_rate(session.r_peaks, starts, length, session.fs)
+
+
+def mean_heart_rate(beats: np.ndarray, starts: np.ndarray, length: float, fs: float) -> np.ndarray:
+    """Mean heart rate (bpm) of the R-R intervals between the beats (samples at fs) inside each window; NaN where
+    fewer than 3 beats lie in it."""
     rates = np.full(len(starts), np.nan)
     for i, start in enumerate(starts):
-        inside = session.r_peaks[(session.r_peaks >= start) & (session.r_peaks < start + length)]
+        inside = beats[(beats >= start) & (beats < start + length)]
         if len(inside) >= 3:
-            rates[i] = 60.0 * (len(inside) - 1) / ((inside[-1] - inside[0]) / session.fs)
+            rates[i] = 60.0 * (len(inside) - 1) / ((inside[-1] - inside[0]) / fs)
     return rates

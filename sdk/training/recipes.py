@@ -162,7 +162,8 @@ def _train_beat(spec, data_root, out, seed, epochs, progress, training_set) -> d
     return card
 
 
-def _folds(spec: ModelSpec, data_root) -> tuple[Dataset, list[tuple[str, ...]], str]:
+def cross_validation_folds(spec: ModelSpec, data_root) -> tuple[Dataset, list[tuple[str, ...]], str]:
+    """A cross-validated model's dataset, its folds (the groups each holds out) and the protocol's name."""
     if spec.name == "ecg_af":
         beat_model = load_model(AF_BEAT_MODEL)
         dataset = af_dataset(spec, mitdb.SPLITS["ALL"], data_root, r_peaks_of=detected_r_peaks,
@@ -199,7 +200,7 @@ def cross_validated_config(spec: ModelSpec, epochs: int, seed: int) -> TrainConf
 
 
 def _train_cross_validated(spec, data_root, out, seed, epochs, progress) -> dict:
-    dataset, folds, protocol = _folds(spec, data_root)
+    dataset, folds, protocol = cross_validation_folds(spec, data_root)
     afdb_windows = afdb_rr_windows(spec.window / spec.fs, data_root) if spec.task == "rhythm" else None
     labelled = np.isfinite(dataset.y)  # heart-rate windows the chest ECG gives no rate for are only tracked through
     fold_cards = []
@@ -261,7 +262,7 @@ def score(spec: ModelSpec, card: dict, outputs_of, split: str | None = None, dat
         return {"model": name, "split": split, "backend": backend, **report}
     if split is not None:
         raise HeartSightError(f"{spec.name} is scored by held-out folds, not by --split; drop --split")
-    dataset, _, protocol = _folds(spec, data_root)
+    dataset, _, protocol = cross_validation_folds(spec, data_root)
     if spec.task == "hr":
         return heart_rate_score(dataset, card, outputs_of, protocol, backend)
     folds, truth, predicted = [], [], []
