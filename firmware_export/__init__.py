@@ -17,6 +17,7 @@ import numpy as np
 from firmware_export import reference
 from firmware_export.artifact import check_writable, load_artifact, write_artifact
 from firmware_export.codegen import format_report, static_report
+from firmware_export.head_update import TASKS as HEAD_UPDATE_TASKS
 from firmware_export.quantize import CALIBRATIONS, QuantizedModel, quantize_model
 from models.registry import load_fold, load_model
 from sdk.data.datasets import CALIBRATION_WINDOWS, calibration_description, sample_windows
@@ -44,7 +45,7 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
     calibration_x = sample_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS)
     source = calibration_description(spec)
     quantized = quantize_model(zoo, calibration_x, calibration, source)
-    report = static_report(quantized)
+    report = static_report(quantized, spec.task in HEAD_UPDATE_TASKS)
     over = [f"{what} {report[key]:,} bytes > {limit:,}" for what, key, limit in
             (("flash", "flash_bytes", max_flash), ("RAM", "ram_bytes", max_ram)) if limit is not None and report[key] > limit]
     if over:
@@ -83,7 +84,7 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
         host_logits, host_traces = library.infer(host_input, explain=True)
     exact = [np.array_equal(host_input[i], expected_input[i]) and np.array_equal(host_logits[i], logits[i])
              and np.array_equal(host_traces[i], traces[i]) for i in range(len(x))]
-    report = static_report(quantized)
+    report = static_report(quantized, artifact.spec.task in HEAD_UPDATE_TASKS)
     result = {"model": quantized.source.get("model"), "host": {"n": len(x), "exact": int(sum(exact))},
               "flash_bytes": report["flash_bytes"], "ram_bytes": report["ram_bytes"], "macs": report["macs"]}
     if qemu:

@@ -1,7 +1,7 @@
 """The int8 artifact: the one directory `heartsight export` writes, which every int8 backend then runs as it is.
 
     quantized_model.json   the integer model (firmware_export.quantize), its calibration recorded in `source`
-    heartsight_model.c/.h  the C library generated from it, and the kernels hs_kernels.c/.h
+    heartsight_model.c/.h  the C library generated from it, and the runtime it calls (codegen.RUNTIME_FILES)
     model_int8.onnx        the same integer model as an exact ONNX graph (firmware_export.onnx_export)
     model_float.onnx       the float model it was quantized from
     card.json              the source model's card, with an `int8` section (the artifact's sha256, calibration)
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_export.codegen import write_c_library
+from firmware_export.codegen import C_FILES, write_c_library
+from firmware_export.head_update import TASKS as HEAD_UPDATE_TASKS
 from firmware_export.onnx_export import compare, export_float, export_int8
 from firmware_export.quantize import QUANTIZED_FILE, QuantizedModel, load_quantized, save_quantized
 from models.registry import ModelSpec, ZooModel, fold_card, spec_of_card
@@ -83,7 +84,7 @@ def write_artifact(zoo: ZooModel, quantized: QuantizedModel, out_dir: str | os.P
     except OSError as error:
         raise HeartSightError(f"cannot write the export to {out}: {error.strerror or error}; choose a writable --out") from None
     sha256 = hashlib.sha256(quantized_path.read_bytes()).hexdigest()
-    report = write_c_library(quantized, out, int8_sha256=sha256)
+    report = write_c_library(quantized, out, zoo.spec.task in HEAD_UPDATE_TASKS, int8_sha256=sha256)
     export_int8(quantized, out / INT8_ONNX, int8_sha256=sha256, explained_class=zoo.spec.explained_class)
     if not fold:
         export_float(zoo, out / FLOAT_ONNX)
@@ -97,8 +98,7 @@ def write_artifact(zoo: ZooModel, quantized: QuantizedModel, out_dir: str | os.P
     if not fold:
         card = {**zoo.card, "int8": {"sha256": sha256, "quantization": quantized.source.get("quantization"),
                                      "calibration": quantized.source.get("calibration"),
-                                     "files": {"c": ["heartsight_model.h", "heartsight_model.c", "hs_kernels.h",
-                                                     "hs_kernels.c"], "onnx": INT8_ONNX, "float_onnx": FLOAT_ONNX}}}
+                                     "files": {"c": list(C_FILES), "onnx": INT8_ONNX, "float_onnx": FLOAT_ONNX}}}
         (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report

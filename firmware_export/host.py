@@ -8,10 +8,12 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from firmware_export.codegen import C_FILES, C_SOURCES
 from sdk.errors import HeartSightError
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
@@ -26,8 +28,8 @@ def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -
     export is compiled once per computer, not every time a backend starts (and never inside the export itself).
     """
     model_dir = Path(model_dir)
-    sources = [model_dir / "heartsight_model.c", model_dir / "hs_kernels.c"]
-    missing = [s.name for s in sources if not s.exists()]
+    sources = [model_dir / name for name in C_SOURCES]
+    missing = [name for name in C_FILES if not (model_dir / name).exists()]
     if missing:
         raise HeartSightError(f"{model_dir} is not an exported C model (missing {', '.join(missing)}); "
                               "run `heartsight export --model NAME --out DIR` first")
@@ -37,7 +39,7 @@ def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -
     flags = [*STRICT_FLAGS, *HOST_OPTIMISATION, "-shared", "-fPIC"]
     if out is None:
         key = hashlib.sha256()
-        for part in [*(s.read_bytes() for s in [*sources, model_dir / "heartsight_model.h", model_dir / "hs_kernels.h"]),
+        for part in [*((model_dir / name).read_bytes() for name in C_FILES),
                      " ".join(flags).encode(), compiler.encode(), platform.node().encode(),  # -march=native: per host
                      subprocess.run([compiler, "--version"], capture_output=True).stdout]:
             key.update(part)
@@ -63,15 +65,37 @@ def _cache_directory() -> Path:
 
 
 class CModel:
-    """hs_quantize_input, hs_infer and hs_explain of a host build, on numpy arrays."""
+    """hs_quantize_input, hs_infer, hs_explain and hs_set_head of a host build, on numpy arrays.
+
+    Each CModel loads its own copy of the library, so each has its own static state (arena and head), as each
+    device does: a head set on one leaves every other untouched."""
 
     def __init__(self, library: str | Path, channels: int, length: int, classes: int):
-        self.library = ctypes.CDLL(str(library))
+        with tempfile.TemporaryDirectory() as private:  # dlopen of one path twice would share the state
+            copy = Path(private) / Path(library).name
+            shutil.copyfile(library, copy)
+            self.library = ctypes.CDLL(str(copy))
         self.channels, self.length, self.classes = channels, length, classes
         self.library.hs_infer.restype = ctypes.c_int
         self.library.hs_infer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self.library.hs_explain.argtypes = [ctypes.c_int, ctypes.c_void_p]
         self.library.hs_quantize_input.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.library.hs_head_version.restype = ctypes.c_uint32
+        self.library.hs_last_sums.argtypes = [ctypes.c_void_p]
+
+    @property
+    def head_version(self) -> int:
+        return int(self.library.hs_head_version())
+
+    def set_head(self, blob: bytes, key: bytes) -> int:
+        """hs_set_head's status (firmware_export.head_update.STATUS); 0 when the head was replaced."""
+        if not hasattr(self.library, "hs_set_head"):
+            raise HeartSightError("this model's library has no hs_set_head: its head is not replaceable (heart-rate "
+                                  "models keep the head they were exported with)")
+        function = self.library.hs_set_head
+        function.restype, function.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_char_p,
+                                                             ctypes.c_uint32]
+        return int(function(bytes(blob), len(blob), bytes(key), len(key)))
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32).reshape(-1, self.channels, self.length)
@@ -79,6 +103,16 @@ class CModel:
         for i in range(len(x)):
             self.library.hs_quantize_input(x[i].ctypes.data, q[i].ctypes.data)
         return q
+
+    def last_sums(self, x_q: np.ndarray, last_channels: int) -> np.ndarray:
+        """(N, last_channels) int32: hs_last_sums after each window's hs_infer (the head's input)."""
+        x_q = np.ascontiguousarray(x_q, np.int8).reshape(-1, self.channels, self.length)
+        logits = np.zeros(self.classes, np.int8)
+        sums = np.zeros((len(x_q), last_channels), np.int32)
+        for i in range(len(x_q)):
+            self.library.hs_infer(x_q[i].ctypes.data, logits.ctypes.data)
+            self.library.hs_last_sums(sums[i].ctypes.data)
+        return sums
 
     def infer(self, x_q: np.ndarray, explain: bool = False, explained_class: int | None = None
               ) -> tuple[np.ndarray, np.ndarray | None]:

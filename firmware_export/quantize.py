@@ -190,24 +190,13 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
         convs.append(QuantizedConv(w_q, _int32(b_q), np.array([p[0] for p in pairs], np.int32),
                                    np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after,
                                    w_scale.numpy()))
-    s_last = activation[len(convs)][0]
-    length = zoo.spec.input_length // (2 ** sum(pool for _, pool in blocks))
-    w = head.weight.detach().double()
-    w_scale = weight_scales(w).double()
-    w_q = torch.clamp(torch.round(w / w_scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
-    b_q = torch.round(head.bias.detach().double() / (s_last * w_scale)).to(torch.int64).numpy()
-    s_logit, z_logit = activation[-1]
-    pairs = [quantize_multiplier(s_last * float(ws) / (length * s_logit)) for ws in w_scale]
-    # the largest CAM value a class can reach: every activation at its maximum, 255 steps above the zero point
-    cam_max = (np.maximum(w_q.astype(np.int64), 0).sum(axis=1) * 255).clip(min=1)
-    trace_shift = np.maximum(0, np.ceil(np.log2(cam_max + 1)).astype(np.int64) - TRACE_BITS).astype(np.int32)
+    head_fields = quantize_head(head.weight.detach().double().numpy(), head.bias.detach().double().numpy(),
+                                activation[len(convs)][0], zoo.spec.input_length // (2 ** sum(p for _, p in blocks)),
+                                ranges[-1])
     return QuantizedModel(
         name=zoo.card.get("name", zoo.spec.name), fs=zoo.spec.fs, window=zoo.spec.input_length,
         input_channels=zoo.spec.input_channels, classes=zoo.spec.outputs,
-        input_scale=activation[0][0], input_zero_point=activation[0][1], convs=convs,
-        head_weight=w_q, head_bias=_int32(b_q), head_multiplier=np.array([p[0] for p in pairs], np.int32),
-        head_shift=np.array([p[1] for p in pairs], np.int32), head_weight_scale=w_scale.numpy(),
-        logit_scale=s_logit, logit_zero_point=z_logit, trace_shift=trace_shift,
+        input_scale=activation[0][0], input_zero_point=activation[0][1], convs=convs, **head_fields,
         source={"model": zoo.card.get("name", zoo.spec.name), "architecture": zoo.spec.name,
                 "version": zoo.card.get("version", ""),
                 "sha256": zoo.card.get("sha256", ""), "quantization": "qat" if qat else f"post-training ({calibration})",
@@ -215,6 +204,28 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
                                 "ranges": "input and blocks from quantization-aware training, logits calibrated" if qat
                                 else "input, blocks and logits calibrated"}},
     )
+
+
+HEAD_FIELDS = ("head_weight", "head_bias", "head_multiplier", "head_shift", "head_weight_scale", "logit_scale",
+               "logit_zero_point", "trace_shift")
+
+
+def quantize_head(weight: np.ndarray, bias: np.ndarray, last_scale: float, last_length: int,
+                  logit_range: tuple[float, float]) -> dict:
+    """The QuantizedModel fields (HEAD_FIELDS) of a float linear head on the last block's pooled activations:
+    at export, and again for every head refitted on the same backbone (firmware_export.head_update)."""
+    w = torch.from_numpy(np.asarray(weight, np.float64))
+    w_scale = weight_scales(w).double()
+    w_q = torch.clamp(torch.round(w / w_scale[:, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
+    b_q = np.round(np.asarray(bias, np.float64) / (last_scale * w_scale.numpy())).astype(np.int64)
+    s_logit, z_logit = activation_qparams(*logit_range)
+    pairs = [quantize_multiplier(last_scale * float(ws) / (last_length * s_logit)) for ws in w_scale]
+    # the largest CAM value a class can reach: every activation at its maximum, 255 steps above the zero point
+    cam_max = (np.maximum(w_q.astype(np.int64), 0).sum(axis=1) * 255).clip(min=1)
+    trace_shift = np.maximum(0, np.ceil(np.log2(cam_max + 1)).astype(np.int64) - TRACE_BITS).astype(np.int32)
+    return {"head_weight": w_q, "head_bias": _int32(b_q), "head_multiplier": np.array([p[0] for p in pairs], np.int32),
+            "head_shift": np.array([p[1] for p in pairs], np.int32), "head_weight_scale": w_scale.numpy(),
+            "logit_scale": s_logit, "logit_zero_point": z_logit, "trace_shift": trace_shift}
 
 
 def _int32(values: np.ndarray) -> np.ndarray:

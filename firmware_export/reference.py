@@ -115,3 +115,12 @@ def explain(model: QuantizedModel, last: np.ndarray, class_index: np.ndarray) ->
 
 def dequantize_logits(model: QuantizedModel, logits: np.ndarray) -> np.ndarray:
     return (logits.astype(np.float64) - model.logit_zero_point) * model.logit_scale
+
+
+def pooled_embeddings(model: QuantizedModel, x_q: np.ndarray) -> np.ndarray:
+    """(N, K) float: the last block's activations averaged over time, in real units: what the head reads (and a
+    refitted head is fitted on), computed exactly as every int8 backend computes it."""
+    parts = [(infer(model, x_q[i: i + BATCH])[1].astype(np.int64) - model.last.output_zero_point).sum(axis=-1)
+             for i in range(0, len(x_q), BATCH)]
+    sums = np.concatenate(parts) if parts else np.zeros((0, model.last.weight.shape[0]), np.int64)
+    return sums * model.last.output_scale / model.last_length

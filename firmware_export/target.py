@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_export.codegen import C_FILES
 from sdk.errors import HeartSightError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "examples" / "firmware"
-MODEL_FILES = ("heartsight_model.h", "heartsight_model.c", "hs_kernels.h", "hs_kernels.c")
+MODEL_FILES = C_FILES
 APT_COMMAND = (
     "apt-get install -y --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make"
 )

@@ -10,7 +10,13 @@ The fit, one-vs-rest over the classes, each example weighted by 1 / (its class's
 2. an adaptive SVM: the squared-hinge SVM solved by alternating closed-form steps, each a weighted ridge regression
    on the examples that violate the margin under the previous solution (the active set adapts; the rest no longer
    pull the boundary).
+3. one temperature, so the head's softmax is a calibrated probability (the alert policy reads it as confidence):
+   the scalar that minimises the negative log-likelihood of the labels, found by a bounded 1-D search.
 The seed's flexible Stiefel-manifold constraint on the decision layer is not part of this fit.
+
+Per patient (`patient_head`): the population's examples and the patient's labelled beats, each of the patient's
+counted PATIENT_WEIGHT times. The settings were chosen on DS1 alone, each DS1 patient adapted on the first 5
+minutes of their own record with the other DS1 patients as the population (benchmarks/patient_adaptive.py).
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import copy
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from sdk.errors import HeartSightError
 
 RIDGE = 1.0  # on standardised embeddings; the bias is not penalised
 SVM_STEPS = 5
 MIN_PER_CLASS = 5  # a class with fewer labelled examples cannot be refitted
+PATIENT_WEIGHT = 100.0
+PATIENT_CLASS_WEIGHT_POWER = 0.5
+PATIENT_SVM_STEPS = 0
 
 
 def pooled_embeddings(model: nn.Module, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
@@ -39,17 +49,23 @@ def pooled_embeddings(model: nn.Module, x: np.ndarray, batch_size: int = 2048) -
 
 
 def fit_head(embeddings: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], class_weight_power: float = 0.5,
-             ridge: float = RIDGE, svm_steps: int = SVM_STEPS) -> tuple[np.ndarray, np.ndarray]:
-    """(weight (classes, channels), bias (classes,)) of a linear head on these embeddings, in closed form."""
+             ridge: float = RIDGE, svm_steps: int = SVM_STEPS, sample_weight: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (classes, channels), bias (classes,)) of a linear head on these embeddings, in closed form.
+
+    sample_weight (default 1) counts an example that many times, in its class's count too: how one patient's
+    labelled beats outweigh the population's."""
     embeddings, labels = np.asarray(embeddings, np.float64), np.asarray(labels)
-    counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
-    scarce = [f"{name} ({count})" for name, count in zip(classes, counts) if count < MIN_PER_CLASS]
+    present = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
+    scarce = [f"{name} ({count})" for name, count in zip(classes, present) if count < MIN_PER_CLASS]
     if scarce:
         raise HeartSightError(f"too few labelled examples to fit the head: {', '.join(scarce)}; every class needs at "
                               f"least {MIN_PER_CLASS}")
+    sample_weight = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    counts = np.bincount(labels, weights=sample_weight, minlength=len(classes))
     mean, spread = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
     design = np.c_[(embeddings - mean) / spread, np.ones(len(embeddings))]
-    weights = 1.0 / counts[labels] ** class_weight_power
+    weights = sample_weight / counts[labels] ** class_weight_power
     weights /= weights.mean()
     targets = -np.ones((len(labels), len(classes)))
     targets[np.arange(len(labels)), labels] = 1.0
@@ -66,16 +82,42 @@ def fit_head(embeddings: np.ndarray, labels: np.ndarray, classes: tuple[str, ...
         solution = np.stack([ridge_fit(margins[:, k] < 1, targets[margins[:, k] < 1, k])
                              for k in range(len(classes))], axis=1)
     weight = (solution[:-1] / spread[:, None]).T  # undo the standardisation: the head reads the raw embeddings
-    return weight, solution[-1] - weight @ mean
+    bias = solution[-1] - weight @ mean
+    temperature = calibrated_temperature(embeddings @ weight.T + bias, labels)
+    return weight / temperature, bias / temperature
+
+
+def calibrated_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """T minimising the mean negative log-likelihood of softmax(logits / T) at the labels."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, labels].mean())
+    return float(np.exp(minimize_scalar(nll, bounds=(-6.0, 6.0), method="bounded").x))
+
+
+def patient_head(population: tuple[np.ndarray, np.ndarray], patient: tuple[np.ndarray, np.ndarray],
+                 classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A head for one patient: fitted on the population's (embeddings, labels) and the patient's, each of the
+    patient's labelled beats counted PATIENT_WEIGHT times."""
+    (population_x, population_y), (patient_x, patient_y) = population, patient
+    weights = np.r_[np.ones(len(population_y)), np.full(len(patient_y), PATIENT_WEIGHT)]
+    return fit_head(np.r_[population_x, patient_x], np.r_[population_y, patient_y], classes,
+                    PATIENT_CLASS_WEIGHT_POWER, svm_steps=PATIENT_SVM_STEPS, sample_weight=weights)
 
 
 def with_head(model: nn.Module, weight: np.ndarray, bias: np.ndarray) -> nn.Module:
-    """A copy of the model whose head is the given linear layer (the backbone shared in value, not in memory)."""
+    """A copy of the model whose head is the given linear layer (the backbone shared in value, not in memory). A
+    quantization-aware head keeps its parametrization: the new weight is what it quantizes."""
     refitted = copy.deepcopy(model).eval()
-    if refitted.head.weight.shape != weight.shape:
-        raise HeartSightError(f"a head of shape {weight.shape} does not fit this backbone's "
-                              f"{tuple(refitted.head.weight.shape)} head")
+    head = refitted.head
+    if head.weight.shape != weight.shape:
+        raise HeartSightError(f"a head of shape {weight.shape} does not fit this backbone's {tuple(head.weight.shape)} head")
+    stored = head.parametrizations.weight.original if parametrize.is_parametrized(head, "weight") else head.weight
     with torch.no_grad():
-        refitted.head.weight.copy_(torch.from_numpy(weight))
-        refitted.head.bias.copy_(torch.from_numpy(bias))
+        stored.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
     return refitted

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a trained model by its protocol")
     evaluate.add_argument("--model", required=True, help="zoo name, model directory or exported int8 directory")
     evaluate.add_argument("--split", help="MIT-BIH split for beat models (default DS2)")
+    evaluate.add_argument("--protocol", choices=("inter-patient", "patient-adaptive"), default="inter-patient",
+                          help="beat models: patient-adaptive refits the head per DS2 record on its first 5 minutes "
+                               "of reference labels (AAMI EC57) and scores the rest (default inter-patient)")
     _backend_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(evaluate)
@@ -131,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--outbox", help="the store-and-forward file (default ~/.heartsight/outbox-SITE-DEVICE.sqlite)")
     stream.add_argument("--wait", type=float, default=30.0,
                         help="seconds to wait at the end for the clinic to acknowledge queued alerts (default 30)")
+    stream.add_argument("--head-key", help="file with this device's head-signing key (hex): apply the head updates "
+                                           "the clinic sends it (int8 backends)")
     stream.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(stream)
     stream.set_defaults(run=_stream)
@@ -224,7 +229,14 @@ def _evaluate(args) -> int:
     from sdk.device.backends import evaluate
     from sdk.training.tables import format_evaluation
 
-    result = evaluate(args.model, args.backend, args.split, args.data_dir)
+    if args.protocol == "patient-adaptive":
+        from sdk.device.recalibration import patient_adaptive
+
+        if args.split not in (None, "DS2"):
+            raise HeartSightError("the patient-adaptive protocol is defined on DS2 (the population is DS1); drop --split")
+        result = patient_adaptive(args.model, args.backend, args.data_dir)
+    else:
+        result = evaluate(args.model, args.backend, args.split, args.data_dir)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
     else:
@@ -258,7 +270,7 @@ def _export(args) -> int:
     print(format_evaluation(scores))
     onnx = report["onnx"]["int8"]
     print(f"int8 ONNX graph: {onnx['logits_identical_to_reference']}/{onnx['n']} held-out windows bit-exact with the C library's arithmetic")
-    print(f"wrote {args.out} (quantized_model.json, heartsight_model.h/.c, hs_kernels.h/.c, model_int8.onnx, "
+    print(f"wrote {args.out} (quantized_model.json, heartsight_model.h/.c, the runtime hs_*.h/.c, model_int8.onnx, "
           f"model_float.onnx, card.json, report.json); int8 sha256 {report['int8_sha256']}")
     return 0
 
@@ -279,6 +291,7 @@ def _verify(args) -> int:
 
 
 def _stream(args) -> int:
+    from firmware_export.head_update import read_key
     from sdk.data.records import check_fs, read_input
     from sdk.device.backends import make_runner
     from sdk.stream.publisher import Publisher
@@ -289,9 +302,11 @@ def _stream(args) -> int:
     if args.fs is not None:
         check_fs(args.fs)
     recording = read_input(args.input, args.fs)
+    head_key = None if args.head_key is None else read_key(args.head_key)
     runner = make_runner(args.model, args.backend)
     with Publisher(broker, args.device, args.site, args.outbox) as publisher:
-        summary = stream_recording(recording, publisher, runner, speed, args.channel, flush_timeout_s=args.wait)
+        summary = stream_recording(recording, publisher, runner, speed, args.channel, flush_timeout_s=args.wait,
+                                   head_key=head_key)
     if args.json:
         print(json.dumps(summary))
     else:

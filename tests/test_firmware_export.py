@@ -128,7 +128,7 @@ def test_generated_library_is_bit_exact_on_the_host_including_input_quantization
     quantized = quantize_model(zoo, x[:20])
     x[0, 0, :4] = [np.nan, np.inf, -np.inf, 1e30]
     x[1, 0, :3] = (np.array([0.5, -0.5, 2.5]) * quantized.input_scale).astype(np.float32)  # rounding ties
-    report = write_c_library(quantized, tmp_path)
+    report = write_c_library(quantized, tmp_path, head_updates=True)
     model = CModel(build_shared_library(tmp_path), len(TOY_SPEC.input_channels), TOY_SPEC.window, 4)
     expected_q = reference.quantize_input(quantized, x)
     assert np.array_equal(model.quantize_input(x), expected_q)
@@ -143,6 +143,12 @@ def test_generated_library_is_bit_exact_on_the_host_including_input_quantization
     trace = np.ones(TOY_SPEC.window, np.int16)
     model.library.hs_explain(7, trace.ctypes.data)
     assert not trace.any()
+    model.library.hs_trace_scale.restype = model.library.hs_logit_scale.restype = ctypes.c_float
+    for class_index in range(4):  # the real units of the head in use, as the firmware reads them
+        assert model.library.hs_trace_scale(class_index) == pytest.approx(quantized.trace_scale(class_index), rel=1e-6)
+    assert model.library.hs_trace_scale(7) == 0.0
+    assert model.library.hs_logit_scale() == pytest.approx(quantized.logit_scale, rel=1e-6)
+    assert model.library.hs_logit_zero_point() == quantized.logit_zero_point and model.head_version == 0
     header = (tmp_path / "heartsight_model.h").read_text()
     assert "#define HS_INPUT_LENGTH 96" in header and f"#define HS_ARENA_BYTES {report['ram']['arena']}" in header
     assert "malloc" not in (tmp_path / "heartsight_model.c").read_text() + (tmp_path / "hs_kernels.c").read_text()

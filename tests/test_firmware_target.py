@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from firmware_export.codegen import RUNTIME, RUNTIME_FILES
 from firmware_export.target import FIRMWARE_DIR, run_on_qemu, toolchain_missing, write_vectors_c
 from sdk.errors import HeartSightError
 
@@ -102,6 +103,8 @@ def write_fake_model(directory, channels=CHANNELS, length=LENGTH, classes=CLASSE
     directory.mkdir(parents=True, exist_ok=True)
     for name, source in FAKE_MODEL.items():
         (directory / name).write_text(source.format(channels=channels, length=length, classes=classes))
+    for name in set(RUNTIME_FILES) - set(FAKE_MODEL):  # the head-update runtime, as every export ships it
+        shutil.copyfile(RUNTIME / name, directory / name)
     return directory
 
 

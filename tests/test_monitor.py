@@ -141,8 +141,10 @@ def test_isolated_ventricular_beats_and_a_run_raise_their_alerts_at_their_beats(
             timespec="milliseconds").replace("+00:00", "Z")
         assert (wire["device"], wire["site"], wire["label"]) == ("patch-7", "ward-3", "V")
         assert wire["confidence"] >= alerts.MIN_BEAT_CONFIDENCE
-        assert wire["model"] == {"name": "ecg_beat", "version": "1.0.0", "backend": "torch",
+        assert wire["model"] == {"name": "ecg_beat", "version": "1.0.0", "backend": "torch", "head_version": 0,
                                  "sha256": load_model("ecg_beat").card["sha256"]}
+        # what the head read, so the clinic can refit this patient's head from the verdict on the alert
+        assert len(wire["details"]["embedding"]) == load_model("ecg_beat").model.head.in_features
         signal_mv, trace = decode_array(wire["signal"]), decode_array(wire["trace"])
         start = wire["signal"]["start_sample"]
         assert wire["signal"]["fs"] == FS and len(signal_mv) == len(trace)

@@ -90,7 +90,7 @@ def test_a_graph_that_explains_one_class_traces_it_for_every_window_as_the_c_lib
     assert (reference.argmax(axis=1) != 2).any()  # the class explained is not always the top one
     assert np.array_equal(logits, reference)
     assert np.array_equal(traces, explain(qm, last, np.full(len(x), 2)))
-    write_c_library(qm, tmp_path)
+    write_c_library(qm, tmp_path, head_updates=True)
     library = CModel(build_shared_library(tmp_path), CHANNELS, WINDOW, 4)
     c_logits, c_traces = library.infer(library.quantize_input(x), explain=True, explained_class=2)
     assert np.array_equal(c_logits, reference) and np.array_equal(c_traces, traces)

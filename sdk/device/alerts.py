@@ -74,11 +74,14 @@ class Excerpt:
                                   "an excerpt's trace must be aligned sample by sample with its signal")
 
 
-def alert_id(device: str, site: str, model_sha256: str, stream: str, sample_index: int, kind: str) -> str:
-    """A UUID (version 8, RFC 9562) from the sha256 of what makes an alert: which device and site, which model, which
-    stream and where in it, what type. Never random, so every copy of an alert (outbox, resends, a recording replayed
-    after a crash, even from another outbox) has the same id and the clinician's store keeps one."""
-    key = json.dumps([device, site, model_sha256, stream, int(sample_index), kind])
+def alert_id(device: str, site: str, model_sha256: str, stream: str, sample_index: int, kind: str,
+             head_version: int = 0) -> str:
+    """A UUID (version 8, RFC 9562) from the sha256 of what makes an alert: which device and site, which model (and
+    head, once updated), which stream and where in it, what type. Never random, so every copy of an alert (outbox,
+    resends, a recording replayed after a crash, even from another outbox) has the same id and the clinician's store
+    keeps one."""
+    model = [model_sha256] + ([int(head_version)] if head_version else [])
+    key = json.dumps([device, site, *model, stream, int(sample_index), kind])
     raw = bytearray(hashlib.sha256(key.encode()).digest()[:16])
     raw[6] = raw[6] & 0x0F | 0x80  # version 8
     raw[8] = raw[8] & 0x3F | 0x80  # the RFC 9562 variant
@@ -97,14 +100,15 @@ class Alert:
     sample_index: int  # sensor sample of the event
     confidence: float  # in [0, 1]
     label: str
-    model: dict  # the model's name, version, sha256 and backend
+    model: dict  # the model's name, version, sha256, backend and head version (sdk.device.backends.Runner.identity)
     fs: float  # the sensor rate of the excerpt
     excerpt: Excerpt
     details: dict
 
     @property
     def id(self) -> str:
-        return alert_id(self.device, self.site, self.model["sha256"], self.stream, self.sample_index, self.type)
+        return alert_id(self.device, self.site, self.model["sha256"], self.stream, self.sample_index, self.type,
+                        self.model.get("head_version", 0))
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Finding:
     confidence: float  # the label's probability; 1 for heart rate
     excerpt: Excerpt | None  # None when not classified
     hr_bpm: float | None = None
+    embedding: np.ndarray | None = None  # ectopic beats: what the model's head read (Runner.embed)
 
 
 @dataclass
@@ -177,7 +182,7 @@ class AlertPolicy:
         self._last_ectopic_alert[kind] = finding.sample
         suppressed, self._ectopic_suppressed[kind] = self._ectopic_suppressed.get(kind, 0), 0
         return [self._alert(kind, finding.sample, finding.confidence, label, finding.excerpt,
-                            {"suppressed_since_last": suppressed})]
+                            _with_embedding({"suppressed_since_last": suppressed}, finding))]
 
     def rhythm_window(self, finding: Finding) -> list[Alert]:
         if finding.label is None:
@@ -276,7 +281,7 @@ class AlertPolicy:
                    "rate_bpm": round(60.0 * (run.count - 1) / duration, 1) if duration > 0 else None,
                    "sustained": sustained}
         return self._alert("ventricular_run", run.first.sample, run.confidence_sum / run.count, "V", run.excerpt,
-                           details)
+                           _with_embedding(details, run.first))
 
     def _burden(self, finding: Finding) -> list[Alert]:
         while self._ectopic and self._ectopic[0] <= finding.sample - BURDEN_WINDOW_S * self.fs:
@@ -290,15 +295,23 @@ class AlertPolicy:
             return []
         self._burden_raised = True
         return [self._alert("high_ectopy_burden", finding.sample, finding.confidence, finding.label, finding.excerpt,
-                            {"ectopic_per_min": count, "raise_at": BURDEN_RAISE_PER_MIN,
-                             "clear_at": BURDEN_CLEAR_PER_MIN})]
+                            _with_embedding({"ectopic_per_min": count, "raise_at": BURDEN_RAISE_PER_MIN,
+                                             "clear_at": BURDEN_CLEAR_PER_MIN}, finding))]
 
     def _alert(self, kind: str, sample: int, confidence: float, label: str, excerpt: Excerpt,
                details: dict) -> Alert:
         return Alert(device=self.device, site=self.site, stream=self.stream, type=kind,
                      time=self.start_time + timedelta(seconds=sample / self.fs), sample_index=sample,
-                     confidence=min(max(float(confidence), 0.0), 1.0), label=label, model=self.model, fs=self.fs,
+                     confidence=min(max(float(confidence), 0.0), 1.0), label=label, model=dict(self.model), fs=self.fs,
                      excerpt=excerpt, details=details)
+
+
+def _with_embedding(details: dict, finding: Finding) -> dict:
+    """A beat alert's details with its beat's embedding, which is what lets the clinic refit this patient's head from
+    the clinician's verdict on the alert (sdk.clinician.recalibrate)."""
+    if finding.embedding is None:
+        return details
+    return {**details, "embedding": [float(v) for v in finding.embedding]}
 
 
 def _union(a: Excerpt, b: Excerpt) -> Excerpt:

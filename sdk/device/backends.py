@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from firmware_export.artifact import INT8_ONNX, Int8Artifact, artifact_of, is_artifact, load_artifact
+from firmware_export.head_update import EXPORTED_VERSION, HeadRefused, HeadUpdate, decode
+from firmware_export.head_update import TASKS as HEAD_UPDATE_TASKS
+from firmware_export.onnx_export import export_int8
+from firmware_export.reference import dequantize_logits, pooled_embeddings, quantize_input
 from models.architectures import predict
+from models.closed_form_head import pooled_embeddings as float_pooled_embeddings
 from models.registry import ModelSpec, ZooModel, load_model
 from models.rr_af import RhythmEvidence, evidence_of_card
 from sdk.errors import HeartSightError
@@ -32,7 +39,8 @@ ModelRef = str | os.PathLike | ZooModel | Int8Artifact
 
 
 class Runner:
-    """A model on one backend: `runner(x)` -> outputs; `runner.explain(x)` -> (outputs, traces (N, L)).
+    """A model on one backend: `runner(x)` -> outputs; `runner.explain(x)` -> (outputs, traces (N, L));
+    `runner.embed(x)` -> (N, K) the pooled embeddings its head reads (what a refitted head is fitted on).
 
     rhythm_evidence: for a rhythm model that has it, the RR evidence the caller adds to the AF logit
     (models.rr_af.with_evidence) from the beats up to each window's end: the network sees one window, the evidence
@@ -40,17 +48,20 @@ class Runner:
     beats that evidence leaves out (models.rr_af.ectopic_beats), when the evidence names one.
 
     identity: the model's name, version and the sha256 of what runs (model.pt for torch, the int8 artifact's
-    integer model otherwise), and the backend; alerts carry it. batch_invariant: each window's result is the same
+    integer model otherwise), the backend, and the version of the head it runs (0: as exported or trained;
+    firmware_export.head_update); alerts carry it. batch_invariant: each window's result is the same
     bits whatever else is in its batch (integer backends; torch computes a batch of one by another path).
     """
 
     def __init__(self, spec: ModelSpec, identity: dict, outputs: Callable[[np.ndarray], np.ndarray],
-                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batch_invariant: bool,
-                 rhythm_evidence: RhythmEvidence | None = None):
+                 explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                 embed: Callable[[np.ndarray], np.ndarray], batch_invariant: bool,
+                 rhythm_evidence: RhythmEvidence | None = None,
+                 set_head: Callable[[bytes, bytes], HeadUpdate] | None = None):
         self.spec, self.identity, self.batch_invariant = spec, identity, batch_invariant
         self.rhythm_evidence = rhythm_evidence
         self.beat_runner: Runner | None = None  # the beat model whose V and F beats the RR evidence leaves out
-        self._outputs, self._explain = outputs, explain
+        self._outputs, self._explain, self._embed, self._set_head = outputs, explain, embed, set_head
 
     @property
     def backend(self) -> str:
@@ -61,6 +72,19 @@ class Runner:
 
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._explain(np.asarray(x, np.float32))
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        return self._embed(np.asarray(x, np.float32))
+
+    def set_head(self, blob: bytes, key: bytes) -> HeadUpdate:
+        """Replace the head by a signed update (firmware_export.head_update) for the device holding key; a refused
+        update raises HeadRefused and the head in use stays. identity's head_version follows."""
+        if self._set_head is None:
+            raise HeartSightError(f"head updates are signed for the int8 device model; run {self.identity['name']} "
+                                  "on the c or onnxruntime backend to apply one")
+        update = self._set_head(bytes(blob), bytes(key))
+        self.identity = {**self.identity, "head_version": update.version}
+        return update
 
 
 def checked_backend(model: ModelRef, backend: str | None) -> str:
@@ -76,7 +100,7 @@ def make_runner(model: ModelRef, backend: str | None = None) -> Runner:
     """A runner for a zoo name, model directory, exported directory, ZooModel or Int8Artifact on a backend
     (default: c for an export, torch otherwise)."""
     backend = checked_backend(model, backend)
-    runner = torch_runner(_float_model(model)) if backend == "torch" else int8_runner(_int8_model(model), backend)
+    runner = torch_runner(float_model(model)) if backend == "torch" else int8_runner(int8_model(model), backend)
     if runner.rhythm_evidence is not None and runner.rhythm_evidence.beat_model:
         runner.beat_runner = make_runner(runner.rhythm_evidence.beat_model, backend)
         if runner.beat_runner.spec.fs != runner.spec.fs or runner.beat_runner.spec.task != "beat":
@@ -86,7 +110,7 @@ def make_runner(model: ModelRef, backend: str | None = None) -> Runner:
     return runner
 
 
-def _float_model(model: ModelRef) -> ZooModel:
+def float_model(model: ModelRef) -> ZooModel:
     if isinstance(model, ZooModel):
         return model
     if isinstance(model, Int8Artifact) or is_artifact(model):
@@ -96,7 +120,7 @@ def _float_model(model: ModelRef) -> ZooModel:
     return load_model(model)
 
 
-def _int8_model(model: ModelRef) -> Int8Artifact:
+def int8_model(model: ModelRef) -> Int8Artifact:
     if isinstance(model, Int8Artifact):
         return model
     if isinstance(model, (str, os.PathLike)) and is_artifact(model):
@@ -118,48 +142,89 @@ def torch_runner(zoo: ZooModel) -> Runner:
     sha256 = card.get("sha256") or (hashlib.sha256((zoo.directory / "model.pt").read_bytes()).hexdigest()
                                     if zoo.directory else hashlib.sha256(b"untrained").hexdigest())
     identity = {"name": card.get("name", spec.name), "version": str(card.get("version") or "0"), "sha256": sha256,
-                "backend": "torch"}
-    return Runner(spec, identity, lambda x: predict(zoo.model, x), explain, batch_invariant=False,
-                  rhythm_evidence=evidence_of_card(card))
+                "backend": "torch", "head_version": int(card.get("head_version", EXPORTED_VERSION))}
+    return Runner(spec, identity, lambda x: predict(zoo.model, x), explain,
+                  lambda x: float_pooled_embeddings(zoo.model, x), batch_invariant=False, rhythm_evidence=evidence_of_card(card))
 
 
 def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
     """The exported integer model: its C library (built once per computer) or its ONNX graph; the two give the
-    same integers (both are the integer reference)."""
-    from firmware_export.reference import dequantize_logits
-
-    quantized, spec = artifact.quantized, artifact.spec
-    if backend == "c":
-        from firmware_export.host import CModel, build_shared_library
-
-        library = CModel(build_shared_library(artifact.directory), len(quantized.input_channels), quantized.window,
-                         len(quantized.classes))
-
-        def integers(x: np.ndarray, with_traces: bool) -> tuple[np.ndarray, np.ndarray | None]:
-            return library.infer(library.quantize_input(x), explain=with_traces, explained_class=spec.explained_class)
-    else:
-        from firmware_export.onnx_export import Int8Session
-
-        session = Int8Session(artifact.directory / INT8_ONNX, threads=1)
-
-        def integers(x: np.ndarray, with_traces: bool) -> tuple[np.ndarray, np.ndarray | None]:
-            return session(x)  # the graph gives both
-    trace_scales = np.array([quantized.trace_scale(c) for c in range(len(quantized.classes))])
+    same integers (both are the integer reference). Its head can be replaced by a signed update (Runner.set_head)."""
+    model = _Int8Model(artifact, backend)
+    spec = artifact.spec
 
     def outputs(x: np.ndarray) -> np.ndarray:
         if not len(x):
-            return np.zeros((0, len(quantized.classes)))
-        return dequantize_logits(quantized, integers(x, with_traces=False)[0])
+            return np.zeros((0, len(spec.outputs)))
+        return dequantize_logits(model.quantized, model.integers(x, with_traces=False)[0])
 
     def explain(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(x):
-            return np.zeros((0, len(quantized.classes))), np.zeros((0, quantized.window))
-        logits, traces = integers(x, with_traces=True)
-        return dequantize_logits(quantized, logits), traces * trace_scales[spec.explained(logits)][:, None]
+            return np.zeros((0, len(spec.outputs))), np.zeros((0, spec.input_length))
+        logits, traces = model.integers(x, with_traces=True)
+        scales = np.array([model.quantized.trace_scale(c) for c in range(len(spec.outputs))])
+        return dequantize_logits(model.quantized, logits), traces * scales[spec.explained(logits)][:, None]
 
     identity = {"name": artifact.name, "version": str(artifact.card.get("version") or "0"), "sha256": artifact.sha256,
-                "backend": backend}
-    return Runner(spec, identity, outputs, explain, batch_invariant=True, rhythm_evidence=evidence_of_card(artifact.card))
+                "backend": backend, "head_version": EXPORTED_VERSION}
+    return Runner(spec, identity, outputs, explain, model.embed, batch_invariant=True,
+                  rhythm_evidence=evidence_of_card(artifact.card), set_head=model.set_head)
+
+
+class _Int8Model:
+    """The integers of an exported model on c or onnxruntime, and the head it runs. A head update is checked as the
+    device checks it: by the C library's own hs_set_head on c, by firmware_export.head_update.decode (the same
+    checks, in the same order) on onnxruntime, whose graph is then generated again with the new head."""
+
+    def __init__(self, artifact: Int8Artifact, backend: str):
+        self.artifact, self.backend, self.quantized = artifact, backend, artifact.quantized
+        self.head_version = EXPORTED_VERSION
+        if backend == "c":
+            from firmware_export.host import CModel, build_shared_library
+
+            self.library = CModel(build_shared_library(artifact.directory), len(self.quantized.input_channels),
+                                  self.quantized.window, len(self.quantized.classes))
+        else:
+            self.session = _int8_session(artifact.directory / INT8_ONNX)
+
+    def integers(self, x: np.ndarray, with_traces: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.backend == "c":
+            return self.library.infer(self.library.quantize_input(x), explain=with_traces,
+                                      explained_class=self.artifact.spec.explained_class)
+        return self.session(x)  # the graph gives both
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Pooled embeddings in real units: the C library's own sums (hs_last_sums) on c; on onnxruntime, whose graph
+        does not output them, the integer reference's, which the graph computes exactly."""
+        last = self.quantized.last
+        if self.backend == "c":
+            sums = self.library.last_sums(self.library.quantize_input(x), last.weight.shape[0])
+            return sums * last.output_scale / self.quantized.last_length
+        return pooled_embeddings(self.quantized, quantize_input(self.quantized, x))
+
+    def set_head(self, blob: bytes, key: bytes) -> HeadUpdate:
+        """Apply a signed head update, or raise HeadRefused and keep the head in use."""
+        if self.artifact.spec.task not in HEAD_UPDATE_TASKS:
+            raise HeartSightError(f"{self.artifact.name} is a {self.artifact.spec.task} model, whose head is not "
+                                  "replaceable; head updates are for beat and rhythm classifiers")
+        if self.backend == "c":
+            status = self.library.set_head(blob, key)
+            if status:
+                raise HeadRefused(status, f"by {self.artifact.name}'s C library")
+        update = decode(blob, key, self.artifact.quantized, self.head_version)
+        quantized = update.applied_to(self.artifact.quantized)
+        if self.backend == "onnxruntime":
+            with tempfile.TemporaryDirectory() as work:
+                self.session = _int8_session(export_int8(quantized, Path(work) / INT8_ONNX, int8_sha256=self.artifact.sha256,
+                                                         explained_class=self.artifact.spec.explained_class))
+        self.quantized, self.head_version = quantized, update.version
+        return update
+
+
+def _int8_session(path: Path):
+    from firmware_export.onnx_export import Int8Session
+
+    return Int8Session(path, threads=1)
 
 
 def evaluate(model: ModelRef, backend: str | None = None, split: str | None = None, data_root=None) -> dict:
@@ -170,8 +235,8 @@ def evaluate(model: ModelRef, backend: str | None = None, split: str | None = No
 
     backend = checked_backend(model, backend)
     if backend == "torch":
-        return evaluate_float(_float_model(model), split, data_root)
-    artifact = _int8_model(model)
+        return evaluate_float(float_model(model), split, data_root)
+    artifact = int8_model(model)
 
     def outputs_of(fold: int | None):
         runner = int8_runner(artifact if fold is None else artifact.fold(fold), backend)

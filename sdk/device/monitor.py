@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -41,6 +41,7 @@ from sdk.data.records import check_fs, resample_factors, resampled_index
 from sdk.data.rpeak import RPeakDetector
 from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
+from firmware_export.head_update import HeadUpdate
 from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.names import check_name
 from sdk.device.quality import QualityEvent, QualityGate
@@ -218,6 +219,14 @@ class Monitor:
         self.policy = AlertPolicy(fs=self.fs, device=device, site=site, stream=stream_id, start_time=start_time,
                                   model=self.model_info)
 
+    def set_head(self, blob: bytes, key: bytes) -> HeadUpdate:
+        """Replace the model's head by a signed update for this device (firmware_export.head_update), on the int8
+        backends; the beats and windows classified from now on use it and their alerts carry its version. A refused
+        update raises HeadRefused (a HeartSightError naming the reason) and the head in use stays."""
+        update = self.runner.set_head(blob, key)
+        self.model_info["head_version"] = update.version  # the alert policy's (each alert keeps a copy)
+        return update
+
     def feed(self, chunk: np.ndarray) -> list[Event]:
         """Analyse the next samples; returns the events they complete."""
         if self._finished:
@@ -310,12 +319,15 @@ class Monitor:
                     for s in starts]
         good = np.array([p is None for p in problems])
         outputs, traces = self._run(inputs[good]) if good.any() else (None, None)
+        embeddings = self._task.embeddings(inputs[good], outputs) if good.any() else {}
         events: list[Event] = []
         k = 0
         for start, problem in zip(starts.tolist(), problems):
             window_start = int(round(start * self.fs / spec.fs))
             if problem is None:
                 event, finding = self._task.classified(start, window_start, outputs[k], traces[k])
+                if k in embeddings:
+                    finding = replace(finding, embedding=embeddings[k])
                 k += 1
             else:
                 event, finding = self._task.gated(start, window_start, problem)
@@ -334,12 +346,16 @@ class Monitor:
         return Excerpt(lo, signal, trace[lo - window_start: hi - window_start])
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Outputs and traces. Unless the backend is batch-invariant, a lone window runs beside a zero one, so
-        results never depend on how many windows a chunk completed."""
-        if len(x) == 1 and not self.runner.batch_invariant:
-            outputs, traces = self.runner.explain(np.concatenate([x, np.zeros_like(x)]))
-            return outputs[:1], traces[:1]
-        return self.runner.explain(x)
+        """Outputs and traces."""
+        return self._in_any_batch(self.runner.explain, x)
+
+    def _in_any_batch(self, function, x: np.ndarray):
+        """function(x) (an array or a tuple of them, row per window). Unless the backend is batch-invariant, a lone
+        window runs beside a zero one, so results never depend on how many windows a chunk completed."""
+        if len(x) != 1 or self.runner.batch_invariant:
+            return function(x)
+        result = function(np.concatenate([x, np.zeros_like(x)]))
+        return tuple(part[:1] for part in result) if isinstance(result, tuple) else result[:1]
 
     def _to_sensor(self, model_sample: int, rounding) -> int:
         return max(0, int(rounding(model_sample * self.fs / self.spec.fs)))
@@ -398,6 +414,10 @@ class _Task:
 
     def alerts(self, finding: Finding) -> list[Alert]:
         raise NotImplementedError
+
+    def embeddings(self, x: np.ndarray, outputs: np.ndarray) -> dict[int, np.ndarray]:
+        """Embeddings the task's alerts carry, by row of x (none but for beats)."""
+        return {}
 
     def keep_from(self) -> int | None:
         """Model-rate sample before which no pending or future window reads the signal; None: keep everything."""
@@ -479,6 +499,13 @@ class _BeatTask(_EcgTask):
 
     def alerts(self, finding: Finding) -> list[Alert]:
         return self.monitor.policy.beat(finding)
+
+    def embeddings(self, x: np.ndarray, outputs: np.ndarray) -> dict[int, np.ndarray]:
+        """The embeddings of the beats not called N (those that can alert), for the alerts to carry."""
+        ectopic = np.flatnonzero(outputs.argmax(1) != self.spec.outputs.index("N"))
+        if not len(ectopic):
+            return {}
+        return dict(zip(ectopic.tolist(), self.monitor._in_any_batch(self.monitor.runner.embed, x[ectopic])))
 
     def keep_from(self) -> int | None:
         pending = self.beats.r_peaks[self.next_beat:]

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from sdk.device.names import check_name
 from sdk.errors import HeartSightError
-from sdk.stream.topics import acks_topic, alerts_topic, status_topic
+from sdk.stream.topics import acks_topic, alerts_topic, head_topic, status_topic
 
 # Mosquitto's dynamic security plugin: the Debian/Ubuntu paths first, then where `make install` and Homebrew put it.
 PLUGIN_NAME = "mosquitto_dynamic_security.so"
@@ -152,17 +152,20 @@ def _acl(kind: str, topic: str) -> dict:
 
 
 def device_role(site: str, device: str) -> dict:
-    """Exactly the device's own topics: publish its alerts and its (retained, last-will) status, read its acks."""
+    """Exactly the device's own topics: publish its alerts and its (retained, last-will) status, read its acks and
+    its head updates."""
     return {"rolename": f"device:{device_username(site, device)}", "acls": [
         _acl("publishClientSend", alerts_topic(site, device)),
         _acl("publishClientSend", status_topic(site, device)),
         _acl("subscribeLiteral", acks_topic(site, device)),
         _acl("publishClientReceive", acks_topic(site, device)),
+        _acl("subscribeLiteral", head_topic(site, device)),
+        _acl("publishClientReceive", head_topic(site, device)),
     ]}
 
 
 def clinician_role() -> dict:
-    """Read every device's alerts and status, directly or in a shared group, and write acks; nothing else.
+    """Read every device's alerts and status, directly or in a shared group, write acks and head updates; nothing else.
 
     The plugin matches a shared subscription by its whole filter, so the $share/+/... patterns are what let
     listeners share the alerts; the device roles have none, which is what keeps devices out of the group."""
@@ -171,7 +174,7 @@ def clinician_role() -> dict:
         _acl("subscribePattern", alerts), _acl("subscribePattern", status),
         _acl("subscribePattern", f"$share/+/{alerts}"), _acl("subscribePattern", f"$share/+/{status}"),
         _acl("publishClientReceive", alerts), _acl("publishClientReceive", status),
-        _acl("publishClientSend", acks),
+        _acl("publishClientSend", acks), _acl("publishClientSend", head_topic("+", "+")),
     ]}
 
 

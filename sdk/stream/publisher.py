@@ -21,7 +21,7 @@ from sdk.stream.acks import read_ack
 from sdk.stream.mqtt import BrokerConfig, Connection, json_properties
 from sdk.stream.outbox import Backlog, Outbox
 from sdk.stream.payload import SCHEMA, validate
-from sdk.stream.topics import acks_topic, alerts_topic, status_topic
+from sdk.stream.topics import acks_topic, alerts_topic, head_topic, status_topic
 
 log = logging.getLogger("heartsight.publisher")
 
@@ -36,7 +36,8 @@ ACK_TIMEOUT_MAX_S = 3600.0
 
 class Publisher:
     """Publishes one device's alerts (QoS 1) and its retained online/offline status, with an offline last will, and
-    reads the clinic's acknowledgements on its acks topic (a persistent session, so none is lost while away).
+    reads the clinic's acknowledgements on its acks topic (a persistent session, so none is lost while away) and the
+    head updates the clinic sends it (take_head_update; report_head says what became of one).
 
     publish() only persists; the connection's network thread hands alerts to MQTT oldest first whenever connected,
     starting with any left in the outbox by an earlier run, and reconnects by itself.
@@ -51,16 +52,21 @@ class Publisher:
         self.alerts_topic = alerts_topic(site, device)
         self.status_topic = status_topic(site, device)
         self.acks_topic = acks_topic(site, device)
+        self.head_topic = head_topic(site, device)
         self.ack_timeout_s = ack_timeout_s
         self._alert_props = json_properties()
         self._alert_props.UserProperty = [("schema", SCHEMA)]
+        self._head_update: bytes | None = None  # the latest head update received and not yet taken
+        self._head_report: dict | None = None  # what became of the last one, in every later status
+        self._head_lock = threading.Lock()
         self._conn = Connection(broker, client_id or f"heartsight-{site}-{device}",
                                 session_expiry_s=session_expiry_s, will=(self.status_topic, self._status("offline")),
                                 on_connected=self._on_connected, on_idle=self._hand_over,
                                 reconnect_max_s=reconnect_max_s)
         self._conn.client.on_publish = self._on_publish
         self._conn.client.on_subscribe = self._on_subscribe
-        self._conn.client.on_message = self._on_ack
+        self._conn.client.message_callback_add(self.acks_topic, self._on_ack)
+        self._conn.client.message_callback_add(self.head_topic, self._on_head)
         self._outbox = Outbox(outbox_path or Path.home() / ".heartsight" / f"outbox-{site}-{device}.sqlite")
         self._in_flight: dict[int, str] = {}  # message id -> alert id, handed to paho and not yet acknowledged
         self._sent: dict[str, float] = {}  # alert id -> when the broker acknowledged it on this connection
@@ -111,6 +117,20 @@ class Publisher:
             self._new.set()
         self._conn.raise_if_failed()
 
+    def take_head_update(self) -> bytes | None:
+        """The latest head update the clinic sent (a signed blob, firmware_export.head_update), once; else None."""
+        with self._head_lock:
+            blob, self._head_update = self._head_update, None
+        return blob
+
+    def report_head(self, report: dict) -> None:
+        """Tell the clinic what became of a head update ({"version": ..., "status": "applied"} or "refused" with a
+        "reason"): it goes into the retained status, now and at every reconnect."""
+        self._head_report = dict(report)
+        if self.connected:
+            self._conn.client.publish(self.status_topic, self._status("online", len(self._outbox)), qos=1, retain=True,
+                                      properties=json_properties())
+
     def backlog(self) -> Backlog:
         """The alerts in the outbox: awaiting the broker's acknowledgement, and awaiting the clinic's."""
         return self._outbox.backlog()
@@ -155,6 +175,8 @@ class Publisher:
         status = {"device": self.device, "site": self.site, "state": state}
         if queued is not None:
             status["queued"] = queued
+        if self._head_report is not None:
+            status["head"] = self._head_report
         return json.dumps(status).encode()
 
     # The methods below run on the connection's network thread only.
@@ -162,7 +184,7 @@ class Publisher:
     def _on_connected(self, session_present: bool) -> None:
         """Subscribe to the acks (again: the broker may have lost the session), say how many alerts wait, and publish
         every unacknowledged alert again, since the broker or the listener may have lost any of them."""
-        self._conn.client.subscribe(self.acks_topic, qos=1)
+        self._conn.client.subscribe([(self.acks_topic, 1), (self.head_topic, 1)])
         self._conn.client.publish(self.status_topic, self._status("online", len(self._outbox)), qos=1, retain=True,
                                   properties=json_properties())
         self._sent.clear()
@@ -212,11 +234,20 @@ class Publisher:
             self._acked.notify_all()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if any(code.is_failure for code in reason_codes):
+        if reason_codes and reason_codes[0].is_failure:
             self._conn.fail(HeartSightError(
                 f"{self._conn.url} refused the subscription to {self.acks_topic} ({reason_codes[0]}): alerts would "
                 f"never leave the outbox; check that the broker's ACL lets user {self.username or '(anonymous)'} "
                 "read it"))
+        elif len(reason_codes) > 1 and reason_codes[1].is_failure:  # alerts still flow; only updates cannot arrive
+            log.warning("%s refused the subscription to %s (%s): this device will not receive head updates; check "
+                        "the broker's ACL", self._conn.url, self.head_topic, reason_codes[1])
+
+    def _on_head(self, client, userdata, message) -> None:
+        """Keep the latest head update for the device loop to apply (the model is not touched from this thread)."""
+        if message.payload:  # an empty retained message clears the topic
+            with self._head_lock:
+                self._head_update = bytes(message.payload)
 
     def _on_ack(self, client, userdata, message) -> None:
         """The clinic stored these alerts: they leave the outbox, and the ack timeout is back to its start."""

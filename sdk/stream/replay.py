@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -16,6 +17,8 @@ from sdk.device.monitor import AlertEvent, BeatEvent, Event, Monitor
 from sdk.errors import HeartSightError
 from sdk.stream.payload import encode_alert
 from sdk.stream.publisher import Publisher
+
+log = logging.getLogger("heartsight.stream")
 
 CHUNK_S = 1.0  # the device hands the runtime one second of signal at a time
 FLUSH_TIMEOUT_S = 30.0
@@ -46,11 +49,17 @@ def recording_stream_id(signal: np.ndarray, fs: float, channel: int | None) -> s
 
 def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef | Runner = "ecg_beat",
                      speed: float | None = None, channel: int | None = None, start_time: datetime | None = None,
-                     flush_timeout_s: float = FLUSH_TIMEOUT_S, backend: str | None = None) -> dict:
+                     flush_timeout_s: float = FLUSH_TIMEOUT_S, backend: str | None = None,
+                     head_key: bytes | None = None) -> dict:
     """Feed the recording in 1-s chunks (paced by `speed`, or as fast as possible), publish every alert, and
     wait up to flush_timeout_s for the clinic to acknowledge them; the rest stay queued on disk. Returns the
     summary, with what still awaits the broker's or the clinic's acknowledgement and the publisher's status line
-    (why, when it retries). The stream id is recording_stream_id, so the alert ids are the same at every replay."""
+    (why, when it retries). The stream id is recording_stream_id, so the alert ids are the same at every replay
+    (with the same head).
+
+    Head updates the clinic sends this device are applied between chunks, when head_key (the device's signing key)
+    is given, and reported back in the device's status (applied, or refused and why); the head in use stays on
+    refusal."""
     runner = model if isinstance(model, Runner) else make_runner(model, backend)
     signal = select_channels(recording, runner.spec.task, channel)
     monitor = Monitor(model=runner, fs=recording.fs, device=publisher.device, site=publisher.site,
@@ -64,6 +73,7 @@ def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef
             delay = first / recording.fs / speed - (time.monotonic() - started)
             if delay > 0:
                 time.sleep(delay)
+        _apply_head_update(publisher, monitor, head_key)
         events = monitor.feed(np.ascontiguousarray(signal[first: first + chunk]))
         beats, alert_ids = _publish(events, publisher, beats, alert_ids)
     beats, alert_ids = _publish(monitor.finish(), publisher, beats, alert_ids)
@@ -71,6 +81,21 @@ def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef
     return {"samples": int(len(signal)), "beats": beats, "alerts": len(alert_ids), "alert_ids": alert_ids,
             "awaiting_broker": left.awaiting_broker, "awaiting_clinic": left.awaiting_clinic,
             "status": publisher.status()}
+
+
+def _apply_head_update(publisher: Publisher, monitor: Monitor, head_key: bytes | None) -> None:
+    blob = publisher.take_head_update()
+    if blob is None:
+        return
+    if head_key is None:
+        report = {"status": "refused", "reason": "this device was started without its head key (--head-key)"}
+    else:
+        try:
+            report = {"status": "applied", "version": monitor.set_head(blob, head_key).version}
+        except HeartSightError as error:
+            report = {"status": "refused", "reason": str(error)}
+    (log.info if report["status"] == "applied" else log.warning)("head update %s", report)
+    publisher.report_head({**report, "head_version": monitor.model_info["head_version"]})
 
 
 def _publish(events: list[Event], publisher: Publisher, beats: int, alert_ids: list[str]) -> tuple[int, list[str]]:

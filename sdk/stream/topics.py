@@ -1,5 +1,6 @@
-"""The MQTT topic layout, heartsight/v1/<site>/<device>/alerts|status|acks: the publisher's topics, the listener's
-subscription, its check of where an alert came from and where it acknowledges it are all made here."""
+"""The MQTT topic layout, heartsight/v1/<site>/<device>/alerts|status|acks|head: the publisher's topics, the
+listener's subscription, its check of where an alert came from, where it acknowledges it and where the clinic sends
+a device its head are all made here."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ def status_topic(site: str, device: str) -> str:
 def acks_topic(site: str, device: str) -> str:
     """Where the clinic acknowledges a device's alerts end to end (one topic per device, read by it alone)."""
     return f"{ROOT}/{site}/{device}/acks"
+
+
+def head_topic(site: str, device: str) -> str:
+    """Where the clinic sends a device its recalibrated head (retained: a device that connects later still gets the
+    latest; firmware_export.head_update), read by that device alone."""
+    return f"{ROOT}/{site}/{device}/head"
 
 
 def alerts_filter(shared_group: str | None = None) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def format_evaluation(result: dict) -> str:
+    if result.get("protocol") == "patient-adaptive":
+        return format_patient_adaptive(result)
     if "per_class" in result:
         return format_class_table(result)
     pooled = result["pooled"]
@@ -29,4 +31,20 @@ def format_class_table(result: dict) -> str:
     for key in (k for k in result if k.startswith("S_without_")):
         r = result[key]
         lines.append(f"{'S':<6}{r['se']:>8.4f}{r['ppv']:>8.4f}{r['f1']:>8.4f}{r['n']:>8}  without record {key.rsplit('_', 1)[1]}")
+    return "\n".join(lines)
+
+
+def format_patient_adaptive(result: dict) -> str:
+    classes = list(result["per_class"])
+    explanation = result["explanation"]
+    lines = [f"{result['model']} ({result['backend']}) patient-adaptive: head refitted per record on its first "
+             f"{result['labelled_s']:g} s of labels, scored on the rest ({result['n']} beats)",
+             f"{'record':<8}" + "".join(f"{c + ' Se':>8}{c + ' +P':>8}{c + ' n':>7}" for c in classes)]
+    rows = [*result["per_record"].items(), ("pooled", result["per_class"])]
+    for name, r in rows:
+        lines.append(f"{name:<8}" + "".join(f"{r[c]['se']:>8.3f}{r[c]['ppv']:>8.3f}{r[c]['n']:>7}" for c in classes))
+    lines.append(f"explanation: CAM cosine to the float model under the same head {explanation['cosine_to_float_mean']} "
+                 f"(5th percentile {explanation['cosine_to_float_p05']}, {explanation['beats_compared']} beats; both "
+                 f"traces empty on {explanation['both_traces_empty']:.1%}), same class on "
+                 f"{explanation['class_agreement_with_float']:.1%} of beats")
     return "\n".join(lines)

@@ -2795,39 +2795,29 @@ static const int32_t conv4_shift[64] = {
     -9, -9, -9, -9, -8, -9, -9, -9, -10, -10, -9, -9, -9, -9, -9, -9,
     -10, -9, -9, -9, -10, -10, -9, -9, -9, -9, -9, -9, -9, -9, -8, -9
 };
-static const int8_t head_weight[256] = {
-    95, -52, 16, 127, 93, 80, -11, -77, 103, -28, 71, -65, -8, -52, -36, 48,
-    104, -31, 56, -48, -104, -66, 86, 112, -61, 46, 84, 108, -69, -59, -91, 78,
-    51, -45, 103, 12, -32, -69, 107, -13, 100, -69, 12, 33, 92, 56, 55, -31,
-    -34, 95, -45, 43, 45, 109, 74, 109, -47, 82, 53, -60, 77, -73, 1, -55,
-    -58, -90, -74, -14, -52, -47, -90, -96, -43, 114, -91, 42, -37, 127, 123, -80,
-    -30, 39, -104, -55, -76, -83, -57, -65, 23, -95, -97, -96, 4, -53, 27, -94,
-    -100, -24, -48, 94, -57, -62, -6, -83, -17, 63, 110, 124, -52, -91, -85, -71,
-    -14, -23, 93, 36, -75, -12, -52, -60, -60, -96, -92, 108, -62, -9, -98, -9,
-    -61, -52, 92, 1, -80, -40, 110, 9, -80, -63, -67, 115, 127, -33, 39, 32,
-    -34, 102, -96, 86, 35, 113, 10, -38, 114, -78, -68, -76, 69, 95, 79, -68,
-    -100, 67, -23, -76, -103, 126, -30, 91, -63, 110, -93, -42, -76, -98, -89, 117,
-    121, -88, -20, -102, -68, -32, -86, -21, -63, -30, -88, -58, -34, 94, 15, 78,
-    -1, 99, -60, -80, -80, -67, -42, 119, -35, -52, -40, 0, -58, -114, -37, -120,
-    -11, -19, 82, -53, -23, -53, -62, -12, -16, -95, -93, 10, -19, 56, -97, -66,
-    -34, 68, -76, -71, 96, -44, -54, -12, -65, -33, -98, -54, -98, -70, -121, -35,
-    0, -17, -42, -74, -100, -61, -101, -31, 115, -61, -41, 28, -68, -38, 127, -84
-};
-static const int32_t head_bias[4] = {
-    593, -872, -853, -975
-};
-static const int32_t head_multiplier[4] = {
-    2091124065, 1105118998, 1271688884, 2067277454
-};
-static const int32_t head_shift[4] = {
-    -14, -13, -13, -14
-};
-static const int32_t trace_shift[4] = {
-    5, 4, 4, 3
+typedef struct {
+    uint32_t version;
+    float logit_scale;
+    int32_t logit_zero_point;
+    int8_t weight[256];
+    int32_t bias[4];
+    int32_t multiplier[4];
+    int32_t shift[4];
+    int32_t trace_shift[4];
+    float weight_scale[4];
+} hs_head_t;
+
+static hs_head_t hs_head = {
+    0, 0.0661180839f, -26,
+    {95, -52, 16, 127, 93, 80, -11, -77, 103, -28, 71, -65, -8, -52, -36, 48, 104, -31, 56, -48, -104, -66, 86, 112, -61, 46, 84, 108, -69, -59, -91, 78, 51, -45, 103, 12, -32, -69, 107, -13, 100, -69, 12, 33, 92, 56, 55, -31, -34, 95, -45, 43, 45, 109, 74, 109, -47, 82, 53, -60, 77, -73, 1, -55, -58, -90, -74, -14, -52, -47, -90, -96, -43, 114, -91, 42, -37, 127, 123, -80, -30, 39, -104, -55, -76, -83, -57, -65, 23, -95, -97, -96, 4, -53, 27, -94, -100, -24, -48, 94, -57, -62, -6, -83, -17, 63, 110, 124, -52, -91, -85, -71, -14, -23, 93, 36, -75, -12, -52, -60, -60, -96, -92, 108, -62, -9, -98, -9, -61, -52, 92, 1, -80, -40, 110, 9, -80, -63, -67, 115, 127, -33, 39, 32, -34, 102, -96, 86, 35, 113, 10, -38, 114, -78, -68, -76, 69, 95, 79, -68, -100, 67, -23, -76, -103, 126, -30, 91, -63, 110, -93, -42, -76, -98, -89, 117, 121, -88, -20, -102, -68, -32, -86, -21, -63, -30, -88, -58, -34, 94, 15, 78, -1, 99, -60, -80, -80, -67, -42, 119, -35, -52, -40, 0, -58, -114, -37, -120, -11, -19, 82, -53, -23, -53, -62, -12, -16, -95, -93, 10, -19, 56, -97, -66, -34, 68, -76, -71, 96, -44, -54, -12, -65, -33, -98, -54, -98, -70, -121, -35, 0, -17, -42, -74, -100, -61, -101, -31, 115, -61, -41, 28, -68, -38, 127, -84},
+    {593, -872, -853, -975},
+    {2091124065, 1105118998, 1271688884, 2067277454},
+    {-14, -13, -13, -14},
+    {5, 4, 4, 3},
+    {0.00223674811f, 0.002364157f, 0.00272049638f, 0.00221124082f}
 };
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"N", "S", "V", "F"};
-const float hs_trace_scale[HS_NUM_CLASSES] = {0.00603589183f, 0.00318985316f, 0.00367064611f, 0.00149176503f};
 
 static int8_t hs_arena[HS_ARENA_BYTES];
 static int32_t hs_sums[64];
@@ -2852,6 +2842,35 @@ void hs_quantize_input(const float *x, int8_t *q)
     }
 }
 
+float hs_logit_scale(void)
+{
+    return hs_head.logit_scale;
+}
+
+int32_t hs_logit_zero_point(void)
+{
+    return hs_head.logit_zero_point;
+}
+
+uint32_t hs_head_version(void)
+{
+    return hs_head.version;
+}
+
+float hs_trace_scale(int class_index)
+{
+    float scale;
+    int32_t i;
+    if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
+        return 0.0f;
+    }
+    scale = 0.0843285024f * hs_head.weight_scale[class_index];
+    for (i = 0; i < hs_head.trace_shift[class_index]; i++) {
+        scale *= 2.0f;
+    }
+    return scale;
+}
+
 int hs_infer(const int8_t *input, int8_t *logits)
 {
     hs_conv1d_relu(input, 4, 768, 13, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 16, 7, -128, hs_arena + 0);
@@ -2864,8 +2883,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     hs_maxpool2(hs_arena + 0, 48, 96, hs_arena + 16128);
     hs_conv1d_relu(hs_arena + 16128, 48, 48, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 64, 7, -128, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 64, 48, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 64, 48, head_weight, head_bias, head_multiplier, head_shift,
-                               HS_NUM_CLASSES, HS_LOGIT_ZERO_POINT, logits);
+    return hs_linear_from_sums(hs_sums, 64, 48, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
@@ -2874,6 +2893,37 @@ void hs_explain(int class_index, int16_t *trace)
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 64, 48, -128, head_weight + class_index * 64,
-           trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(hs_arena + 0, 64, 48, -128, hs_head.weight + class_index * 64,
+           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    memcpy(sums, hs_sums, sizeof(hs_sums));
+}
+
+static const uint8_t hs_backbone_sha256[32] = {0x0a, 0x92, 0x79, 0xfc, 0x7a, 0x66, 0x97, 0x01, 0x5c, 0xe0, 0xc5, 0xf2, 0xf1, 0x21, 0xd0, 0xa6, 0xdc, 0x7f, 0xdf, 0x49, 0x09, 0x5c, 0x4a, 0x10, 0x4a, 0x19, 0x11, 0x8c, 0xee, 0x72, 0x64, 0xcd};
+
+int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t key_size)
+{
+    const int status = hs_head_check(blob, size, HS_NUM_CLASSES, HS_LAST_CHANNELS, hs_backbone_sha256,
+                                     hs_head.version, key, key_size);
+    const uint8_t *p = blob + HS_HEAD_PREFIX_BYTES;
+    int c;
+    if (status != HS_HEAD_OK) {
+        return status;
+    }
+    hs_head.version = hs_read_u32le(blob + 8);
+    hs_head.logit_scale = hs_read_f32le(blob + 44);
+    hs_head.logit_zero_point = (int32_t)hs_read_u32le(blob + 48);
+    memcpy(hs_head.weight, p, sizeof(hs_head.weight));
+    p += sizeof(hs_head.weight);
+    for (c = 0; c < HS_NUM_CLASSES; c++) {
+        hs_head.bias[c] = (int32_t)hs_read_u32le(p + 4 * c);
+        hs_head.multiplier[c] = (int32_t)hs_read_u32le(p + 4 * (HS_NUM_CLASSES + c));
+        hs_head.shift[c] = (int32_t)hs_read_u32le(p + 4 * (2 * HS_NUM_CLASSES + c));
+        hs_head.trace_shift[c] = (int32_t)hs_read_u32le(p + 4 * (3 * HS_NUM_CLASSES + c));
+        hs_head.weight_scale[c] = hs_read_f32le(p + 4 * (4 * HS_NUM_CLASSES + c));
+    }
+    return HS_HEAD_OK;
 }

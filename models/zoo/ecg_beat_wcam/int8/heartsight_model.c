@@ -750,31 +750,29 @@ static const int32_t conv4_shift[32] = {
     -9, -8, -9, -8, -8, -8, -9, -9, -9, -9, -8, -9, -9, -9, -8, -8,
     -9, -8, -9, -8, -9, -9, -9, -9, -8, -9, -9, -8, -8, -8, -9, -8
 };
-static const int8_t head_weight[128] = {
-    60, -46, 9, 127, 108, -80, 46, -12, -29, 5, 99, 21, -12, 33, 102, 115,
-    38, 25, -13, 100, -18, 11, 79, 100, 122, 56, -24, 114, 69, -43, 99, -25,
-    2, -70, -78, 9, 28, -85, -21, -67, 44, -63, 21, -37, -66, -60, -9, -19,
-    -7, 110, -22, 30, -74, 101, -15, -10, -6, -63, -16, -35, -19, 127, -16, -64,
-    -19, 23, 28, 18, -12, 55, -21, 39, 9, 79, -11, -29, 26, 71, -24, -21,
-    -31, -95, -127, -9, 28, -3, -27, -103, -8, 57, -19, -9, -117, -64, -54, 54,
-    5, 92, -34, -62, -90, 98, -25, -26, -59, -42, -51, 77, -28, -8, -88, -59,
-    22, -35, 127, -65, 6, -38, -92, -16, -85, 3, 105, -78, 53, -18, -33, 89
-};
-static const int32_t head_bias[4] = {
-    -225, -74, -23, -289
-};
-static const int32_t head_multiplier[4] = {
-    1284218289, 1159380615, 1525068455, 1243826690
-};
-static const int32_t head_shift[4] = {
-    -12, -12, -12, -12
-};
-static const int32_t trace_shift[4] = {
-    4, 2, 2, 3
+typedef struct {
+    uint32_t version;
+    float logit_scale;
+    int32_t logit_zero_point;
+    int8_t weight[128];
+    int32_t bias[4];
+    int32_t multiplier[4];
+    int32_t shift[4];
+    int32_t trace_shift[4];
+    float weight_scale[4];
+} hs_head_t;
+
+static hs_head_t hs_head = {
+    0, 0.113334902f, -34,
+    {60, -46, 9, 127, 108, -80, 46, -12, -29, 5, 99, 21, -12, 33, 102, 115, 38, 25, -13, 100, -18, 11, 79, 100, 122, 56, -24, 114, 69, -43, 99, -25, 2, -70, -78, 9, 28, -85, -21, -67, 44, -63, 21, -37, -66, -60, -9, -19, -7, 110, -22, 30, -74, 101, -15, -10, -6, -63, -16, -35, -19, 127, -16, -64, -19, 23, 28, 18, -12, 55, -21, 39, 9, 79, -11, -29, 26, 71, -24, -21, -31, -95, -127, -9, 28, -3, -27, -103, -8, 57, -19, -9, -117, -64, -54, 54, 5, 92, -34, -62, -90, 98, -25, -26, -59, -42, -51, 77, -28, -8, -88, -59, 22, -35, 127, -65, 6, -38, -92, -16, -85, 3, 105, -78, 53, -18, -33, 89},
+    {-225, -74, -23, -289},
+    {1284218289, 1159380615, 1525068455, 1243826690},
+    {-12, -12, -12, -12},
+    {4, 2, 2, 3},
+    {0.00735760201f, 0.00664237654f, 0.00873749144f, 0.00712618884f}
 };
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"N", "S", "V", "F"};
-const float hs_trace_scale[HS_NUM_CLASSES] = {0.012707904f, 0.00286814524f, 0.00377280568f, 0.006154106f};
 
 static int8_t hs_arena[HS_ARENA_BYTES];
 static int32_t hs_sums[32];
@@ -799,6 +797,35 @@ void hs_quantize_input(const float *x, int8_t *q)
     }
 }
 
+float hs_logit_scale(void)
+{
+    return hs_head.logit_scale;
+}
+
+int32_t hs_logit_zero_point(void)
+{
+    return hs_head.logit_zero_point;
+}
+
+uint32_t hs_head_version(void)
+{
+    return hs_head.version;
+}
+
+float hs_trace_scale(int class_index)
+{
+    float scale;
+    int32_t i;
+    if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
+        return 0.0f;
+    }
+    scale = 0.107948758f * hs_head.weight_scale[class_index];
+    for (i = 0; i < hs_head.trace_shift[class_index]; i++) {
+        scale *= 2.0f;
+    }
+    return scale;
+}
+
 int hs_infer(const int8_t *input, int8_t *logits)
 {
     hs_conv1d_relu(input, 4, 768, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
@@ -811,8 +838,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     hs_maxpool2(hs_arena + 0, 24, 96, hs_arena + 8064);
     hs_conv1d_relu(hs_arena + 8064, 24, 48, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 48, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 48, head_weight, head_bias, head_multiplier, head_shift,
-                               HS_NUM_CLASSES, HS_LOGIT_ZERO_POINT, logits);
+    return hs_linear_from_sums(hs_sums, 32, 48, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
@@ -821,6 +848,37 @@ void hs_explain(int class_index, int16_t *trace)
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 48, -128, head_weight + class_index * 32,
-           trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(hs_arena + 0, 32, 48, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    memcpy(sums, hs_sums, sizeof(hs_sums));
+}
+
+static const uint8_t hs_backbone_sha256[32] = {0x7a, 0x69, 0xee, 0x51, 0xa1, 0x5b, 0xb0, 0x23, 0x04, 0x8c, 0xfe, 0xd4, 0x99, 0x85, 0x2f, 0x79, 0xef, 0x24, 0x94, 0x7b, 0x1c, 0x8d, 0xe2, 0x3b, 0x58, 0x4f, 0x11, 0xcc, 0x63, 0xa9, 0x62, 0x37};
+
+int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t key_size)
+{
+    const int status = hs_head_check(blob, size, HS_NUM_CLASSES, HS_LAST_CHANNELS, hs_backbone_sha256,
+                                     hs_head.version, key, key_size);
+    const uint8_t *p = blob + HS_HEAD_PREFIX_BYTES;
+    int c;
+    if (status != HS_HEAD_OK) {
+        return status;
+    }
+    hs_head.version = hs_read_u32le(blob + 8);
+    hs_head.logit_scale = hs_read_f32le(blob + 44);
+    hs_head.logit_zero_point = (int32_t)hs_read_u32le(blob + 48);
+    memcpy(hs_head.weight, p, sizeof(hs_head.weight));
+    p += sizeof(hs_head.weight);
+    for (c = 0; c < HS_NUM_CLASSES; c++) {
+        hs_head.bias[c] = (int32_t)hs_read_u32le(p + 4 * c);
+        hs_head.multiplier[c] = (int32_t)hs_read_u32le(p + 4 * (HS_NUM_CLASSES + c));
+        hs_head.shift[c] = (int32_t)hs_read_u32le(p + 4 * (2 * HS_NUM_CLASSES + c));
+        hs_head.trace_shift[c] = (int32_t)hs_read_u32le(p + 4 * (3 * HS_NUM_CLASSES + c));
+        hs_head.weight_scale[c] = hs_read_f32le(p + 4 * (4 * HS_NUM_CLASSES + c));
+    }
+    return HS_HEAD_OK;
 }

@@ -747,27 +747,29 @@ static const int32_t conv4_shift[32] = {
     -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8,
     -8, -8, -8, -9, -8, -8, -8, -8, -8, -9, -8, -9, -8, -8, -9, -8
 };
-static const int8_t head_weight[64] = {
-    -94, -88, 33, 86, 2, 5, -16, -125, 115, 35, -112, 21, 75, 67, 103, 106,
-    92, -40, 29, 36, -116, 38, -79, 112, 79, 105, 91, 106, -127, -107, -106, 89,
-    -56, 98, 53, 123, -53, 27, -94, -88, -106, 82, -24, 17, 102, 69, 41, -66,
-    75, 127, -106, -20, -77, -27, 32, -107, -80, 48, 106, -45, 73, -88, -43, 95
-};
-static const int32_t head_bias[2] = {
-    -530, 1390
-};
-static const int32_t head_multiplier[2] = {
-    1115808541, 1130480640
-};
-static const int32_t head_shift[2] = {
-    -12, -12
-};
-static const int32_t trace_shift[2] = {
-    4, 4
+typedef struct {
+    uint32_t version;
+    float logit_scale;
+    int32_t logit_zero_point;
+    int8_t weight[64];
+    int32_t bias[2];
+    int32_t multiplier[2];
+    int32_t shift[2];
+    int32_t trace_shift[2];
+    float weight_scale[2];
+} hs_head_t;
+
+static hs_head_t hs_head = {
+    0, 0.00577584701f, -22,
+    {-94, -88, 33, 86, 2, 5, -16, -125, 115, 35, -112, 21, 75, 67, 103, 106, 92, -40, 29, 36, -116, 38, -79, 112, 79, 105, 91, 106, -127, -107, -106, 89, -56, 98, 53, 123, -53, 27, -94, -88, -106, 82, -24, 17, 102, 69, 41, -66, 75, 127, -106, -20, -77, -27, 32, -107, -80, 48, 106, -45, 73, -88, -43, 95},
+    {-530, 1390},
+    {1115808541, 1130480640},
+    {-12, -12},
+    {4, 4},
+    {0.00146916404f, 0.00148848246f}
 };
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"non-AF", "AF"};
-const float hs_trace_scale[HS_NUM_CLASSES] = {0.000937833043f, 0.00095016486f};
 
 static int8_t hs_arena[HS_ARENA_BYTES];
 static int32_t hs_sums[32];
@@ -792,6 +794,35 @@ void hs_quantize_input(const float *x, int8_t *q)
     }
 }
 
+float hs_logit_scale(void)
+{
+    return hs_head.logit_scale;
+}
+
+int32_t hs_logit_zero_point(void)
+{
+    return hs_head.logit_zero_point;
+}
+
+uint32_t hs_head_version(void)
+{
+    return hs_head.version;
+}
+
+float hs_trace_scale(int class_index)
+{
+    float scale;
+    int32_t i;
+    if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
+        return 0.0f;
+    }
+    scale = 0.0398965441f * hs_head.weight_scale[class_index];
+    for (i = 0; i < hs_head.trace_shift[class_index]; i++) {
+        scale *= 2.0f;
+    }
+    return scale;
+}
+
 int hs_infer(const int8_t *input, int8_t *logits)
 {
     hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
@@ -804,8 +835,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     hs_maxpool2(hs_arena + 0, 24, 160, hs_arena + 13440);
     hs_conv1d_relu(hs_arena + 13440, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 80, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 80, head_weight, head_bias, head_multiplier, head_shift,
-                               HS_NUM_CLASSES, HS_LOGIT_ZERO_POINT, logits);
+    return hs_linear_from_sums(hs_sums, 32, 80, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
@@ -814,6 +845,37 @@ void hs_explain(int class_index, int16_t *trace)
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 80, -128, head_weight + class_index * 32,
-           trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(hs_arena + 0, 32, 80, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    memcpy(sums, hs_sums, sizeof(hs_sums));
+}
+
+static const uint8_t hs_backbone_sha256[32] = {0x23, 0x87, 0xe3, 0xd0, 0x82, 0xf5, 0x9a, 0x77, 0xe0, 0xc3, 0x3b, 0x0d, 0x55, 0x39, 0xc2, 0x8e, 0xf5, 0x76, 0x56, 0xcc, 0xa1, 0xb9, 0x1c, 0x77, 0xee, 0xad, 0x16, 0x00, 0xb5, 0x27, 0x2d, 0xc3};
+
+int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t key_size)
+{
+    const int status = hs_head_check(blob, size, HS_NUM_CLASSES, HS_LAST_CHANNELS, hs_backbone_sha256,
+                                     hs_head.version, key, key_size);
+    const uint8_t *p = blob + HS_HEAD_PREFIX_BYTES;
+    int c;
+    if (status != HS_HEAD_OK) {
+        return status;
+    }
+    hs_head.version = hs_read_u32le(blob + 8);
+    hs_head.logit_scale = hs_read_f32le(blob + 44);
+    hs_head.logit_zero_point = (int32_t)hs_read_u32le(blob + 48);
+    memcpy(hs_head.weight, p, sizeof(hs_head.weight));
+    p += sizeof(hs_head.weight);
+    for (c = 0; c < HS_NUM_CLASSES; c++) {
+        hs_head.bias[c] = (int32_t)hs_read_u32le(p + 4 * c);
+        hs_head.multiplier[c] = (int32_t)hs_read_u32le(p + 4 * (HS_NUM_CLASSES + c));
+        hs_head.shift[c] = (int32_t)hs_read_u32le(p + 4 * (2 * HS_NUM_CLASSES + c));
+        hs_head.trace_shift[c] = (int32_t)hs_read_u32le(p + 4 * (3 * HS_NUM_CLASSES + c));
+        hs_head.weight_scale[c] = hs_read_f32le(p + 4 * (4 * HS_NUM_CLASSES + c));
+    }
+    return HS_HEAD_OK;
 }

@@ -747,27 +747,29 @@ static const int32_t conv4_shift[32] = {
     -9, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -9, -8, -8,
     -9, -8, -8, -9, -8, -8, -9, -8, -9, -9, -8, -9, -8, -8, -9, -8
 };
-static const int8_t head_weight[64] = {
-    -96, -87, 30, 82, 5, 2, -14, -123, 115, 37, -114, 25, 74, 67, 103, 105,
-    93, -35, 32, 38, -112, 38, -81, 113, 82, 105, 93, 107, -127, -106, -110, 90,
-    -53, 97, 56, 127, -55, 30, -97, -89, -107, 81, -22, 13, 104, 70, 42, -64,
-    74, 122, -109, -21, -81, -28, 33, -109, -83, 48, 104, -46, 74, -89, -39, 95
-};
-static const int32_t head_bias[2] = {
-    -462, 1243
-};
-static const int32_t head_multiplier[2] = {
-    1368892375, 1384675577
-};
-static const int32_t head_shift[2] = {
-    -12, -12
-};
-static const int32_t trace_shift[2] = {
-    4, 4
+typedef struct {
+    uint32_t version;
+    float logit_scale;
+    int32_t logit_zero_point;
+    int8_t weight[64];
+    int32_t bias[2];
+    int32_t multiplier[2];
+    int32_t shift[2];
+    int32_t trace_shift[2];
+    float weight_scale[2];
+} hs_head_t;
+
+static hs_head_t hs_head = {
+    0, 0.00520171132f, -41,
+    {-96, -87, 30, 82, 5, 2, -14, -123, 115, 37, -114, 25, 74, 67, 103, 105, 93, -35, 32, 38, -112, 38, -81, 113, 82, 105, 93, 107, -127, -106, -110, 90, -53, 97, 56, 127, -55, 30, -97, -89, -107, 81, -22, 13, 104, 70, 42, -64, 74, 122, -109, -21, -81, -28, 33, -109, -83, 48, 104, -46, 74, -89, -39, 95},
+    {-462, 1243},
+    {1368892375, 1384675577},
+    {-12, -12},
+    {4, 4},
+    {0.00146966346f, 0.00148660864f}
 };
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"non-AF", "AF"};
-const float hs_trace_scale[HS_NUM_CLASSES] = {0.00103618111f, 0.00104812824f};
 
 static int8_t hs_arena[HS_ARENA_BYTES];
 static int32_t hs_sums[32];
@@ -792,6 +794,35 @@ void hs_quantize_input(const float *x, int8_t *q)
     }
 }
 
+float hs_logit_scale(void)
+{
+    return hs_head.logit_scale;
+}
+
+int32_t hs_logit_zero_point(void)
+{
+    return hs_head.logit_zero_point;
+}
+
+uint32_t hs_head_version(void)
+{
+    return hs_head.version;
+}
+
+float hs_trace_scale(int class_index)
+{
+    float scale;
+    int32_t i;
+    if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
+        return 0.0f;
+    }
+    scale = 0.0440654084f * hs_head.weight_scale[class_index];
+    for (i = 0; i < hs_head.trace_shift[class_index]; i++) {
+        scale *= 2.0f;
+    }
+    return scale;
+}
+
 int hs_infer(const int8_t *input, int8_t *logits)
 {
     hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
@@ -804,8 +835,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     hs_maxpool2(hs_arena + 0, 24, 160, hs_arena + 13440);
     hs_conv1d_relu(hs_arena + 13440, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 80, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 80, head_weight, head_bias, head_multiplier, head_shift,
-                               HS_NUM_CLASSES, HS_LOGIT_ZERO_POINT, logits);
+    return hs_linear_from_sums(hs_sums, 32, 80, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
@@ -814,6 +845,37 @@ void hs_explain(int class_index, int16_t *trace)
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 80, -128, head_weight + class_index * 32,
-           trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(hs_arena + 0, 32, 80, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    memcpy(sums, hs_sums, sizeof(hs_sums));
+}
+
+static const uint8_t hs_backbone_sha256[32] = {0x7f, 0xa1, 0x77, 0xba, 0x26, 0x6b, 0xed, 0xb7, 0x9c, 0x27, 0x0e, 0xa4, 0x82, 0x76, 0xfc, 0x4d, 0xd1, 0x7a, 0x8a, 0x5d, 0x69, 0xe1, 0x80, 0x69, 0x25, 0xbf, 0x54, 0xbb, 0x6f, 0xa8, 0xa0, 0x15};
+
+int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t key_size)
+{
+    const int status = hs_head_check(blob, size, HS_NUM_CLASSES, HS_LAST_CHANNELS, hs_backbone_sha256,
+                                     hs_head.version, key, key_size);
+    const uint8_t *p = blob + HS_HEAD_PREFIX_BYTES;
+    int c;
+    if (status != HS_HEAD_OK) {
+        return status;
+    }
+    hs_head.version = hs_read_u32le(blob + 8);
+    hs_head.logit_scale = hs_read_f32le(blob + 44);
+    hs_head.logit_zero_point = (int32_t)hs_read_u32le(blob + 48);
+    memcpy(hs_head.weight, p, sizeof(hs_head.weight));
+    p += sizeof(hs_head.weight);
+    for (c = 0; c < HS_NUM_CLASSES; c++) {
+        hs_head.bias[c] = (int32_t)hs_read_u32le(p + 4 * c);
+        hs_head.multiplier[c] = (int32_t)hs_read_u32le(p + 4 * (HS_NUM_CLASSES + c));
+        hs_head.shift[c] = (int32_t)hs_read_u32le(p + 4 * (2 * HS_NUM_CLASSES + c));
+        hs_head.trace_shift[c] = (int32_t)hs_read_u32le(p + 4 * (3 * HS_NUM_CLASSES + c));
+        hs_head.weight_scale[c] = hs_read_f32le(p + 4 * (4 * HS_NUM_CLASSES + c));
+    }
+    return HS_HEAD_OK;
 }

@@ -747,27 +747,29 @@ static const int32_t conv4_shift[32] = {
     -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8, -8,
     -8, -8, -8, -9, -7, -8, -8, -8, -8, -9, -8, -8, -8, -8, -9, -8
 };
-static const int8_t head_weight[64] = {
-    -92, -87, 33, 83, 4, 1, -15, -117, 113, 36, -110, 22, 77, 67, 101, 103,
-    91, -39, 30, 35, -113, 36, -79, 112, 80, 100, 89, 104, -127, -104, -102, 89,
-    -55, 99, 52, 124, -54, 31, -95, -92, -108, 80, -23, 15, 98, 68, 41, -65,
-    74, 127, -107, -20, -77, -26, 34, -110, -83, 49, 106, -45, 77, -88, -44, 93
-};
-static const int32_t head_bias[2] = {
-    -546, 1485
-};
-static const int32_t head_multiplier[2] = {
-    1609834923, 1583343555
-};
-static const int32_t head_shift[2] = {
-    -13, -13
-};
-static const int32_t trace_shift[2] = {
-    4, 4
+typedef struct {
+    uint32_t version;
+    float logit_scale;
+    int32_t logit_zero_point;
+    int8_t weight[64];
+    int32_t bias[2];
+    int32_t multiplier[2];
+    int32_t shift[2];
+    int32_t trace_shift[2];
+    float weight_scale[2];
+} hs_head_t;
+
+static hs_head_t hs_head = {
+    0, 0.00769593008f, -29,
+    {-92, -87, 33, 83, 4, 1, -15, -117, 113, 36, -110, 22, 77, 67, 101, 103, 91, -39, 30, 35, -113, 36, -79, 112, 80, 100, 89, 104, -127, -104, -102, 89, -55, 99, 52, 124, -54, 31, -95, -92, -108, 80, -23, 15, 98, 68, 41, -65, 74, 127, -107, -20, -77, -26, 34, -110, -83, 49, 106, -45, 77, -88, -44, 93},
+    {-546, 1485},
+    {1609834923, 1583343555},
+    {-13, -13},
+    {4, 4},
+    {0.00151421141f, 0.00148929365f}
 };
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"non-AF", "AF"};
-const float hs_trace_scale[HS_NUM_CLASSES] = {0.000901431253f, 0.000886597321f};
 
 static int8_t hs_arena[HS_ARENA_BYTES];
 static int32_t hs_sums[32];
@@ -792,6 +794,35 @@ void hs_quantize_input(const float *x, int8_t *q)
     }
 }
 
+float hs_logit_scale(void)
+{
+    return hs_head.logit_scale;
+}
+
+int32_t hs_logit_zero_point(void)
+{
+    return hs_head.logit_zero_point;
+}
+
+uint32_t hs_head_version(void)
+{
+    return hs_head.version;
+}
+
+float hs_trace_scale(int class_index)
+{
+    float scale;
+    int32_t i;
+    if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
+        return 0.0f;
+    }
+    scale = 0.0372071229f * hs_head.weight_scale[class_index];
+    for (i = 0; i < hs_head.trace_shift[class_index]; i++) {
+        scale *= 2.0f;
+    }
+    return scale;
+}
+
 int hs_infer(const int8_t *input, int8_t *logits)
 {
     hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
@@ -804,8 +835,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     hs_maxpool2(hs_arena + 0, 24, 160, hs_arena + 13440);
     hs_conv1d_relu(hs_arena + 13440, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 80, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 80, head_weight, head_bias, head_multiplier, head_shift,
-                               HS_NUM_CLASSES, HS_LOGIT_ZERO_POINT, logits);
+    return hs_linear_from_sums(hs_sums, 32, 80, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
@@ -814,6 +845,37 @@ void hs_explain(int class_index, int16_t *trace)
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 80, -128, head_weight + class_index * 32,
-           trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(hs_arena + 0, 32, 80, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    memcpy(sums, hs_sums, sizeof(hs_sums));
+}
+
+static const uint8_t hs_backbone_sha256[32] = {0x96, 0x53, 0x32, 0xb5, 0x4f, 0xd5, 0xe8, 0x35, 0x7f, 0x1e, 0xa2, 0xc4, 0xc0, 0xc5, 0x56, 0x3e, 0x94, 0x09, 0x8a, 0x5f, 0x49, 0x6a, 0x28, 0x96, 0x32, 0x04, 0xd9, 0xe1, 0x18, 0xc4, 0x28, 0x1d};
+
+int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t key_size)
+{
+    const int status = hs_head_check(blob, size, HS_NUM_CLASSES, HS_LAST_CHANNELS, hs_backbone_sha256,
+                                     hs_head.version, key, key_size);
+    const uint8_t *p = blob + HS_HEAD_PREFIX_BYTES;
+    int c;
+    if (status != HS_HEAD_OK) {
+        return status;
+    }
+    hs_head.version = hs_read_u32le(blob + 8);
+    hs_head.logit_scale = hs_read_f32le(blob + 44);
+    hs_head.logit_zero_point = (int32_t)hs_read_u32le(blob + 48);
+    memcpy(hs_head.weight, p, sizeof(hs_head.weight));
+    p += sizeof(hs_head.weight);
+    for (c = 0; c < HS_NUM_CLASSES; c++) {
+        hs_head.bias[c] = (int32_t)hs_read_u32le(p + 4 * c);
+        hs_head.multiplier[c] = (int32_t)hs_read_u32le(p + 4 * (HS_NUM_CLASSES + c));
+        hs_head.shift[c] = (int32_t)hs_read_u32le(p + 4 * (2 * HS_NUM_CLASSES + c));
+        hs_head.trace_shift[c] = (int32_t)hs_read_u32le(p + 4 * (3 * HS_NUM_CLASSES + c));
+        hs_head.weight_scale[c] = hs_read_f32le(p + 4 * (4 * HS_NUM_CLASSES + c));
+    }
+    return HS_HEAD_OK;
 }

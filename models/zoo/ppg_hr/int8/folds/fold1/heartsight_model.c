@@ -1067,25 +1067,29 @@ static const int32_t conv2_shift[32] = {
     -8, -9, -8, -9, -9, -9, -9, -8, -9, -9, -9, -9, -9, -8, -8, -8,
     -9, -9, -9, -9, -9, -8, -9, -8, -9, -9, -9, -8, -8, -9, -9, -9
 };
-static const int8_t head_weight[32] = {
-    -73, -56, -66, 64, 95, 66, 89, -119, -103, -127, 61, 92, -115, -81, -81, -111,
-    -107, 85, -62, -89, -54, -119, 104, 69, -82, 82, 88, -80, 80, -121, 104, 100
-};
-static const int32_t head_bias[1] = {
-    -761
-};
-static const int32_t head_multiplier[1] = {
-    1767103200
-};
-static const int32_t head_shift[1] = {
-    -14
-};
-static const int32_t trace_shift[1] = {
-    4
+typedef struct {
+    uint32_t version;
+    float logit_scale;
+    int32_t logit_zero_point;
+    int8_t weight[32];
+    int32_t bias[1];
+    int32_t multiplier[1];
+    int32_t shift[1];
+    int32_t trace_shift[1];
+    float weight_scale[1];
+} hs_head_t;
+
+static const hs_head_t hs_head = {
+    0, 0.0171768144f, 101,
+    {-73, -56, -66, 64, 95, 66, 89, -119, -103, -127, 61, 92, -115, -81, -81, -111, -107, 85, -62, -89, -54, -119, 104, 69, -82, 82, 88, -80, 80, -121, 104, 100},
+    {-761},
+    {1767103200},
+    {-14},
+    {4},
+    {0.00244391127f}
 };
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"hr_bpm"};
-const float hs_trace_scale[HS_NUM_CLASSES] = {0.00132509181f};
 
 static int8_t hs_arena[HS_ARENA_BYTES];
 static int32_t hs_sums[32];
@@ -1110,6 +1114,35 @@ void hs_quantize_input(const float *x, int8_t *q)
     }
 }
 
+float hs_logit_scale(void)
+{
+    return hs_head.logit_scale;
+}
+
+int32_t hs_logit_zero_point(void)
+{
+    return hs_head.logit_zero_point;
+}
+
+uint32_t hs_head_version(void)
+{
+    return hs_head.version;
+}
+
+float hs_trace_scale(int class_index)
+{
+    float scale;
+    int32_t i;
+    if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
+        return 0.0f;
+    }
+    scale = 0.03388758f * hs_head.weight_scale[class_index];
+    for (i = 0; i < hs_head.trace_shift[class_index]; i++) {
+        scale *= 2.0f;
+    }
+    return scale;
+}
+
 int hs_infer(const int8_t *input, int8_t *logits)
 {
     hs_conv1d_relu(input, 9, 384, 12, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 32, 7, -128, hs_arena + 0);
@@ -1118,8 +1151,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     hs_maxpool2(hs_arena + 0, 32, 192, hs_arena + 15360);
     hs_conv1d_relu(hs_arena + 15360, 32, 96, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 32, 7, -128, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 96, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 96, head_weight, head_bias, head_multiplier, head_shift,
-                               HS_NUM_CLASSES, HS_LOGIT_ZERO_POINT, logits);
+    return hs_linear_from_sums(hs_sums, 32, 96, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
@@ -1128,6 +1161,11 @@ void hs_explain(int class_index, int16_t *trace)
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 96, -128, head_weight + class_index * 32,
-           trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(hs_arena + 0, 32, 96, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    memcpy(sums, hs_sums, sizeof(hs_sums));
 }

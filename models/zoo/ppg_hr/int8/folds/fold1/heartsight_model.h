@@ -5,33 +5,48 @@
 #define HEARTSIGHT_MODEL_H
 
 #include <stdint.h>
+#include "hs_head.h"
 
 #define HS_MODEL_NAME "ppg_hr"
 #define HS_MODEL_VERSION "1.0.0"
 #define HS_MODEL_SHA256 "873799b82e7d2b657e499e4f798143c27f464c0a3dd4ea7c7ae3d0a913152935"
 /* sha256 of the integer model (quantized_model.json) this library implements: what alerts report. */
 #define HS_INT8_SHA256 "3678e34850ced62e19adff4b3a50aab0543daedb4bd6cb5da9677fa19ec4fde5"
+/* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
+#define HS_BACKBONE_SHA256 "14f4f63e73abc9f2ddc2106d93cba85c455eecb2de3d4ba1513f5a2ca45ddb0e"
 #define HS_FS_HZ 32f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1
+#define HS_LAST_CHANNELS 32
+#define HS_LAST_LENGTH 96
+#define HS_LAST_SCALE 0.03388758f
 #define HS_INPUT_SCALE 0.0329822712f
 #define HS_INPUT_ZERO_POINT 12
-#define HS_LOGIT_SCALE 0.0171768144f
-#define HS_LOGIT_ZERO_POINT 101
 #define HS_ARENA_BYTES 18432
+/* 1 when the head can be replaced at run time (hs_set_head); a blob for it is HS_HEAD_BLOB_BYTES long. */
+#define HS_HEAD_UPDATES 0
+#define HS_HEAD_BLOB_BYTES HS_HEAD_BLOB_SIZE(HS_NUM_CLASSES, HS_LAST_CHANNELS)
 
-/* Class names in output order, and the real value of one step of each class's explanation trace. */
+/* Class names in output order. */
 extern const char *const hs_class_names[HS_NUM_CLASSES];
-extern const float hs_trace_scale[HS_NUM_CLASSES];
 
 /* x: [HS_INPUT_CHANNELS][HS_INPUT_LENGTH] preprocessed floats -> q: int8 (the only function using float). */
 void hs_quantize_input(const float *x, int8_t *q);
-/* Runs the model; logits: [HS_NUM_CLASSES] int8 (real = (q - HS_LOGIT_ZERO_POINT) * HS_LOGIT_SCALE).
+/* Runs the model; logits: [HS_NUM_CLASSES] int8 (real = (q - hs_logit_zero_point()) * hs_logit_scale()).
  * Returns the arg-max class. */
 int hs_infer(const int8_t *input, int8_t *logits);
 /* The saliency trace of class_index for the input of the last hs_infer: [HS_INPUT_LENGTH] int16 >= 0
- * (real = value * hs_trace_scale[class_index]). An out-of-range class gives an all-zero trace. */
+ * (real = value * hs_trace_scale(class_index)). An out-of-range class gives an all-zero trace. */
 void hs_explain(int class_index, int16_t *trace);
+/* The last block's activations in the last hs_infer, summed over time: [HS_LAST_CHANNELS] (the embedding the head
+ * reads is sum * HS_LAST_SCALE / HS_LAST_LENGTH). An alert carries them, so the clinic can refit the head. */
+void hs_last_sums(int32_t *sums);
+/* The head in use: its logit quantization, the real value of one trace step of a class (0 out of range), and its
+ * version (0: the head the model was exported with). Alerts report the version. */
+float hs_logit_scale(void);
+int32_t hs_logit_zero_point(void);
+float hs_trace_scale(int class_index);
+uint32_t hs_head_version(void);
 
 #endif
