@@ -1,7 +1,8 @@
 """The closed-form decision layer (models.closed_form_head) against SGD heads, on ecg_beat's frozen backbone.
 
 Inter-patient: heads are fitted on DS1's embeddings, the closed form's class weighting and SVM steps chosen on the
-DS1 patients held out for checkpoints (recipes.BEAT_VALIDATION_RECORDS; mean F1 of N, S and V), then refitted on all
+DS1 patients held out for checkpoints (recipes.BEAT_VALIDATION_RECORDS; mean F1 of N, S and V; with the rank of the
+flexible Stiefel projection among the choices), then refitted on all
 of DS1 and scored on DS2 at the reference beats. Compared with the shipped head (trained by SGD with the backbone)
 and with an SGD head trained on the same frozen embeddings (class-weighted softmax regression, AdamW): DS2 class
 metrics, fit time (median of 5), and the trace fidelity of each refitted model to the shipped one (CAM cosine and
@@ -12,6 +13,7 @@ Writes benchmarks/results/closed_form_head.json and .md. Usage: python -m benchm
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -32,7 +34,7 @@ from sdk.training.recipes import BEAT_VALIDATION_RECORDS
 from sdk.training.train import class_weights
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POWERS, STEPS = (0.25, 0.5, 1.0), (0, 5)
+POWERS, STEPS, RANKS = (0.25, 0.5, 1.0), (0, 5), (2, 3, None)  # None: as many as classes (no projection)
 SGD_EPOCHS = 30
 RUNS = 5
 
@@ -70,15 +72,14 @@ def main(argv: list[str]) -> None:
         return metrics.classification_report(labels, (embeddings @ weight.T + bias).argmax(1), classes)
 
     choice = {}
-    for power in POWERS:
-        for steps in STEPS:
-            weight, bias = fit_head(e1[~held_out], ds1.y[~held_out], classes, power, svm_steps=steps)
-            choice[(power, steps)] = macro_f1(scores(weight, bias, e1[held_out], ds1.y[held_out]), ("N", "S", "V"))
-    power, steps = max(choice, key=choice.get)
+    for power, steps, rank in itertools.product(POWERS, STEPS, RANKS):
+        weight, bias = fit_head(e1[~held_out], ds1.y[~held_out], classes, power, svm_steps=steps, rank=rank)
+        choice[(power, steps, rank)] = macro_f1(scores(weight, bias, e1[held_out], ds1.y[held_out]), ("N", "S", "V"))
+    power, steps, rank = max(choice, key=choice.get)
     heads = {"shipped (SGD with the backbone)": (zoo.model.head.weight.detach().double().numpy(),
                                                  zoo.model.head.bias.detach().double().numpy(), None)}
-    for label, fit in ((f"closed form (class weight power {power}, {steps} SVM steps)",
-                        lambda: fit_head(e1, ds1.y, classes, power, svm_steps=steps)),
+    for label, fit in ((f"closed form (class weight power {power}, {steps} SVM steps, rank {rank or len(classes)})",
+                        lambda: fit_head(e1, ds1.y, classes, power, svm_steps=steps, rank=rank)),
                        (f"SGD on frozen embeddings ({SGD_EPOCHS} epochs, power {power})",
                         lambda: sgd_head(e1, ds1.y, len(classes), power))):
         times = []
@@ -94,8 +95,9 @@ def main(argv: list[str]) -> None:
         rows[label] = {"macro_f1": round(macro_f1(report, classes), 4), "accuracy": report["accuracy"],
                        "per_class": report["per_class"], "fit_seconds": None if seconds is None else round(seconds, 3),
                        **fidelity(zoo.model, with_head(zoo.model, weight, bias), sample)}
-    result = {"machine": describe(), "validation_choice": {f"{p}/{s}": round(v, 4) for (p, s), v in choice.items()},
-              "chosen": {"class_weight_power": power, "svm_steps": steps}, "rows": rows}
+    result = {"machine": describe(),
+              "validation_choice": {f"{p}/{s}/{r or len(classes)}": round(v, 4) for (p, s, r), v in choice.items()},
+              "chosen": {"class_weight_power": power, "svm_steps": steps, "rank": rank or len(classes)}, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "closed_form_head.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "closed_form_head.md").write_text(markdown(result, classes))
@@ -105,7 +107,7 @@ def main(argv: list[str]) -> None:
 def markdown(result: dict, classes) -> str:
     lines = ["# ecg_beat's head: closed form against SGD (train DS1, test DS2, backbone frozen)", "",
              f"Machine: {result['machine']}. Closed-form settings chosen on DS1's held-out patients (mean F1 of N, S, "
-             f"V per class-weight power / SVM steps: {result['validation_choice']}).", "",
+             f"V per class-weight power / SVM steps / rank: {result['validation_choice']}).", "",
              "| head | macro-F1 | " + " | ".join(f"{c} Se / +P" for c in classes)
              + " | fit (s) | CAM cosine to shipped | top-10% IoU |",
              "|---|---|" + "---|" * len(classes) + "---|---|---|"]

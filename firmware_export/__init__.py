@@ -66,7 +66,8 @@ def _expected(quantized: QuantizedModel, x_q: np.ndarray) -> tuple[np.ndarray, n
 
 
 def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_root=None) -> dict:
-    """Run n real held-out windows through the C library (host, and QEMU when asked) against the integer reference."""
+    """Run n real held-out windows through the C library (host, and QEMU when asked) against the integer reference;
+    for a model whose head can be replaced, apply a signed head update (hs_set_head) and check them again."""
     from firmware_export.host import CModel, build_shared_library
 
     if n < 1:
@@ -77,21 +78,50 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
     x = sample_windows(artifact.spec, "test", data_root, n)[:n]
     expected_input = reference.quantize_input(quantized, x)
     logits, traces = _expected(quantized, expected_input)
+    head_updates = artifact.spec.task in HEAD_UPDATE_TASKS
+    head = _head_check(quantized, expected_input) if head_updates else None
     with tempfile.TemporaryDirectory() as work:
         library = CModel(build_shared_library(model_dir, Path(work) / "libmodel.so"), len(quantized.input_channels),
                          quantized.window, len(quantized.classes))
         host_input = library.quantize_input(x)
         host_logits, host_traces = library.infer(host_input, explain=True)
+        if head is not None:
+            status = library.set_head(head.blob, head.key)
+            head_logits, head_traces = library.infer(expected_input, explain=True)
     exact = [np.array_equal(host_input[i], expected_input[i]) and np.array_equal(host_logits[i], logits[i])
              and np.array_equal(host_traces[i], traces[i]) for i in range(len(x))]
-    report = static_report(quantized, artifact.spec.task in HEAD_UPDATE_TASKS)
+    report = static_report(quantized, head_updates)
     result = {"model": quantized.source.get("model"), "host": {"n": len(x), "exact": int(sum(exact))},
               "flash_bytes": report["flash_bytes"], "ram_bytes": report["ram_bytes"], "macs": report["macs"]}
+    if head is not None:
+        result["host"]["head"] = {"status": status, "n": len(x), "exact": int(sum(
+            np.array_equal(head_logits[i], head.logits[i]) and np.array_equal(head_traces[i], head.traces[i])
+            for i in range(len(x))))}
     if qemu:
         from firmware_export.target import run_on_qemu
 
         with tempfile.TemporaryDirectory() as work:
-            target = run_on_qemu(model_dir.resolve(), expected_input, logits, traces, Path(work) / "firmware")
+            target = run_on_qemu(model_dir.resolve(), expected_input, logits, traces, Path(work) / "firmware", head=head)
         result["qemu"] = {"n": target["n"], "exact": target["exact"], "text": target["text"], "data": target["data"],
                           "bss": target["bss"]}
+        if "head" in target:
+            result["qemu"]["head"] = target["head"]
     return result
+
+
+def _head_check(quantized: QuantizedModel, x_q: np.ndarray):
+    """A head update unlike the exported head (its weights perturbed, seeded), signed with a test key, and what the
+    integer reference computes with it: what verification applies with hs_set_head."""
+    from firmware_export.head_update import encode, requantized_head
+    from firmware_export.target import HeadCheck
+
+    weight = quantized.head_weight * quantized.head_weight_scale[:, None]
+    rng = np.random.default_rng(0)
+    weight = weight + rng.normal(0, 0.5 * weight.std(), weight.shape)
+    bias = quantized.head_bias * quantized.last.output_scale * quantized.head_weight_scale
+    embeddings = reference.pooled_embeddings(quantized, x_q)
+    update = requantized_head(quantized, weight, bias, embeddings, version=1)
+    key = bytes(range(32))
+    logits, last = reference.infer(update.applied_to(quantized), x_q)
+    traces = reference.explain(update.applied_to(quantized), last, logits.argmax(axis=1))
+    return HeadCheck(encode(update, key), key, logits, traces)

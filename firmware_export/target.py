@@ -8,6 +8,7 @@ computes what was validated in Python.
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,19 @@ ARCH_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d
 
 _VECTOR_LINE = re.compile(r"^vector (\d+) class (-?\d+) logits_equal ([01]) trace_equal ([01])$")
 _SUMMARY_LINE = re.compile(r"^summary n (\d+) exact (\d+)$")
+_HEAD_LINE = re.compile(r"^head status (\d+) refused_tampered ([01]) version (\d+)$")
+_HEAD_SUMMARY_LINE = re.compile(r"^head_summary n (\d+) exact (\d+)$")
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    """A head update for the firmware to apply (firmware_export.head_update), the key it is signed with, and the
+    logits (n, classes) and traces (n, length) the reference gives for the test inputs with that head."""
+
+    blob: bytes
+    key: bytes
+    logits: np.ndarray
+    traces: np.ndarray
 _VALUES_PER_LINE = 24
 
 
@@ -48,11 +62,12 @@ def _has_newlib() -> bool:
     return Path(found).is_absolute() and Path(found).exists()
 
 
-def write_vectors_c(path, inputs, logits, traces) -> None:
+def write_vectors_c(path, inputs, logits, traces, head: HeadCheck | None = None) -> None:
     """Write the test vectors that examples/firmware/main.c checks the model against.
 
     inputs (n, channels, length) int8, logits (n, classes) int8, traces (n, length) int16 (the trace of
-    the expected arg-max class). The file refuses to compile against a model of other dimensions.
+    the expected arg-max class); head: an update to apply and what to expect after it. The file refuses to
+    compile against a model of other dimensions.
     """
     inputs = _integer_array("inputs", inputs, 3, np.int8)
     logits = _integer_array("logits", logits, 2, np.int8)
@@ -77,7 +92,26 @@ def write_vectors_c(path, inputs, logits, traces) -> None:
         _c_array("const int8_t hs_test_logits", "HS_NUM_CLASSES", logits),
         _c_array("const int16_t hs_test_traces", "HS_INPUT_LENGTH", traces),
     ]
+    if head is None:  # C has no empty arrays: one unused row each
+        blob, key = b"\0", bytes(32)
+        head_logits, head_traces = np.zeros((1, classes), np.int8), np.zeros((1, length), np.int16)
+    else:
+        blob, key = head.blob, head.key
+        head_logits = _integer_array("head logits", head.logits, 2, np.int8)
+        head_traces = _integer_array("head traces", head.traces, 2, np.int16)
+        if len(key) != 32 or head_logits.shape != logits.shape or head_traces.shape != traces.shape:
+            raise HeartSightError("the head check needs a 32-byte key and logits and traces shaped like the vectors'")
+    parts += [f"const uint32_t hs_test_head_size = {0 if head is None else len(blob)};\n",
+              _c_bytes("hs_test_head_blob", blob), _c_bytes("hs_test_head_key", key),
+              _c_array("const int8_t hs_test_head_logits", "HS_NUM_CLASSES", head_logits),
+              _c_array("const int16_t hs_test_head_traces", "HS_INPUT_LENGTH", head_traces)]
     Path(path).write_text("".join(parts))
+
+
+def _c_bytes(name: str, data: bytes) -> str:
+    values = list(data)
+    lines = [", ".join(map(str, values[i: i + _VALUES_PER_LINE])) for i in range(0, len(values), _VALUES_PER_LINE)]
+    return f"const uint8_t {name}[{len(values)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n\n"
 
 
 def _integer_array(name: str, values, ndim: int, dtype) -> np.ndarray:
@@ -102,12 +136,14 @@ def _c_array(declaration: str, row_size: str, rows: np.ndarray) -> str:
     return "".join(lines)
 
 
-def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 600) -> dict:
+def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 600,
+                head: HeadCheck | None = None) -> dict:
     """Build examples/firmware with the model in model_dir and these vectors, run it under QEMU.
 
     Returns {"n", "exact", "per_vector", "exit_status", "text", "data", "bss"}: exact counts the vectors
     whose logits and trace all matched; text + data is the flash image, data + bss the static RAM
-    (both include the test vectors and newlib's printf, not only the model).
+    (both include the test vectors and newlib's printf, not only the model). With a head check, also "head":
+    hs_set_head's status, whether a tampered copy was refused, the version, and n / exact after the update.
     """
     problem = toolchain_missing()
     if problem:
@@ -122,7 +158,7 @@ def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 
         raise HeartSightError(f"make cannot handle spaces in paths: move {model_dir} and {work_dir} to paths without spaces")
     shutil.copytree(FIRMWARE_DIR, work_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("build"))
     shutil.rmtree(work_dir / "build", ignore_errors=True)  # never test a stale image
-    write_vectors_c(work_dir / "vectors.c", inputs, logits, traces)
+    write_vectors_c(work_dir / "vectors.c", inputs, logits, traces, head)
 
     build = _run(
         ["make", "-C", str(work_dir), f"MODEL_DIR={model_dir}", "VECTORS=vectors.c", "build/app.elf"],
@@ -153,8 +189,13 @@ def _run(command: list[str], timeout_s: float, what: str) -> subprocess.Complete
 
 def _parse_output(run: subprocess.CompletedProcess, command: list[str]) -> dict:
     """Exit status 0 or 1 with a summary is a finished run; anything else (a fault: 2) is an error."""
-    per_vector, summary = [], None
+    per_vector, summary, head = [], None, {}
     for line in run.stdout.splitlines():
+        if match := _HEAD_LINE.match(line.strip()):
+            status, refused, version = map(int, match.groups())
+            head.update(status=status, refused_tampered=bool(refused), version=version)
+        elif match := _HEAD_SUMMARY_LINE.match(line.strip()):
+            head.update(zip(("n", "exact"), map(int, match.groups())))
         if match := _VECTOR_LINE.match(line.strip()):
             index, predicted, logits_equal, trace_equal = map(int, match.groups())
             per_vector.append(
@@ -169,7 +210,10 @@ def _parse_output(run: subprocess.CompletedProcess, command: list[str]) -> dict:
             + _tail(run.stdout + run.stderr)
         )
     n, exact = summary
-    return {"n": n, "exact": exact, "per_vector": per_vector, "exit_status": run.returncode}
+    result = {"n": n, "exact": exact, "per_vector": per_vector, "exit_status": run.returncode}
+    if head:
+        result["head"] = head
+    return result
 
 
 def _section_sizes(elf: Path) -> dict:

@@ -12,11 +12,15 @@ The fit, one-vs-rest over the classes, each example weighted by 1 / (its class's
    pull the boundary).
 3. one temperature, so the head's softmax is a calibrated probability (the alert policy reads it as confidence):
    the scalar that minimises the negative log-likelihood of the labels, found by a bounded 1-D search.
-The seed's flexible Stiefel-manifold constraint on the decision layer is not part of this fit.
+With a rank below the number of classes, the seed's flexible Stiefel manifold comes first: the layer reads the
+embeddings through an orthonormal projection found by alternating closed-form steps (flexible_stiefel_projection).
+With a rank equal to the number of classes a linear layer already has that many directions, so the projection is
+the identity in effect (||P W|| = ||W||): the constraint only regularises when it reduces the rank.
 
 Per patient (`patient_head`): the population's examples and the patient's labelled beats, each of the patient's
-counted PATIENT_WEIGHT times. The settings were chosen on DS1 alone, each DS1 patient adapted on the first 5
-minutes of their own record with the other DS1 patients as the population (benchmarks/patient_adaptive.py).
+counted patient_weight times. A model's card records the weight and class-weight power chosen for it on DS1 alone
+(benchmarks/patient_adaptive.py: each DS1 patient adapted on the first 5 minutes of their own record, the other DS1
+patients as the population); PATIENT_WEIGHT and PATIENT_CLASS_WEIGHT_POWER are the defaults without one.
 """
 
 from __future__ import annotations
@@ -49,26 +53,33 @@ def pooled_embeddings(model: nn.Module, x: np.ndarray, batch_size: int = 2048) -
 
 
 def fit_head(embeddings: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], class_weight_power: float = 0.5,
-             ridge: float = RIDGE, svm_steps: int = SVM_STEPS, sample_weight: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             ridge: float = RIDGE, svm_steps: int = SVM_STEPS, sample_weight: np.ndarray | None = None,
+             rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(weight (classes, channels), bias (classes,)) of a linear head on these embeddings, in closed form.
 
     sample_weight (default 1) counts an example that many times, in its class's count too: how one patient's
-    labelled beats outweigh the population's."""
+    labelled beats outweigh the population's. rank (below the number of classes): the decision layer reads the
+    embeddings through an orthonormal projection to that many dimensions (flexible_stiefel_projection); with as
+    many dimensions as classes the projection cannot change a linear decision and is left out."""
     embeddings, labels = np.asarray(embeddings, np.float64), np.asarray(labels)
     present = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), int)
     scarce = [f"{name} ({count})" for name, count in zip(classes, present) if count < MIN_PER_CLASS]
     if scarce:
         raise HeartSightError(f"too few labelled examples to fit the head: {', '.join(scarce)}; every class needs at "
                               f"least {MIN_PER_CLASS}")
+    if rank is not None and not 1 <= rank <= len(classes):
+        raise HeartSightError(f"rank {rank} must be between 1 and the number of classes ({len(classes)})")
     sample_weight = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     counts = np.bincount(labels, weights=sample_weight, minlength=len(classes))
     mean, spread = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
-    design = np.c_[(embeddings - mean) / spread, np.ones(len(embeddings))]
+    standardised = (embeddings - mean) / spread
     weights = sample_weight / counts[labels] ** class_weight_power
     weights /= weights.mean()
     targets = -np.ones((len(labels), len(classes)))
     targets[np.arange(len(labels)), labels] = 1.0
+    projection = np.eye(standardised.shape[1]) if rank is None or rank == len(classes) else \
+        flexible_stiefel_projection(standardised, targets, weights, rank, ridge)
+    design = np.c_[standardised @ projection, np.ones(len(embeddings))]
     penalty = ridge * np.eye(design.shape[1])
     penalty[-1, -1] = 0.0
 
@@ -81,10 +92,42 @@ def fit_head(embeddings: np.ndarray, labels: np.ndarray, classes: tuple[str, ...
         margins = targets * (design @ solution)
         solution = np.stack([ridge_fit(margins[:, k] < 1, targets[margins[:, k] < 1, k])
                              for k in range(len(classes))], axis=1)
-    weight = (solution[:-1] / spread[:, None]).T  # undo the standardisation: the head reads the raw embeddings
+    weight = (projection @ solution[:-1] / spread[:, None]).T  # back to the raw embeddings, which the head reads
     bias = solution[-1] - weight @ mean
     temperature = calibrated_temperature(embeddings @ weight.T + bias, labels)
     return weight / temperature, bias / temperature
+
+
+STIEFEL_STEPS = 10
+FLEXIBILITY = 1.0  # how far the latent codes may move from the projected embeddings, against fitting the targets
+
+
+def flexible_stiefel_projection(x: np.ndarray, targets: np.ndarray, weights: np.ndarray, rank: int,
+                                ridge: float) -> np.ndarray:
+    """P (channels, rank) with orthonormal columns (a point on the Stiefel manifold) for a decision layer that reads
+    x @ P, by alternating closed-form steps on flexible latent codes F:
+    1. the layer (W, b): weighted ridge regression of the targets on [x P, 1];
+    2. the codes: F = argmin |T - F W - b|^2 + FLEXIBILITY |F - x P|^2, row by row (one small solve);
+    3. the projection: P = argmin |F - x P|^2 over the Stiefel manifold, weighted: orthogonal Procrustes, U V^T from
+       the SVD of x^T diag(a) F.
+    Starts from the leading directions of the ridge solution."""
+    weighted_x = x * weights[:, None]
+    gram = weighted_x.T @ x + ridge * np.eye(x.shape[1])
+    projection = np.linalg.svd(np.linalg.solve(gram, weighted_x.T @ targets), full_matrices=False)[0][:, :rank]
+    for _ in range(STIEFEL_STEPS):
+        codes = x @ projection
+        design = np.c_[codes, np.ones(len(x))]
+        penalty = ridge * np.eye(rank + 1)
+        penalty[-1, -1] = 0.0
+        layer = np.linalg.solve((design * weights[:, None]).T @ design + penalty, (design * weights[:, None]).T @ targets)
+        w, b = layer[:-1], layer[-1]
+        codes = (FLEXIBILITY * codes + (targets - b) @ w.T) @ np.linalg.inv(FLEXIBILITY * np.eye(rank) + w @ w.T)
+        u, _, vt = np.linalg.svd(weighted_x.T @ codes, full_matrices=False)
+        projection = u @ vt
+    return projection
+
+
+TEMPERATURE_EXAMPLES = 5000  # one scalar: an even sample of the examples fixes it
 
 
 def calibrated_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -92,6 +135,8 @@ def calibrated_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
     from scipy.special import log_softmax
 
+    every = max(1, len(labels) // TEMPERATURE_EXAMPLES)
+    logits, labels = logits[::every], labels[::every]
     rows = np.arange(len(labels))
 
     def nll(log_t: float) -> float:
@@ -100,13 +145,14 @@ def calibrated_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def patient_head(population: tuple[np.ndarray, np.ndarray], patient: tuple[np.ndarray, np.ndarray],
-                 classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+                 classes: tuple[str, ...], patient_weight: float = PATIENT_WEIGHT,
+                 class_weight_power: float = PATIENT_CLASS_WEIGHT_POWER) -> tuple[np.ndarray, np.ndarray]:
     """A head for one patient: fitted on the population's (embeddings, labels) and the patient's, each of the
-    patient's labelled beats counted PATIENT_WEIGHT times."""
+    patient's labelled beats counted patient_weight times."""
     (population_x, population_y), (patient_x, patient_y) = population, patient
-    weights = np.r_[np.ones(len(population_y)), np.full(len(patient_y), PATIENT_WEIGHT)]
-    return fit_head(np.r_[population_x, patient_x], np.r_[population_y, patient_y], classes,
-                    PATIENT_CLASS_WEIGHT_POWER, svm_steps=PATIENT_SVM_STEPS, sample_weight=weights)
+    weights = np.r_[np.ones(len(population_y)), np.full(len(patient_y), float(patient_weight))]
+    return fit_head(np.r_[population_x, patient_x], np.r_[population_y, patient_y], classes, class_weight_power,
+                    svm_steps=PATIENT_SVM_STEPS, sample_weight=weights)
 
 
 def with_head(model: nn.Module, weight: np.ndarray, bias: np.ndarray) -> nn.Module:

@@ -158,6 +158,38 @@ def _parser() -> argparse.ArgumentParser:
     export_alerts = clinician_commands.add_parser("export", help="print stored alerts as JSON lines")
     export_alerts.add_argument("--db", required=True)
     export_alerts.set_defaults(run=_export_alerts)
+    adjudicate = clinician_commands.add_parser("adjudicate", help="confirm, reject or relabel a stored alert (audited)")
+    adjudicate.add_argument("alert_id", metavar="ALERT_ID")
+    adjudicate.add_argument("--db", required=True)
+    adjudicate.add_argument("--reviewer", required=True, help="who judges (kept in the audit log)")
+    verdict = adjudicate.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--confirm", dest="action", action="store_const", const="confirm")
+    verdict.add_argument("--reject", dest="action", action="store_const", const="reject",
+                         help="the alert is wrong (a beat alert's beat counts as N)")
+    verdict.add_argument("--relabel", metavar="LABEL", help="the right label: N, S, V or F (beats), AF or non-AF")
+    adjudicate.add_argument("--note", default="")
+    adjudicate.set_defaults(run=_adjudicate)
+    key = clinician_commands.add_parser("key", help="make a device's head-signing key: kept in the store, written to "
+                                                    "--out for provisioning the device")
+    key.add_argument("--db", required=True)
+    key.add_argument("--device", required=True)
+    key.add_argument("--site", default="default")
+    key.add_argument("--out", required=True, help="file to write the key to (hex, mode 0600); the device reads it")
+    key.set_defaults(run=_device_key)
+    recalibrate = clinician_commands.add_parser(
+        "recalibrate", help="refit a device's head from the judged alerts and send it to the device")
+    recalibrate.add_argument("--db", required=True)
+    recalibrate.add_argument("--device", required=True)
+    recalibrate.add_argument("--site", default="default")
+    recalibrate.add_argument("--model", default="ecg_beat_wcam", help="the int8 export the device runs: zoo name or "
+                                                                       "exported directory (default ecg_beat_wcam)")
+    recalibrate.add_argument("--broker", help="publish the update (mqtt://host:port or mqtts://); without it, "
+                                              "only fit and record it")
+    recalibrate.add_argument("--username")
+    recalibrate.add_argument("--password")
+    recalibrate.add_argument("--tls-ca")
+    _data_dir_option(recalibrate)
+    recalibrate.set_defaults(run=_recalibrate)
 
     broker_parser = commands.add_parser("broker", help="set up a Mosquitto broker that enforces each account's identity")
     broker_commands = broker_parser.add_subparsers(required=True, metavar="ACTION")
@@ -285,9 +317,16 @@ def _verify(args) -> int:
         for where in ("host", "qemu"):
             if where in result:
                 print(f"{where}: {result[where]['exact']}/{result[where]['n']} windows bit-exact")
+                if "head" in result[where]:
+                    head = result[where]["head"]
+                    refused = "; a tampered copy refused" if head.get("refused_tampered") else ""
+                    print(f"{where}: head update applied (status {head['status']}{refused}), {head['exact']}/"
+                          f"{head['n']} windows bit-exact with the new head")
         print(f"flash {result['flash_bytes']:,} bytes, RAM {result['ram_bytes']:,} bytes, {result['macs']:,} MACs")
     checks = [result[w] for w in ("host", "qemu") if w in result]
-    return 0 if all(c["exact"] == c["n"] for c in checks) else 1
+    heads = [c["head"] for c in checks if "head" in c]
+    exact = all(c["exact"] == c["n"] for c in checks + heads)
+    return 0 if exact and all(h["status"] == 0 and h.get("refused_tampered", True) for h in heads) else 1
 
 
 def _stream(args) -> int:
@@ -353,6 +392,44 @@ def _export_alerts(args) -> int:
     for line in export_jsonl(store):
         print(line)
     store.close()
+    return 0
+
+
+def _adjudicate(args) -> int:
+    from sdk.clinician.store import Store
+
+    with Store(args.db) as store:
+        entry = store.adjudicate(args.alert_id, args.reviewer, "relabel" if args.relabel else args.action,
+                                 args.relabel, args.note)
+    print(json.dumps(entry))
+    return 0
+
+
+def _device_key(args) -> int:
+    from firmware_export.head_update import write_key
+    from sdk.clinician.store import Store
+    from sdk.device.names import check_name
+
+    check_name("device", args.device)
+    check_name("site", args.site)
+    with Store(args.db) as store:
+        if store.device_key(args.site, args.device, required=False) is not None:
+            raise HeartSightError(f"device {args.site}/{args.device} already has a head-signing key in {args.db}; a "
+                                  "device keeps its key")
+        store.set_device_key(args.site, args.device, write_key(args.out))
+    print(f"wrote {args.out}: provision it with device {args.site}/{args.device} "
+          f"(heartsight stream --head-key {args.out}); the store keeps its copy")
+    return 0
+
+
+def _recalibrate(args) -> int:
+    from sdk.clinician.recalibrate import recalibrate
+    from sdk.clinician.store import Store
+
+    broker = _broker(args) if args.broker else None
+    with Store(args.db) as store:
+        summary = recalibrate(store, args.site, args.device, args.model, broker, args.data_dir)
+    print(json.dumps(summary))
     return 0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.closed_form_head import fit_head, pooled_embeddings, with_head
+from models.closed_form_head import fit_head, flexible_stiefel_projection, patient_head, pooled_embeddings, with_head
 from models.registry import get_spec
 from sdk.errors import HeartSightError
 from sdk.explain import ClassActivationMap
@@ -73,3 +73,46 @@ def test_too_few_examples_of_a_class_and_a_head_of_the_wrong_shape_are_refused()
     model = replace(get_spec("ecg_beat"), widths=(8, 16)).build()
     with pytest.raises(HeartSightError, match="does not fit this backbone"):
         with_head(model, np.zeros((4, 12)), np.zeros(4))
+
+
+def test_a_reduced_rank_head_reads_the_embeddings_through_an_orthonormal_projection():
+    rng = np.random.default_rng(4)
+    centres = rng.normal(0, 2.0, (4, 12))
+    train, test = (clusters(np.array([1500, 80, 200, 60]), rng, centres) for _ in range(2))
+    x = (train[0] - train[0].mean(0)) / train[0].std(0)
+    targets = np.where(np.arange(4) == train[1][:, None], 1.0, -1.0)
+    projection = flexible_stiefel_projection(x, targets, np.ones(len(x)), 3, 1.0)
+    assert projection.shape == (12, 3) and np.allclose(projection.T @ projection, np.eye(3), atol=1e-9)
+    weight, bias = fit_head(*train, CLASSES, rank=3)
+    assert np.linalg.matrix_rank(weight, tol=1e-8) == 3
+    predicted = (test[0] @ weight.T + bias).argmax(1)
+    assert min(np.mean(predicted[test[1] == k] == k) for k in range(4)) > 0.7
+    with pytest.raises(HeartSightError, match="rank 5 must be between 1 and the number of classes"):
+        fit_head(*train, CLASSES, rank=5)
+
+
+def test_the_heads_probabilities_are_calibrated_and_a_patients_beats_outweigh_the_population():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 1.0, (4, 12))
+    train, test = (clusters(np.array([3000, 300, 300, 300]), rng, centres) for _ in range(2))
+    weight, bias = fit_head(*train, CLASSES)
+    probabilities = torch.softmax(torch.from_numpy(test[0] @ weight.T + bias), dim=1).numpy()
+    accuracy = np.mean(probabilities.argmax(1) == test[1])
+    assert abs(probabilities.max(1).mean() - accuracy) < 0.05  # the alert policy reads these as confidences
+    # one patient whose N beats look like the population's V: counted many times, they win the boundary back
+    patient = centres[2] + 5.0 + rng.normal(0, 0.3, (20, 12))
+    for times, expected in ((1.0, 2), (500.0, 0)):
+        weight, bias = patient_head(train, (patient, np.zeros(20, int)), CLASSES, patient_weight=times)
+        assert np.bincount((patient @ weight.T + bias).argmax(1), minlength=4).argmax() == expected
+
+
+def test_a_quantization_aware_head_takes_the_refitted_weights():
+    from models.architectures import fold_batch_norm
+    from models.quantization import prepare_qat
+
+    spec = replace(get_spec("ecg_beat"), window=128, widths=(8, 16))
+    torch.manual_seed(0)
+    model = prepare_qat(fold_batch_norm(spec.build().eval()))
+    weight = np.random.default_rng(6).normal(size=model.head.weight.shape)
+    refitted = with_head(model, weight, np.zeros(4))
+    assert np.allclose(refitted.head.weight.detach().numpy(), weight, atol=np.abs(weight).max() / 127)

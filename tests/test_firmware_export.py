@@ -186,8 +186,15 @@ def test_every_shipped_export_is_bit_exact_on_the_host_and_on_a_cortex_m4(export
     assert {"ecg_beat", "ecg_beat_wcam", "ecg_af", "ppg_hr"} <= set(exported_zoo)
     for name, directory in exported_zoo.items():
         result = verify(directory, n=12, qemu=True, data_root=DATA)
+        host_head = result["host"].pop("head", None)
         assert result["host"] == {"n": 12, "exact": 12}, name
         assert result["qemu"]["n"] == 12 and result["qemu"]["exact"] == 12, name
+        if name == "ppg_hr":  # a heart-rate head is not replaceable
+            assert host_head is None and "head" not in result["qemu"]
+        else:  # a signed head update applied at run time, bit-exact with the reference; a tampered one refused
+            assert host_head == {"status": 0, "n": 12, "exact": 12}, name
+            assert result["qemu"]["head"] == {"status": 0, "refused_tampered": True, "version": 1, "n": 12,
+                                              "exact": 12}, name
         report = json.loads((directory / "report.json").read_text())
         assert result["flash_bytes"] == report["flash_bytes"] >= report["lower_bounds"]["flash_int8_weights"]
 
@@ -232,7 +239,8 @@ def test_verify_firmware_json_from_the_command_line(exported_zoo, heartsight_mai
     run = heartsight_main("verify-firmware", exported_zoo["ecg_beat"], "--n", 4, "--json", "--data-dir", DATA)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result["host"] == {"n": 4, "exact": 4} and result["macs"] > 1_000_000 and "qemu" not in result
+    assert result["host"] == {"n": 4, "exact": 4, "head": {"status": 0, "n": 4, "exact": 4}}
+    assert result["macs"] > 1_000_000 and "qemu" not in result
 
 
 def test_verifying_a_directory_that_was_not_exported_says_how_to_export(tmp_path, heartsight_main):

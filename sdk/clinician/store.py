@@ -1,7 +1,11 @@
-"""Received alerts and rejected messages, in SQLite (a file path) or PostgreSQL (a postgresql:// URL).
+"""Received alerts and rejected messages, the clinicians' verdicts on alerts, and each device's head-signing key and
+head updates, in SQLite (a file path) or PostgreSQL (a postgresql:// URL).
 
 Alerts are keyed by their id, so redeliveries and several listeners sharing one PostgreSQL database store each
 alert once. Put a PostgreSQL store in its own schema with `?options=-csearch_path%3D<schema>` in the URL.
+
+Adjudications are an append-only log (who, when, what, the label before and after, a note): nothing here updates
+or deletes one, and an alert's verdict is its latest entry.
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, device TEXT NOT NULL, si
 CREATE INDEX IF NOT EXISTS alerts_device_time ON alerts (device, time);
 CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
     topic TEXT NOT NULL, reason TEXT NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS adjudications (seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL
+    REFERENCES alerts (id), reviewer TEXT NOT NULL, at TEXT NOT NULL, action TEXT NOT NULL, label_before TEXT NOT NULL,
+    label_after TEXT NOT NULL, note TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS adjudications_alert ON adjudications (alert_id, seq);
+CREATE TABLE IF NOT EXISTS device_keys (site TEXT NOT NULL, device TEXT NOT NULL, key TEXT NOT NULL,
+    created_at TEXT NOT NULL, PRIMARY KEY (site, device));
+CREATE TABLE IF NOT EXISTS head_updates (site TEXT NOT NULL, device TEXT NOT NULL, version INTEGER NOT NULL,
+    published_at TEXT NOT NULL, model_sha256 TEXT NOT NULL, beats INTEGER NOT NULL, blob BLOB NOT NULL,
+    PRIMARY KEY (site, device, version));
 """
 _POSTGRES_TABLES = """
 CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, device TEXT NOT NULL, site TEXT NOT NULL,
@@ -31,7 +44,23 @@ CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, device TEXT NOT NULL, si
 CREATE INDEX IF NOT EXISTS alerts_device_time ON alerts (device, time);
 CREATE TABLE IF NOT EXISTS dead_letters (seq BIGSERIAL PRIMARY KEY, received_at TIMESTAMPTZ NOT NULL,
     topic TEXT NOT NULL, reason TEXT NOT NULL, raw BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS adjudications (seq BIGSERIAL PRIMARY KEY, alert_id TEXT NOT NULL REFERENCES alerts (id),
+    reviewer TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, action TEXT NOT NULL, label_before TEXT NOT NULL,
+    label_after TEXT NOT NULL, note TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS adjudications_alert ON adjudications (alert_id, seq);
+CREATE TABLE IF NOT EXISTS device_keys (site TEXT NOT NULL, device TEXT NOT NULL, key TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (site, device));
+CREATE TABLE IF NOT EXISTS head_updates (site TEXT NOT NULL, device TEXT NOT NULL, version BIGINT NOT NULL,
+    published_at TIMESTAMPTZ NOT NULL, model_sha256 TEXT NOT NULL, beats INTEGER NOT NULL, blob BYTEA NOT NULL,
+    PRIMARY KEY (site, device, version));
 """
+ACTIONS = ("confirm", "reject", "relabel")
+# What a verdict may call an alert: the beat classes for beat alerts, the rhythm classes for AF alerts. A rejected
+# beat alert is taken as a normal beat (N): the clinician said it was not the ectopy the model saw.
+BEAT_ALERTS = ("ventricular_ectopic_beat", "ventricular_run", "supraventricular_ectopy", "high_ectopy_burden")
+RHYTHM_ALERTS = ("af_start", "af_end")
+LABELS = {**{kind: ("N", "S", "V", "F") for kind in BEAT_ALERTS}, **{kind: ("non-AF", "AF") for kind in RHYTHM_ALERTS}}
+REJECTED_LABEL = {**{kind: "N" for kind in BEAT_ALERTS}, "af_start": "non-AF", "af_end": "AF"}
 
 
 class UnstorableAlert(HeartSightError):
@@ -102,6 +131,89 @@ class Store:
         rows = self._query("SELECT received_at, topic, reason, raw FROM dead_letters ORDER BY seq")
         return [{"received_at": received_at.isoformat() if self._postgres else received_at, "topic": topic,
                  "reason": reason, "raw": bytes(raw)} for received_at, topic, reason, raw in rows]
+
+    def adjudicate(self, alert_id: str, reviewer: str, action: str, label: str | None = None, note: str = "") -> dict:
+        """Record a clinician's verdict on a stored alert (appended to the audit log); returns the entry.
+
+        confirm keeps the alert's label, reject says it is wrong (a beat alert's beat is then taken as N, an AF start
+        as non-AF), relabel gives the right label (one of LABELS for the alert's type)."""
+        if action not in ACTIONS:
+            raise HeartSightError(f"unknown verdict {action!r}; choose one of {', '.join(ACTIONS)}")
+        if not isinstance(reviewer, str) or not reviewer.strip():
+            raise HeartSightError("a verdict needs the reviewer's name (--reviewer NAME)")
+        alert = self.alert(alert_id)
+        before = self.verdict_label(alert_id) or alert["label"]
+        if action == "relabel":
+            allowed = LABELS.get(alert["type"])
+            if allowed is None:
+                raise HeartSightError(f"a {alert['type']} alert cannot be relabelled (only beat and AF alerts have "
+                                      "classes); confirm or reject it")
+            if label not in allowed:
+                raise HeartSightError(f"{label!r} is not a label of a {alert['type']} alert; choose one of "
+                                      f"{', '.join(allowed)}")
+            after = label
+        elif label is not None:
+            raise HeartSightError(f"--label goes with relabel only, not with {action}")
+        else:
+            after = alert["label"] if action == "confirm" else REJECTED_LABEL.get(alert["type"], "rejected")
+        entry = {"alert_id": alert_id, "reviewer": reviewer.strip(), "at": _now(), "action": action,
+                 "label_before": before, "label_after": after, "note": _storable(note or "")}
+        self._execute("INSERT INTO adjudications (alert_id, reviewer, at, action, label_before, label_after, note) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(entry.values()))
+        return entry
+
+    def adjudications(self, alert_id: str | None = None) -> list[dict]:
+        """The audit log, oldest first, of one alert or all."""
+        where, args = ("WHERE alert_id = ?", (alert_id,)) if alert_id is not None else ("", ())
+        rows = self._query("SELECT alert_id, reviewer, at, action, label_before, label_after, note FROM adjudications "
+                           f"{where} ORDER BY seq", args)
+        keys = ("alert_id", "reviewer", "at", "action", "label_before", "label_after", "note")
+        return [{**dict(zip(keys, row)), "at": row[2].isoformat() if self._postgres else row[2]} for row in rows]
+
+    def verdict_label(self, alert_id: str) -> str | None:
+        """The label of an alert's latest verdict; None if nobody has judged it."""
+        rows = self._query("SELECT label_after FROM adjudications WHERE alert_id = ? ORDER BY seq DESC LIMIT 1",
+                           (alert_id,))
+        return rows[0][0] if rows else None
+
+    def adjudicated(self, site: str, device: str) -> list[tuple[dict, str]]:
+        """(alert, label of its latest verdict) for every judged alert of a device, by event time."""
+        rows = self._query("SELECT a.payload, j.label_after FROM alerts a JOIN adjudications j ON j.alert_id = a.id "
+                           "WHERE a.site = ? AND a.device = ? AND j.seq = (SELECT MAX(seq) FROM adjudications "
+                           "WHERE alert_id = a.id) ORDER BY a.time, a.id", (site, device))
+        return [(payload if self._postgres else json.loads(payload), label) for payload, label in rows]
+
+    def alert(self, alert_id: str) -> dict:
+        rows = self._query("SELECT payload FROM alerts WHERE id = ?", (alert_id,))
+        if not rows:
+            raise HeartSightError(f"no alert {alert_id} in {self.target}; list them with `heartsight clinician export`")
+        return rows[0][0] if self._postgres else json.loads(rows[0][0])
+
+    def set_device_key(self, site: str, device: str, key: bytes) -> None:
+        """Keep a device's head-signing key; a device has one (refuses to replace it)."""
+        if self.device_key(site, device, required=False) is not None:
+            raise HeartSightError(f"device {site}/{device} already has a head-signing key in {self.target}; a device "
+                                  "keeps its key")
+        self._execute("INSERT INTO device_keys (site, device, key, created_at) VALUES (?, ?, ?, ?)",
+                      (site, device, key.hex(), _now()))
+
+    def device_key(self, site: str, device: str, required: bool = True) -> bytes | None:
+        rows = self._query("SELECT key FROM device_keys WHERE site = ? AND device = ?", (site, device))
+        if not rows and required:
+            raise HeartSightError(f"the store {self.target} knows no device {site}/{device} (no head-signing key); "
+                                  f"provision it with `heartsight clinician key --db DB --site {site} --device {device} "
+                                  "--out FILE`")
+        return bytes.fromhex(rows[0][0]) if rows else None
+
+    def head_version(self, site: str, device: str) -> int:
+        """The version of the last head published to a device (0: none, it runs its exported head)."""
+        rows = self._query("SELECT MAX(version) FROM head_updates WHERE site = ? AND device = ?", (site, device))
+        return int(rows[0][0] or 0)
+
+    def add_head_update(self, site: str, device: str, version: int, model_sha256: str, beats: int, blob: bytes) -> None:
+        self._execute("INSERT INTO head_updates (site, device, version, published_at, model_sha256, beats, blob) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)", (site, device, int(version), _now(), model_sha256, int(beats),
+                                                       bytes(blob)))
 
     def devices(self) -> list[str]:
         """Devices with at least one stored alert, sorted."""

@@ -12,14 +12,16 @@ beats (DS1) and those, and scored on the rest of the record only.
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from firmware_export.head_update import encode, requantized_head
-from models.closed_form_head import patient_head, with_head
+from models.closed_form_head import PATIENT_CLASS_WEIGHT_POWER, PATIENT_WEIGHT, patient_head, with_head
 from models.registry import ZooModel
 from sdk.data import mitdb
 from sdk.data.datasets import beat_dataset
@@ -67,9 +69,9 @@ def patient_adaptive(model: ModelRef, backend: str | None = None, data_root=None
     spec = model.spec
     if spec.task != "beat":
         raise HeartSightError(f"the patient-adaptive protocol scores beat models; {spec.name} is a {spec.task} model")
-    population = beat_dataset(spec, mitdb.DS1, data_root)
     base = make_runner(model, backend)
-    population_embeddings = base.embed(population.x)
+    population_embeddings, population_labels = population(base, data_root)
+    settings = adaptation_settings(model.card)
     float_network = model.model if backend == "torch" else _float_of_artifact(model)
     truth, predicted, per_record, cosines, agreement, both_empty = [], [], {}, [], [], []
     for name in tqdm(records, desc="patients", unit="record"):
@@ -79,8 +81,8 @@ def patient_adaptive(model: ModelRef, backend: str | None = None, data_root=None
             raise HeartSightError(f"record {name} has no beats {'before' if not labelled.any() else 'after'} "
                                   f"{LABELLED_S:g} s; the protocol needs both")
         patient_embeddings = base.embed(beats.x)
-        weight, bias = patient_head((population_embeddings, population.y),
-                                    (patient_embeddings[labelled], beats.y[labelled]), spec.outputs)
+        weight, bias = patient_head((population_embeddings, population_labels),
+                                    (patient_embeddings[labelled], beats.y[labelled]), spec.outputs, **settings)
         runner = with_refitted_head(model, backend, weight, bias,
                                     np.r_[population_embeddings, patient_embeddings[labelled]], version=1)
         scored = beats.x[~labelled]
@@ -97,7 +99,8 @@ def patient_adaptive(model: ModelRef, backend: str | None = None, data_root=None
         cosines.append(explain_metrics.cosine_similarity(traces[compared], float_traces[compared]))
     pooled = metrics.classification_report(np.concatenate(truth), np.concatenate(predicted), spec.outputs)
     cosine = np.concatenate(cosines)
-    return {"model": model.card.get("name", spec.name), "backend": backend, "protocol": "patient-adaptive", "labelled_s": LABELLED_S, "records": list(records),
+    return {"model": model.card.get("name", spec.name), "backend": backend, "protocol": "patient-adaptive",
+            "labelled_s": LABELLED_S, "settings": settings, "records": list(records),
             "accuracy": pooled["accuracy"], "n": pooled["n"], "per_class": pooled["per_class"],
             "confusion": pooled["confusion"], "per_record": per_record,
             "explanation": {"cosine_to_float_mean": round(float(cosine.mean()), 4) if len(cosine) else None,
@@ -105,6 +108,31 @@ def patient_adaptive(model: ModelRef, backend: str | None = None, data_root=None
                             "beats_compared": int(len(cosine)),
                             "both_traces_empty": round(float(np.concatenate(both_empty).mean()), 4),
                             "class_agreement_with_float": round(float(np.concatenate(agreement).mean()), 4)}}
+
+
+def population(runner: Runner, data_root=None) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of every DS1 beat (mitdb.DS1's order) through this runner's model: the population a
+    patient's head is fitted with. Cached per model sha256 and backend (the DS1 pass takes minutes)."""
+    identity = runner.identity
+    cache = _cache_directory() / f"{identity['sha256']}-{identity['backend']}-DS1.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            return saved["embeddings"], saved["labels"]
+    beats = beat_dataset(runner.spec, mitdb.DS1, data_root)
+    embeddings = runner.embed(beats.x)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f".{cache.stem}.{os.getpid()}.npz")
+    np.savez(partial, embeddings=embeddings, labels=beats.y)
+    os.replace(partial, cache)
+    return embeddings, beats.y
+
+
+def adaptation_settings(card: dict) -> dict:
+    """How this model's per-patient heads are fitted (patient_head's keywords): the card's patient_adaptation, which
+    benchmarks/patient_adaptive.py chooses on DS1, else models.closed_form_head's defaults."""
+    chosen = card.get("patient_adaptation", {})
+    return {"patient_weight": float(chosen.get("patient_weight", PATIENT_WEIGHT)),
+            "class_weight_power": float(chosen.get("class_weight_power", PATIENT_CLASS_WEIGHT_POWER))}
 
 
 def labelled_beats(record: str, data_root=None) -> np.ndarray:
@@ -130,3 +158,8 @@ def _float_explain(float_network: torch.nn.Module, weight: np.ndarray, bias: np.
                    ) -> tuple[np.ndarray, np.ndarray]:
     zoo = ZooModel(spec, with_head(float_network, weight, bias), {"name": spec.name}, None)
     return torch_runner(zoo).explain(x)
+
+
+def _cache_directory() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "heartsight" / "embeddings"

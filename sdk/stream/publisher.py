@@ -117,6 +117,11 @@ class Publisher:
             self._new.set()
         self._conn.raise_if_failed()
 
+    @property
+    def head_update_pending(self) -> bool:
+        """A head update has arrived and waits for take_head_update."""
+        return self._head_update is not None
+
     def take_head_update(self) -> bytes | None:
         """The latest head update the clinic sent (a signed blob, firmware_export.head_update), once; else None."""
         with self._head_lock:
