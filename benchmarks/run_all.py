@@ -1,13 +1,15 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
 from benchmarks import (af_robustness, af_rr_baseline, closed_form_head, compression, device_model, firmware, isometry,
-                        onnx_portability, ppg_hr, rpeak_ds2, stream, synthetic, teacher_selection, wcam_beta)
+                        onnx_portability, patient_adaptive, ppg_hr, rpeak_ds2, stream, synthetic, teacher_selection,
+                        wcam_beta)
 
 
 def main() -> None:
     rpeak_ds2.main([])
     teacher_selection.main([])
     closed_form_head.main([])
+    patient_adaptive.main([])
     af_rr_baseline.main([])
     af_robustness.main([])
     ppg_hr.main([])

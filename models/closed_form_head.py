@@ -6,7 +6,7 @@ pooled embeddings. Refitting it keeps the class activation map exact (the head s
 maps) and costs a few small linear solves, cheap enough to do per patient.
 
 The fit, one-vs-rest over the classes, each example weighted by 1 / (its class's count) ** class_weight_power:
-1. ridge regression of the ±1 class targets on the standardised embeddings;
+1. ridge regression of the ±1 class targets on the centred embeddings (scaled by one common factor);
 2. an adaptive SVM: the squared-hinge SVM solved by alternating closed-form steps, each a weighted ridge regression
    on the examples that violate the margin under the previous solution (the active set adapts; the rest no longer
    pull the boundary).
@@ -34,7 +34,7 @@ from torch.nn.utils import parametrize
 
 from sdk.errors import HeartSightError
 
-RIDGE = 1.0  # on standardised embeddings; the bias is not penalised
+RIDGE = 1.0  # on the centred, scaled embeddings; the bias is not penalised
 SVM_STEPS = 5
 MIN_PER_CLASS = 5  # a class with fewer labelled examples cannot be refitted
 PATIENT_WEIGHT = 100.0
@@ -71,28 +71,41 @@ def fit_head(embeddings: np.ndarray, labels: np.ndarray, classes: tuple[str, ...
         raise HeartSightError(f"rank {rank} must be between 1 and the number of classes ({len(classes)})")
     sample_weight = np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     counts = np.bincount(labels, weights=sample_weight, minlength=len(classes))
-    mean, spread = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
-    standardised = (embeddings - mean) / spread
+    # Centred, and scaled by one factor for all channels, not per channel: the ridge penalty then acts in the units
+    # the int8 head is quantized in, so no weight grows large on a channel that hardly varies (one such weight makes
+    # the device's int8 head disagree with the float one on whole records).
+    mean, spread = embeddings.mean(axis=0), (embeddings - embeddings.mean(axis=0)).std() + 1e-6
+    scaled = (embeddings - mean) / spread
     weights = sample_weight / counts[labels] ** class_weight_power
     weights /= weights.mean()
     targets = -np.ones((len(labels), len(classes)))
     targets[np.arange(len(labels)), labels] = 1.0
-    projection = np.eye(standardised.shape[1]) if rank is None or rank == len(classes) else \
-        flexible_stiefel_projection(standardised, targets, weights, rank, ridge)
-    design = np.c_[standardised @ projection, np.ones(len(embeddings))]
+    projection = np.eye(scaled.shape[1]) if rank is None or rank == len(classes) else \
+        flexible_stiefel_projection(scaled, targets, weights, rank, ridge)
+    design = np.c_[scaled @ projection, np.ones(len(embeddings))]
     penalty = ridge * np.eye(design.shape[1])
     penalty[-1, -1] = 0.0
 
-    def ridge_fit(rows: np.ndarray, target: np.ndarray) -> np.ndarray:
-        weighted = design[rows] * weights[rows, None]
-        return np.linalg.solve(weighted.T @ design[rows] + penalty, weighted.T @ target)
+    # The products in float32, twice BLAS's float64 speed (their sums of up to 10^5 terms keep 4-5 digits, ample for
+    # these regularised solves); the solves in float64.
+    design32 = design.astype(np.float32)
+    weighted = design32 * weights[:, None].astype(np.float32)
+    gram = (weighted.T @ design32).astype(np.float64)
 
-    solution = ridge_fit(np.ones(len(labels), bool), targets)
+    def ridge_fit(rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Weighted ridge on the rows selected; the Gram matrix from whichever side of the selection is smaller."""
+        if rows.mean() > 0.5:
+            left_out = ~rows
+            rows_gram = gram - weighted[left_out].T @ design32[left_out]
+        else:
+            rows_gram = (weighted[rows].T @ design32[rows]).astype(np.float64)
+        return np.linalg.solve(rows_gram + penalty, weighted.T @ np.where(rows, target, 0.0).astype(np.float32))
+
+    solution = np.linalg.solve(gram + penalty, (weighted.T @ targets.astype(np.float32)).astype(np.float64))
     for _ in range(svm_steps):
         margins = targets * (design @ solution)
-        solution = np.stack([ridge_fit(margins[:, k] < 1, targets[margins[:, k] < 1, k])
-                             for k in range(len(classes))], axis=1)
-    weight = (projection @ solution[:-1] / spread[:, None]).T  # back to the raw embeddings, which the head reads
+        solution = np.stack([ridge_fit(margins[:, k] < 1, targets[:, k]) for k in range(len(classes))], axis=1)
+    weight = (projection @ solution[:-1] / spread).T  # back to the raw embeddings, which the head reads
     bias = solution[-1] - weight @ mean
     temperature = calibrated_temperature(embeddings @ weight.T + bias, labels)
     return weight / temperature, bias / temperature

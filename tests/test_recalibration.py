@@ -10,6 +10,7 @@ import pytest
 from conftest import DEADLINE_S, eventually, needs_mitdb, postgres_schema, sample_alert
 from firmware_export.head_update import decode, read_key
 from sdk.clinician.listener import Listener
+from sdk.clinician.review import write_review
 from sdk.clinician.recalibrate import MIN_BEATS_PER_CLASS, patient_beats, recalibrate
 from sdk.clinician.store import BEAT_ALERTS, Store
 from sdk.data import mitdb
@@ -37,7 +38,7 @@ def postgres_url():
         yield url
 
 
-def test_verdicts_are_an_audit_log_and_the_latest_is_the_label(store):
+def test_verdicts_are_an_audit_log_and_the_latest_is_the_label(store, tmp_path):
     beat = sample_alert(i=1, type="ventricular_ectopic_beat", label="V")
     quality = sample_alert(i=2, type="signal_quality", label="flat_line")
     store.add(beat)
@@ -59,6 +60,9 @@ def test_verdicts_are_an_audit_log_and_the_latest_is_the_label(store):
         with pytest.raises(HeartSightError, match=message):
             store.adjudicate(*bad)
     assert len(store.adjudications()) == 3  # a refused verdict writes nothing
+    page = write_review(store, tmp_path / "review")[1].read_text()  # the review page shows the log, escaped
+    assert "dr-b: relabel V → S (aberrant &lt;b&gt;conduction&lt;/b&gt;)" in page
+    assert f"heartsight clinician adjudicate {quality['id']}" in page and "not judged yet" in page
 
 
 def _judged_beats(store, labels: list[str], embedding=True, sha256=None) -> None:

@@ -38,7 +38,7 @@ def write_review(store: Store, out_dir: str | Path) -> list[Path]:
         sections = []
         for alert in reversed(alerts):  # newest first
             png = Path("png") / f"{_file_name(alert['id'])}.png"
-            sections.append(_alert_section(alert, png, _plot(alert, out / png)))
+            sections.append(_alert_section(alert, png, _plot(alert, out / png), store.adjudications(alert["id"])))
         page = out / _device_page(device)
         page.write_text(_html(f"Device {device}", f'<p><a href="index.html">All devices</a></p>'
                               f"<p>{len(alerts)} alert(s)</p>{''.join(sections)}"), encoding="utf-8")
@@ -143,18 +143,31 @@ def _draw(alert: dict, path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def _alert_section(alert: dict, png: Path, no_plot: str | None) -> str:
+def _alert_section(alert: dict, png: Path, no_plot: str | None, verdicts: list[dict]) -> str:
     e = _escape
     model = alert["model"]
+    details = {k: v for k, v in alert["details"].items() if k != "embedding"}  # numbers for the head, not for people
     rows = [("type", alert["type"]), ("time", alert["time"]), ("label", alert["label"]),
             ("confidence", f"{alert['confidence']:.2f}"), ("model", f"{model['name']} {model['version']}"),
             ("model sha256", model["sha256"][:12]), ("backend", model["backend"]),
-            ("details", _details_text(alert["details"])), ("alert id", alert["id"])]
+            ("head version", model.get("head_version", 0)), ("details", _details_text(details)),
+            ("alert id", alert["id"])]
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     figure = (f"<p>{e(no_plot)}</p>" if no_plot else
               f'<img src="{e(png.as_posix())}" alt="{e("ECG excerpt and saliency trace of alert " + alert["id"])}">')
     return (f'<section id="{e(alert["id"])}"><h2>{e(alert["time"])}: {e(alert["type"])}</h2><table>{table}</table>'
-            f"{figure}</section>")
+            f"{figure}{_verdicts(alert, verdicts)}</section>")
+
+
+def _verdicts(alert: dict, verdicts: list[dict]) -> str:
+    """The alert's verdicts so far (the audit log), and how to add one: these pages are static files."""
+    e = _escape
+    log = "".join(f"<li>{e(v['at'])} {e(v['reviewer'])}: {e(v['action'])} {e(v['label_before'])} → "
+                  f"{e(v['label_after'])}{' (' + e(v['note']) + ')' if v['note'] else ''}</li>" for v in verdicts)
+    command = (f"heartsight clinician adjudicate {alert['id']} --db DB --reviewer NAME "
+               "--confirm | --reject | --relabel LABEL [--note TEXT]")
+    return (f"<h3>Verdict</h3>{'<ul>' + log + '</ul>' if log else '<p>not judged yet</p>'}"
+            f"<p>Judge it: <code>{e(command)}</code></p>")
 
 
 def _details_text(details: dict) -> str:
