@@ -26,6 +26,11 @@ CODE_BYTES_ESTIMATE = 2304
 # The deepest call, measured with -fstack-usage: hs_infer (64 B) -> hs_conv1d_relu (376 B, most of it the
 # 64-sample int32 accumulator of one block) -> hs_requantize (8 B).
 STACK_BYTES_ESTIMATE = 448
+# Head updates (hs_set_head), measured the same way: hs_head.c 353 B and hs_sha256.c 1,624 B of code, hs_set_head and
+# the head's accessors ~200 B; the deepest call hs_set_head -> hs_head_check (72 B) -> hs_hmac_sha256 (248 B) ->
+# hs_sha256_update (32 B) -> compress (344 B, the 64-word message schedule) needs ~720 B of stack.
+HEAD_UPDATE_CODE_BYTES = 2176
+HEAD_UPDATE_STACK_BYTES = 720
 
 
 @dataclass(frozen=True)
@@ -90,16 +95,18 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
     bias = 4 * out_channels
     requantization = 8 * out_channels + 4 * len(model.classes)  # multiplier + shift per channel, trace shifts
     scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length  # channel sums, coarse CAM
-    flash = weights + bias + requantization + CODE_BYTES_ESTIMATE
+    code = CODE_BYTES_ESTIMATE + (HEAD_UPDATE_CODE_BYTES if head_updates else 0)
+    stack = max(STACK_BYTES_ESTIMATE, HEAD_UPDATE_STACK_BYTES if head_updates else 0)
+    flash = weights + bias + requantization + code
     head = head_bytes(model) if head_updates else 0
-    ram = arena + scratch + head + STACK_BYTES_ESTIMATE
+    ram = arena + scratch + head + stack
     return {
         "model": model.source.get("model", model.name), "sha256": model.source.get("sha256", ""),
         "quantization": model.source.get("quantization", ""),
         "flash_bytes": flash,
-        "flash": {"weights": weights, "bias": bias, "requantization": requantization, "code_estimate": CODE_BYTES_ESTIMATE},
+        "flash": {"weights": weights, "bias": bias, "requantization": requantization, "code_estimate": code},
         "ram_bytes": ram,
-        "ram": {"arena": arena, "scratch": scratch, "head": head, "stack_estimate": STACK_BYTES_ESTIMATE},
+        "ram": {"arena": arena, "scratch": scratch, "head": head, "stack_estimate": stack},
         "head_updates": head_updates,
         "macs": model.macs(),
         "lower_bounds": {"flash_int8_weights": weights, "ram_largest_live_pair": peak},
