@@ -43,6 +43,19 @@ def main(argv: list[str]) -> None:
                      "int8_c": _headline(evaluate(name, "c", data_root=data_root)),
                      "int8_onnxruntime": _headline(evaluate(name, "onnxruntime", data_root=data_root))})
         (RESULTS / "firmware.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / "firmware.md").write_text(markdown(rows))
+
+
+def _head_check(r: dict) -> str:
+    """A signed head update applied with hs_set_head: windows exact with the new head, host and Cortex-M4."""
+    if "head" not in r["host"]:
+        return "— (not replaceable)"
+    host, target = r["host"]["head"], r["qemu"]["head"]
+    refused = ", tampered refused" if target["refused_tampered"] else ", TAMPERED ACCEPTED"
+    return f"{host['exact']}/{host['n']} / {target['exact']}/{target['n']}{refused}"
+
+
+def markdown(rows: list[dict]) -> str:
     lines = ["# Firmware export: every zoo model's shipped int8 export", "", f"Machine: {machine.describe()}.", "",
              f"Flash and RAM from the static report (code and stack estimated); bit-exactness on {VERIFY_WINDOWS} "
              "held-out windows against the integer reference, built with the host gcc and for a Cortex-M4 "
@@ -50,15 +63,16 @@ def main(argv: list[str]) -> None:
              "Scores by each model's protocol (ecg_beat: DS2; ecg_af, ppg_hr: held-out folds, each fold's own export), "
              "float torch vs the int8 export on the C library and on onnxruntime (the exact integer graph: the two "
              "int8 columns are equal by construction, measured here).", "",
-             "| model | quantization | flash | weights | RAM | arena | MACs | host exact | Cortex-M4 exact | float | int8 C "
-             "| int8 onnxruntime |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | quantization | flash | weights | RAM | arena | MACs | host exact | Cortex-M4 exact | "
+             "head update: host / Cortex-M4 exact | float | int8 C | int8 onnxruntime |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         scores = [", ".join(f"{k} {v:.3f}" for k, v in r[key].items()) for key in ("float", "int8_c", "int8_onnxruntime")]
         lines.append(f"| {r['model']} | {r['quantization']} | {r['flash_bytes']:,} | {r['weights_bytes']:,} | "
                      f"{r['ram_bytes']:,} | {r['arena_bytes']:,} | {r['macs']:,} | {r['host']['exact']}/{r['host']['n']} | "
-                     f"{r['qemu']['exact']}/{r['qemu']['n']} | {scores[0]} | {scores[1]} | {scores[2]} |")
-    (RESULTS / "firmware.md").write_text("\n".join(lines) + "\n")
+                     f"{r['qemu']['exact']}/{r['qemu']['n']} | {_head_check(r)} | {scores[0]} | {scores[1]} | "
+                     f"{scores[2]} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ class DoesNotFit(HeartSightError):
 
 
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None, calibration: str = "minmax",
-           max_flash: int | None = None, max_ram: int | None = None) -> dict:
+           max_flash: int | None = None, max_ram: int | None = None, head_updates: bool = True) -> dict:
     """Quantize once and write the int8 artifact (firmware_export.artifact) to out_dir; returns its report.
+
+    head_updates: a beat or rhythm model's library can replace its head at run time (hs_set_head), for ~2.3 KB of
+    code and its head in RAM; without, the head is const in flash.
 
     Refuses (DoesNotFit) an export over the flash or RAM budget before writing anything. A cross-validated
     model's fold models are exported beside it (out_dir/folds), quantized with the same calibration windows.
@@ -45,18 +48,21 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
     calibration_x = sample_windows(spec, "calibration", data_root, CALIBRATION_WINDOWS)
     source = calibration_description(spec)
     quantized = quantize_model(zoo, calibration_x, calibration, source)
-    report = static_report(quantized, spec.task in HEAD_UPDATE_TASKS)
+    head_updates = head_updates and spec.task in HEAD_UPDATE_TASKS
+    report = static_report(quantized, head_updates)
     over = [f"{what} {report[key]:,} bytes > {limit:,}" for what, key, limit in
             (("flash", "flash_bytes", max_flash), ("RAM", "ram_bytes", max_ram)) if limit is not None and report[key] > limit]
     if over:
         raise DoesNotFit(f"{zoo.card.get('name', spec.name)} does not fit: {'; '.join(over)} (nothing written; "
-                         "compress the model first, e.g. `heartsight compress --method qat --ratio 0.5`)\n" + format_report(report))
+                         "compress the model first, e.g. `heartsight compress --method qat --ratio 0.5`"
+                         + (", or export without head updates, --no-head-updates" if head_updates else "") + ")\n"
+                         + format_report(report))
     test_x = sample_windows(spec, "test", data_root, TEST_WINDOWS)
-    report = write_artifact(zoo, quantized, out_dir, test_x)
+    report = write_artifact(zoo, quantized, out_dir, test_x, head_updates=head_updates)
     for k in range(len(zoo.card.get("folds", []))):
         fold_zoo = load_fold(zoo, k)
         write_artifact(fold_zoo, quantize_model(fold_zoo, calibration_x, calibration, source),
-                       Path(out_dir) / "folds" / f"fold{k}", test_x, fold=True)
+                       Path(out_dir) / "folds" / f"fold{k}", test_x, fold=True, head_updates=head_updates)
     return report
 
 
@@ -78,7 +84,7 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
     x = sample_windows(artifact.spec, "test", data_root, n)[:n]
     expected_input = reference.quantize_input(quantized, x)
     logits, traces = _expected(quantized, expected_input)
-    head_updates = artifact.spec.task in HEAD_UPDATE_TASKS
+    head_updates = artifact.head_updates
     head = _head_check(quantized, expected_input) if head_updates else None
     with tempfile.TemporaryDirectory() as work:
         library = CModel(build_shared_library(model_dir, Path(work) / "libmodel.so"), len(quantized.input_channels),

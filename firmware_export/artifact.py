@@ -50,6 +50,14 @@ class Int8Artifact:
     def name(self) -> str:
         return str(self.card.get("name", self.spec.name))
 
+    @property
+    def head_updates(self) -> bool:
+        """Whether its C library can replace the head at run time (hs_set_head; firmware_export.head_update)."""
+        try:
+            return bool(json.loads((self.directory / REPORT).read_text()).get("head_updates", False))
+        except (OSError, ValueError):
+            return False
+
     def fold(self, index: int) -> "Int8Artifact":
         """The int8 model of cross-validation fold `index` (card["folds"][index])."""
         directory = self.directory / "folds" / f"fold{index}"
@@ -74,7 +82,7 @@ def is_artifact(directory: str | os.PathLike) -> bool:
 
 
 def write_artifact(zoo: ZooModel, quantized: QuantizedModel, out_dir: str | os.PathLike,
-                   test_x: np.ndarray | None = None, fold: bool = False) -> dict:
+                   test_x: np.ndarray | None = None, fold: bool = False, head_updates: bool = True) -> dict:
     """Write the artifact of one quantized model; returns its report. With held-out windows test_x, the ONNX graphs
     are run against torch and the integer reference, and an int8 graph that is not bit-exact is refused."""
     out = Path(out_dir)
@@ -84,7 +92,7 @@ def write_artifact(zoo: ZooModel, quantized: QuantizedModel, out_dir: str | os.P
     except OSError as error:
         raise HeartSightError(f"cannot write the export to {out}: {error.strerror or error}; choose a writable --out") from None
     sha256 = hashlib.sha256(quantized_path.read_bytes()).hexdigest()
-    report = write_c_library(quantized, out, zoo.spec.task in HEAD_UPDATE_TASKS, int8_sha256=sha256)
+    report = write_c_library(quantized, out, head_updates and zoo.spec.task in HEAD_UPDATE_TASKS, int8_sha256=sha256)
     export_int8(quantized, out / INT8_ONNX, int8_sha256=sha256, explained_class=zoo.spec.explained_class)
     if not fold:
         export_float(zoo, out / FLOAT_ONNX)

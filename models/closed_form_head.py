@@ -74,38 +74,41 @@ def fit_head(embeddings: np.ndarray, labels: np.ndarray, classes: tuple[str, ...
     # Centred, and scaled by one factor for all channels, not per channel: the ridge penalty then acts in the units
     # the int8 head is quantized in, so no weight grows large on a channel that hardly varies (one such weight makes
     # the device's int8 head disagree with the float one on whole records).
-    mean, spread = embeddings.mean(axis=0), (embeddings - embeddings.mean(axis=0)).std() + 1e-6
-    scaled = (embeddings - mean) / spread
+    mean = embeddings.mean(axis=0)
+    centred = embeddings - mean
+    spread = centred.std() + 1e-6
+    scaled = centred / spread
     weights = sample_weight / counts[labels] ** class_weight_power
     weights /= weights.mean()
     targets = -np.ones((len(labels), len(classes)))
     targets[np.arange(len(labels)), labels] = 1.0
-    projection = np.eye(scaled.shape[1]) if rank is None or rank == len(classes) else \
+    projection = None if rank is None or rank == len(classes) else \
         flexible_stiefel_projection(scaled, targets, weights, rank, ridge)
-    design = np.c_[scaled @ projection, np.ones(len(embeddings))]
-    penalty = ridge * np.eye(design.shape[1])
-    penalty[-1, -1] = 0.0
-
+    features = scaled if projection is None else scaled @ projection
     # The products in float32, twice BLAS's float64 speed (their sums of up to 10^5 terms keep 4-5 digits, ample for
-    # these regularised solves); the solves in float64.
-    design32 = design.astype(np.float32)
+    # these regularised solves); the sums of products and the solves in float64.
+    design32 = np.ones((len(labels), features.shape[1] + 1), np.float32)  # the last column is the bias's
+    design32[:, :-1] = features
+    targets32 = targets.astype(np.float32)
+    penalty = ridge * np.eye(design32.shape[1])
+    penalty[-1, -1] = 0.0
     weighted = design32 * weights[:, None].astype(np.float32)
     gram = (weighted.T @ design32).astype(np.float64)
-
-    def ridge_fit(rows: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Weighted ridge on the rows selected; the Gram matrix from whichever side of the selection is smaller."""
-        if rows.mean() > 0.5:
-            left_out = ~rows
-            rows_gram = gram - weighted[left_out].T @ design32[left_out]
-        else:
-            rows_gram = (weighted[rows].T @ design32[rows]).astype(np.float64)
-        return np.linalg.solve(rows_gram + penalty, weighted.T @ np.where(rows, target, 0.0).astype(np.float32))
-
-    solution = np.linalg.solve(gram + penalty, (weighted.T @ targets.astype(np.float32)).astype(np.float64))
+    moments = (weighted.T @ targets32).astype(np.float64)  # (features, classes)
+    solution = np.linalg.solve(gram + penalty, moments)
+    # Each SVM step refits class k on its margin violators. Between steps few examples enter or leave that set, so
+    # each class's Gram matrix and moments are updated by those alone.
+    active, grams, moments = np.ones(targets.shape, bool), [gram] * len(classes), moments.copy()
     for _ in range(svm_steps):
-        margins = targets * (design @ solution)
-        solution = np.stack([ridge_fit(margins[:, k] < 1, targets[:, k]) for k in range(len(classes))], axis=1)
-    weight = (projection @ solution[:-1] / spread).T  # back to the raw embeddings, which the head reads
+        violators = targets32 * (design32 @ solution.astype(np.float32)) < 1
+        for k in range(len(classes)):
+            entered, left = violators[:, k] & ~active[:, k], active[:, k] & ~violators[:, k]
+            grams[k] = grams[k] + weighted[entered].T @ design32[entered] - weighted[left].T @ design32[left]
+            moments[:, k] += weighted[entered].T @ targets32[entered, k] - weighted[left].T @ targets32[left, k]
+            solution[:, k] = np.linalg.solve(grams[k] + penalty, moments[:, k])
+        active = violators
+    layer = solution[:-1] if projection is None else projection @ solution[:-1]
+    weight = (layer / spread).T  # back to the raw embeddings, which the head reads
     bias = solution[-1] - weight @ mean
     temperature = calibrated_temperature(embeddings @ weight.T + bias, labels)
     return weight / temperature, bias / temperature

@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", default="minmax", help="minmax or percentile (training windows)")
     export.add_argument("--max-flash", type=int, metavar="BYTES", help="refuse an export needing more flash")
     export.add_argument("--max-ram", type=int, metavar="BYTES", help="refuse an export needing more RAM")
+    export.add_argument("--head-updates", action=argparse.BooleanOptionalAction, default=True,
+                        help="beat and rhythm models: the head can be replaced at run time by a signed update "
+                             "(hs_set_head; ~2.3 KB of code, the head in RAM). Default on")
     _data_dir_option(export)
     export.set_defaults(run=_export)
 
@@ -295,7 +298,8 @@ def _export(args) -> int:
     from sdk.device.backends import evaluate
     from sdk.training.tables import format_evaluation
 
-    report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram)
+    report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram,
+                    args.head_updates)
     print(format_report(report))
     scores = evaluate(args.out, "c", data_root=args.data_dir)  # the export's own scores, by the model's protocol
     record_scores(args.out, scores)

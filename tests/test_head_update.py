@@ -20,6 +20,7 @@ from firmware_export.head_update import (
     encode,
     requantized_head,
 )
+from firmware_export.codegen import HEAD_UPDATE_CODE_BYTES, write_c_library
 from firmware_export.host import CModel, build_shared_library
 from models.registry import load_model
 from sdk.errors import HeartSightError
@@ -129,3 +130,17 @@ def test_a_head_needs_a_version_and_a_real_key(wcam):
         _refitted(quantized, x_q, version=0)
     with pytest.raises(HeartSightError, match="at least 16 bytes"):
         encode(_refitted(quantized, x_q), b"short")
+
+
+def test_a_library_exported_without_head_updates_keeps_its_head_in_flash_and_says_so(wcam, tmp_path):
+    quantized, _, x_q = wcam
+    with_updates = write_c_library(quantized, tmp_path / "updates", head_updates=True)
+    without = write_c_library(quantized, tmp_path / "fixed", head_updates=False)
+    assert "#define HS_HEAD_UPDATES 0" in (tmp_path / "fixed" / "heartsight_model.h").read_text()
+    assert "static const hs_head_t hs_head" in (tmp_path / "fixed" / "heartsight_model.c").read_text()
+    assert without["ram"]["head"] == 0 and with_updates["ram"]["head"] == quantized.head_weight.size + 20 * 4 + 12
+    assert with_updates["flash_bytes"] - without["flash_bytes"] == HEAD_UPDATE_CODE_BYTES
+    device = _c_model(quantized, build_shared_library(tmp_path / "fixed"))
+    np.testing.assert_array_equal(device.infer(x_q)[0], reference.infer(quantized, x_q)[0])
+    with pytest.raises(HeartSightError, match="not replaceable"):
+        device.set_head(encode(_refitted(quantized, x_q), KEY), KEY)

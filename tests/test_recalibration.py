@@ -212,3 +212,10 @@ def test_a_device_refuses_a_head_signed_for_another_and_reports_it(broker, tmp_p
     reports = [s["head"] for s in statuses if "head" in s]
     assert reports and reports[-1]["status"] == "refused" and "signature" in reports[-1]["reason"]
     assert reports[-1]["head_version"] == 0
+
+
+def test_the_patient_adaptive_protocol_refuses_what_it_does_not_define(heartsight_main):
+    rhythm = heartsight_main("evaluate", "--model", "ecg_af", "--protocol", "patient-adaptive")
+    assert rhythm.returncode == 2 and "scores beat models; ecg_af is a rhythm model" in rhythm.stderr
+    split = heartsight_main("evaluate", "--model", "ecg_beat", "--protocol", "patient-adaptive", "--split", "DS1")
+    assert split.returncode == 2 and "defined on DS2" in split.stderr

@@ -24,7 +24,6 @@ import torch
 
 from firmware_export.artifact import INT8_ONNX, Int8Artifact, artifact_of, is_artifact, load_artifact
 from firmware_export.head_update import EXPORTED_VERSION, HeadRefused, HeadUpdate, decode
-from firmware_export.head_update import TASKS as HEAD_UPDATE_TASKS
 from firmware_export.onnx_export import export_int8
 from firmware_export.reference import dequantize_logits, pooled_embeddings, quantize_input
 from models.architectures import predict
@@ -204,9 +203,10 @@ class _Int8Model:
 
     def set_head(self, blob: bytes, key: bytes) -> HeadUpdate:
         """Apply a signed head update, or raise HeadRefused and keep the head in use."""
-        if self.artifact.spec.task not in HEAD_UPDATE_TASKS:
-            raise HeartSightError(f"{self.artifact.name} is a {self.artifact.spec.task} model, whose head is not "
-                                  "replaceable; head updates are for beat and rhythm classifiers")
+        if not self.artifact.head_updates:
+            raise HeartSightError(f"{self.artifact.name}'s export in {self.artifact.directory} cannot replace its head "
+                                  "(heart-rate models never can; a beat or rhythm model exported with "
+                                  "--no-head-updates): export it again without that option")
         if self.backend == "c":
             status = self.library.set_head(blob, key)
             if status:

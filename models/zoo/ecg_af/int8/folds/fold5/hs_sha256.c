@@ -17,25 +17,29 @@ static uint32_t rotate_right(uint32_t x, int n)
     return (x >> n) | (x << (32 - n));
 }
 
+/* The message schedule is kept as a ring of 16 words (w[i] for i >= 16 overwrites w[i - 16]): 64 bytes of stack
+ * instead of 256, for microcontrollers. */
 static void compress(uint32_t state[8], const uint8_t block[64])
 {
-    uint32_t w[64];
+    uint32_t w[16];
     uint32_t a, b, c, d, e, f, g, h;
     int i;
     for (i = 0; i < 16; i++) {
         w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) | ((uint32_t)block[4 * i + 2] << 8)
                | (uint32_t)block[4 * i + 3];
     }
-    for (i = 16; i < 64; i++) {
-        const uint32_t s0 = rotate_right(w[i - 15], 7) ^ rotate_right(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        const uint32_t s1 = rotate_right(w[i - 2], 17) ^ rotate_right(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
     a = state[0]; b = state[1]; c = state[2]; d = state[3];
     e = state[4]; f = state[5]; g = state[6]; h = state[7];
     for (i = 0; i < 64; i++) {
-        const uint32_t t1 = h + (rotate_right(e, 6) ^ rotate_right(e, 11) ^ rotate_right(e, 25)) + ((e & f) ^ (~e & g))
-                            + round_constants[i] + w[i];
+        uint32_t t1;
+        if (i >= 16) {
+            const uint32_t w15 = w[(i - 15) & 15], w2 = w[(i - 2) & 15];
+            const uint32_t s0 = rotate_right(w15, 7) ^ rotate_right(w15, 18) ^ (w15 >> 3);
+            const uint32_t s1 = rotate_right(w2, 17) ^ rotate_right(w2, 19) ^ (w2 >> 10);
+            w[i & 15] += s0 + w[(i - 7) & 15] + s1;
+        }
+        t1 = h + (rotate_right(e, 6) ^ rotate_right(e, 11) ^ rotate_right(e, 25)) + ((e & f) ^ (~e & g))
+             + round_constants[i] + w[i & 15];
         const uint32_t t2 = (rotate_right(a, 2) ^ rotate_right(a, 13) ^ rotate_right(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
         h = g; g = f; f = e; e = d + t1;
         d = c; c = b; b = a; a = t1 + t2;
@@ -68,23 +72,16 @@ void hs_sha256_update(hs_sha256_t *ctx, const uint8_t *data, uint32_t size)
 
 void hs_sha256_final(hs_sha256_t *ctx, uint8_t digest[HS_SHA256_BYTES])
 {
+    static const uint8_t padding[64] = {0x80};
+    uint8_t length[8];
     const uint64_t bits = ctx->length * 8u;
     int i;
-    ctx->block[ctx->used++] = 0x80;
-    if (ctx->used > 56) {
-        while (ctx->used < 64) {
-            ctx->block[ctx->used++] = 0;
-        }
-        compress(ctx->state, ctx->block);
-        ctx->used = 0;
-    }
-    while (ctx->used < 56) {
-        ctx->block[ctx->used++] = 0;
-    }
     for (i = 0; i < 8; i++) {
-        ctx->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+        length[i] = (uint8_t)(bits >> (56 - 8 * i));
     }
-    compress(ctx->state, ctx->block);
+    /* 0x80, zeros up to 56 bytes into a block, then the length: every compression happens in update */
+    hs_sha256_update(ctx, padding, 1 + (119 - ctx->used) % 64);
+    hs_sha256_update(ctx, length, 8);
     for (i = 0; i < 8; i++) {
         digest[4 * i] = (uint8_t)(ctx->state[i] >> 24);
         digest[4 * i + 1] = (uint8_t)(ctx->state[i] >> 16);
