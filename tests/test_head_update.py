@@ -144,3 +144,33 @@ def test_a_library_exported_without_head_updates_keeps_its_head_in_flash_and_say
     np.testing.assert_array_equal(device.infer(x_q)[0], reference.infer(quantized, x_q)[0])
     with pytest.raises(HeartSightError, match="not replaceable"):
         device.set_head(encode(_refitted(quantized, x_q), KEY), KEY)
+
+
+def test_the_monitor_applies_a_head_mid_stream_and_its_alerts_say_which(wcam):
+    from sdk.data import synthetic
+    from sdk.device.alerts import Alert
+    from sdk.device.monitor import AlertEvent, Monitor
+
+    quantized, _, x_q = wcam
+    ecg = synthetic.synthetic_ecg(120, 360.0, heart_rate=75, ectopic={"V": 0.2}, seed=3).signal
+    monitor = Monitor("ecg_beat_wcam", fs=360.0, backend="onnxruntime")
+    before: list[Alert] = []
+    after: list[Alert] = []
+    # the exported head itself, refitted as version 2: the beats keep their labels, so alerts go on after the update
+    weight = quantized.head_weight * quantized.head_weight_scale[:, None]
+    bias = quantized.head_bias * quantized.last.output_scale * quantized.head_weight_scale
+    _, last = reference.infer(quantized, x_q)
+    embeddings = (last.astype(np.int64) - quantized.last.output_zero_point).mean(-1) * quantized.last.output_scale
+    blob = encode(requantized_head(quantized, weight, bias, embeddings, version=2), KEY)
+    for start in range(0, len(ecg), 360):
+        if start == 60 * 360:
+            with pytest.raises(HeadRefused, match="signature"):
+                monitor.set_head(blob, b"not this device's key")
+            assert monitor.set_head(blob, KEY).version == 2
+        raised = [e.alert for e in monitor.feed(ecg[start: start + 360]) if isinstance(e, AlertEvent)]
+        (before if start < 60 * 360 else after).extend(raised)
+    after += [e.alert for e in monitor.finish() if isinstance(e, AlertEvent)]
+    assert before and after  # alerts raised before the update carry the exported head, those after the new one
+    assert {a.model["head_version"] for a in before} == {0} and {a.model["head_version"] for a in after} == {2}
+    with pytest.raises(HeartSightError, match="run ecg_beat_wcam on the c or onnxruntime backend"):
+        Monitor("ecg_beat_wcam", fs=360.0, backend="torch").set_head(b"HSH1", KEY)
