@@ -34,7 +34,7 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
            max_flash: int | None = None, max_ram: int | None = None, head_updates: bool = True) -> dict:
     """Quantize once and write the int8 artifact (firmware_export.artifact) to out_dir; returns its report.
 
-    head_updates: a beat or rhythm model's library can replace its head at run time (hs_set_head), for ~2.3 KB of
+    head_updates: a beat or rhythm model's library can replace its head at run time (hs_set_head), for ~2.2 KB of
     code and its head in RAM; without, the head is const in flash.
 
     Refuses (DoesNotFit) an export over the flash or RAM budget before writing anything. A cross-validated

@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--max-ram", type=int, metavar="BYTES", help="refuse an export needing more RAM")
     export.add_argument("--head-updates", action=argparse.BooleanOptionalAction, default=True,
                         help="beat and rhythm models: the head can be replaced at run time by a signed update "
-                             "(hs_set_head; ~2.3 KB of code, the head in RAM). Default on")
+                             "(hs_set_head; ~2.2 KB of code, the head in RAM). Default on")
     _data_dir_option(export)
     export.set_defaults(run=_export)
 

@@ -72,7 +72,7 @@ void hs_sha256_update(hs_sha256_t *ctx, const uint8_t *data, uint32_t size)
 
 void hs_sha256_final(hs_sha256_t *ctx, uint8_t digest[HS_SHA256_BYTES])
 {
-    static const uint8_t padding[64] = {0x80};
+    static const uint8_t end_mark = 0x80, zero = 0;
     uint8_t length[8];
     const uint64_t bits = ctx->length * 8u;
     int i;
@@ -80,7 +80,10 @@ void hs_sha256_final(hs_sha256_t *ctx, uint8_t digest[HS_SHA256_BYTES])
         length[i] = (uint8_t)(bits >> (56 - 8 * i));
     }
     /* 0x80, zeros up to 56 bytes into a block, then the length: every compression happens in update */
-    hs_sha256_update(ctx, padding, 1 + (119 - ctx->used) % 64);
+    hs_sha256_update(ctx, &end_mark, 1);
+    while (ctx->used != 56) {
+        hs_sha256_update(ctx, &zero, 1);
+    }
     hs_sha256_update(ctx, length, 8);
     for (i = 0; i < 8; i++) {
         digest[4 * i] = (uint8_t)(ctx->state[i] >> 24);
@@ -93,10 +96,13 @@ void hs_sha256_final(hs_sha256_t *ctx, uint8_t digest[HS_SHA256_BYTES])
 void hs_hmac_sha256(const uint8_t *key, uint32_t key_size, const uint8_t *data, uint32_t size,
                     uint8_t mac[HS_SHA256_BYTES])
 {
+    /* pass 0: the inner hash of (key ^ ipad, data); pass 1: the outer hash of (key ^ opad, inner hash). One loop, so
+     * the hash calls appear once in the code (flash matters on the device). */
+    static const uint8_t pad_flip[2] = {0x36, 0x36 ^ 0x5c};
     uint8_t padded[64];
     uint8_t inner[HS_SHA256_BYTES];
     hs_sha256_t ctx;
-    int i;
+    int i, pass;
     memset(padded, 0, sizeof(padded));
     if (key_size > 64) {  /* a long key is hashed first */
         hs_sha256_init(&ctx);
@@ -105,20 +111,15 @@ void hs_hmac_sha256(const uint8_t *key, uint32_t key_size, const uint8_t *data, 
     } else if (key_size > 0) {
         memcpy(padded, key, key_size);
     }
-    for (i = 0; i < 64; i++) {
-        padded[i] ^= 0x36;
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < 64; i++) {
+            padded[i] ^= pad_flip[pass];
+        }
+        hs_sha256_init(&ctx);
+        hs_sha256_update(&ctx, padded, 64);
+        hs_sha256_update(&ctx, pass == 0 ? data : inner, pass == 0 ? size : HS_SHA256_BYTES);
+        hs_sha256_final(&ctx, pass == 0 ? inner : mac);
     }
-    hs_sha256_init(&ctx);
-    hs_sha256_update(&ctx, padded, 64);
-    hs_sha256_update(&ctx, data, size);
-    hs_sha256_final(&ctx, inner);
-    for (i = 0; i < 64; i++) {
-        padded[i] ^= 0x36 ^ 0x5c;
-    }
-    hs_sha256_init(&ctx);
-    hs_sha256_update(&ctx, padded, 64);
-    hs_sha256_update(&ctx, inner, HS_SHA256_BYTES);
-    hs_sha256_final(&ctx, mac);
 }
 
 int hs_digest_equal(const uint8_t a[HS_SHA256_BYTES], const uint8_t b[HS_SHA256_BYTES])
