@@ -118,16 +118,14 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
 def _head_check(quantized: QuantizedModel, x_q: np.ndarray):
     """A head update unlike the exported head (its weights perturbed, seeded), signed with a test key, and what the
     integer reference computes with it: what verification applies with hs_set_head."""
-    from firmware_export.head_update import encode, requantized_head
+    from firmware_export.head_update import encode, float_head, requantized_head
     from firmware_export.target import HeadCheck
 
-    weight = quantized.head_weight * quantized.head_weight_scale[:, None]
-    rng = np.random.default_rng(0)
-    weight = weight + rng.normal(0, 0.5 * weight.std(), weight.shape)
-    bias = quantized.head_bias * quantized.last.output_scale * quantized.head_weight_scale
-    embeddings = reference.pooled_embeddings(quantized, x_q)
-    update = requantized_head(quantized, weight, bias, embeddings, version=1)
+    weight, bias = float_head(quantized)
+    weight = weight + np.random.default_rng(0).normal(0, 0.5 * weight.std(), weight.shape)
+    update = requantized_head(quantized, weight, bias, reference.pooled_embeddings(quantized, x_q), version=1)
     key = bytes(range(32))
-    logits, last = reference.infer(update.applied_to(quantized), x_q)
-    traces = reference.explain(update.applied_to(quantized), last, logits.argmax(axis=1))
+    updated = update.applied_to(quantized)
+    logits, last = reference.infer(updated, x_q)
+    traces = reference.explain(updated, last, logits.argmax(axis=1))
     return HeadCheck(encode(update, key), key, logits, traces)

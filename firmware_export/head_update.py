@@ -60,8 +60,7 @@ class HeadUpdate:
 
     def applied_to(self, model: QuantizedModel) -> QuantizedModel:
         """The integer model with this head in place of its own (the backbone must be the one it was fitted on)."""
-        if backbone_sha256(model) != self.backbone_sha256:
-            raise HeadRefused(4, f"fitted on {self.backbone_sha256[:12]}…, this model's is {backbone_sha256(model)[:12]}…")
+        _check_backbone(self.backbone_sha256, model)
         if self.fields["head_weight"].shape != model.head_weight.shape:
             raise HeadRefused(2, f"weight {self.fields['head_weight'].shape}, model {model.head_weight.shape}")
         return dataclasses.replace(model, **self.fields)
@@ -75,6 +74,18 @@ def backbone_sha256(model: QuantizedModel) -> str:
                 "window": model.window, "input_channels": list(model.input_channels),
                 "convs": [{k: plain(v) for k, v in dataclasses.asdict(c).items()} for c in model.convs]}
     return hashlib.sha256(json.dumps(backbone, sort_keys=True).encode()).hexdigest()
+
+
+def _check_backbone(fitted_on: str, model: QuantizedModel) -> None:
+    own = backbone_sha256(model)
+    if fitted_on != own:
+        raise HeadRefused(4, f"fitted on {fitted_on[:12]}…, this model's is {own[:12]}…")
+
+
+def float_head(model: QuantizedModel) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) in real units of the integer model's head, on the pooled embeddings."""
+    weight = model.head_weight * model.head_weight_scale[:, None]
+    return weight, model.head_bias * model.last.output_scale * model.head_weight_scale
 
 
 def requantized_head(model: QuantizedModel, weight: np.ndarray, bias: np.ndarray, embeddings: np.ndarray,
@@ -116,8 +127,7 @@ def decode(blob: bytes, key: bytes, model: QuantizedModel, current_version: int 
     body, signature = blob[:-SIGNATURE_BYTES], blob[-SIGNATURE_BYTES:]
     if not hmac.compare_digest(hmac.new(_checked_key(key), body, hashlib.sha256).digest(), signature):
         raise HeadRefused(3, "HMAC-SHA256 differs")
-    if backbone.hex() != backbone_sha256(model):
-        raise HeadRefused(4, f"fitted on {backbone.hex()[:12]}…, this model's is {backbone_sha256(model)[:12]}…")
+    _check_backbone(backbone.hex(), model)
     if version < current_version:
         raise HeadRefused(5, f"version {version}, the device runs {current_version}")
     offset = _PREFIX.size

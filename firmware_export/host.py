@@ -43,7 +43,7 @@ def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -
                      " ".join(flags).encode(), compiler.encode(), platform.node().encode(),  # -march=native: per host
                      subprocess.run([compiler, "--version"], capture_output=True).stdout]:
             key.update(part)
-        library = _cache_directory() / key.hexdigest()[:24] / "libheartsight_model.so"
+        library = cache_directory("c") / key.hexdigest()[:24] / "libheartsight_model.so"
         if library.exists():
             return library
     else:
@@ -59,9 +59,10 @@ def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -
     return library
 
 
-def _cache_directory() -> Path:
+def cache_directory(kind: str) -> Path:
+    """HeartSight's per-user cache of one kind (c: host builds; embeddings: sdk.device.recalibration.population)."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "heartsight" / "c"
+    return Path(root) / "heartsight" / kind
 
 
 class CModel:

@@ -122,5 +122,9 @@ def pooled_embeddings(model: QuantizedModel, x_q: np.ndarray) -> np.ndarray:
     refitted head is fitted on), computed exactly as every int8 backend computes it."""
     parts = [(infer(model, x_q[i: i + BATCH])[1].astype(np.int64) - model.last.output_zero_point).sum(axis=-1)
              for i in range(0, len(x_q), BATCH)]
-    sums = np.concatenate(parts) if parts else np.zeros((0, model.last.weight.shape[0]), np.int64)
+    return embeddings_of_sums(model, np.concatenate(parts) if parts else np.zeros((0, model.last.weight.shape[0])))
+
+
+def embeddings_of_sums(model: QuantizedModel, sums: np.ndarray) -> np.ndarray:
+    """Pooled embeddings in real units from the last block's activations summed over time (hs_last_sums)."""
     return sums * model.last.output_scale / model.last_length

@@ -186,11 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     recalibrate.add_argument("--site", default="default")
     recalibrate.add_argument("--model", default="ecg_beat_wcam", help="the int8 export the device runs: zoo name or "
                                                                        "exported directory (default ecg_beat_wcam)")
-    recalibrate.add_argument("--broker", help="publish the update (mqtt://host:port or mqtts://); without it, "
-                                              "only fit and record it")
-    recalibrate.add_argument("--username")
-    recalibrate.add_argument("--password")
-    recalibrate.add_argument("--tls-ca")
+    _broker_options(recalibrate, required=False, help="publish the update (mqtt://host:port or mqtts://); without "
+                                                       "it, only fit and record it")
     _data_dir_option(recalibrate)
     recalibrate.set_defaults(run=_recalibrate)
 
@@ -226,8 +223,9 @@ def _backend_option(parser: argparse.ArgumentParser) -> None:
                                           "(default: c for an exported directory, torch otherwise)")
 
 
-def _broker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+def _broker_options(parser: argparse.ArgumentParser, required: bool = True,
+                    help: str = "mqtt://host:port or mqtts://host:port") -> None:
+    parser.add_argument("--broker", required=required, help=help)
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument("--tls-ca", help="CA certificate that signed the broker's")

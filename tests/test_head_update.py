@@ -18,6 +18,7 @@ from firmware_export.head_update import (
     blob_bytes,
     decode,
     encode,
+    float_head,
     requantized_head,
 )
 from firmware_export.codegen import HEAD_UPDATE_CODE_BYTES, write_c_library
@@ -45,8 +46,7 @@ def _c_model(quantized, library) -> CModel:
 
 def _refitted(quantized, x_q, version=1, seed=1):
     """A head unlike the exported one (random weights), quantized on embeddings of these windows."""
-    _, last = reference.infer(quantized, x_q)
-    embeddings = (last.astype(np.int64) - quantized.last.output_zero_point).mean(-1) * quantized.last.output_scale
+    embeddings = reference.pooled_embeddings(quantized, x_q)
     rng = np.random.default_rng(seed)
     weight = rng.normal(size=quantized.head_weight.shape)
     return requantized_head(quantized, weight, rng.normal(size=len(quantized.classes)), embeddings, version)
@@ -157,10 +157,8 @@ def test_the_monitor_applies_a_head_mid_stream_and_its_alerts_say_which(wcam):
     before: list[Alert] = []
     after: list[Alert] = []
     # the exported head itself, refitted as version 2: the beats keep their labels, so alerts go on after the update
-    weight = quantized.head_weight * quantized.head_weight_scale[:, None]
-    bias = quantized.head_bias * quantized.last.output_scale * quantized.head_weight_scale
-    _, last = reference.infer(quantized, x_q)
-    embeddings = (last.astype(np.int64) - quantized.last.output_zero_point).mean(-1) * quantized.last.output_scale
+    weight, bias = float_head(quantized)
+    embeddings = reference.pooled_embeddings(quantized, x_q)
     blob = encode(requantized_head(quantized, weight, bias, embeddings, version=2), KEY)
     for start in range(0, len(ecg), 360):
         if start == 60 * 360:

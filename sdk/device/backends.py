@@ -25,7 +25,8 @@ import torch
 from firmware_export.artifact import INT8_ONNX, Int8Artifact, artifact_of, is_artifact, load_artifact
 from firmware_export.head_update import EXPORTED_VERSION, HeadRefused, HeadUpdate, decode
 from firmware_export.onnx_export import export_int8
-from firmware_export.reference import dequantize_logits, pooled_embeddings, quantize_input
+from firmware_export.quantize import QuantizedModel
+from firmware_export.reference import dequantize_logits, embeddings_of_sums, pooled_embeddings, quantize_input
 from models.architectures import predict
 from models.closed_form_head import pooled_embeddings as float_pooled_embeddings
 from models.registry import ModelSpec, ZooModel, load_model
@@ -161,8 +162,7 @@ def int8_runner(artifact: Int8Artifact, backend: str) -> Runner:
         if not len(x):
             return np.zeros((0, len(spec.outputs))), np.zeros((0, spec.input_length))
         logits, traces = model.integers(x, with_traces=True)
-        scales = np.array([model.quantized.trace_scale(c) for c in range(len(spec.outputs))])
-        return dequantize_logits(model.quantized, logits), traces * scales[spec.explained(logits)][:, None]
+        return dequantize_logits(model.quantized, logits), traces * model.trace_scales[spec.explained(logits)][:, None]
 
     identity = {"name": artifact.name, "version": str(artifact.card.get("version") or "0"), "sha256": artifact.sha256,
                 "backend": backend, "head_version": EXPORTED_VERSION}
@@ -176,8 +176,8 @@ class _Int8Model:
     checks, in the same order) on onnxruntime, whose graph is then generated again with the new head."""
 
     def __init__(self, artifact: Int8Artifact, backend: str):
-        self.artifact, self.backend, self.quantized = artifact, backend, artifact.quantized
-        self.head_version = EXPORTED_VERSION
+        self.artifact, self.backend = artifact, backend
+        self._use_head(artifact.quantized, EXPORTED_VERSION)
         if backend == "c":
             from firmware_export.host import CModel, build_shared_library
 
@@ -195,10 +195,9 @@ class _Int8Model:
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Pooled embeddings in real units: the C library's own sums (hs_last_sums) on c; on onnxruntime, whose graph
         does not output them, the integer reference's, which the graph computes exactly."""
-        last = self.quantized.last
         if self.backend == "c":
-            sums = self.library.last_sums(self.library.quantize_input(x), last.weight.shape[0])
-            return sums * last.output_scale / self.quantized.last_length
+            x_q = self.library.quantize_input(x)
+            return embeddings_of_sums(self.quantized, self.library.last_sums(x_q, self.quantized.last.weight.shape[0]))
         return pooled_embeddings(self.quantized, quantize_input(self.quantized, x))
 
     def set_head(self, blob: bytes, key: bytes) -> HeadUpdate:
@@ -217,8 +216,13 @@ class _Int8Model:
             with tempfile.TemporaryDirectory() as work:
                 self.session = _int8_session(export_int8(quantized, Path(work) / INT8_ONNX, int8_sha256=self.artifact.sha256,
                                                          explained_class=self.artifact.spec.explained_class))
-        self.quantized, self.head_version = quantized, update.version
+        self._use_head(quantized, update.version)
         return update
+
+    def _use_head(self, quantized: QuantizedModel, version: int) -> None:
+        """The integer model whose head now runs, and the real units of its traces per class."""
+        self.quantized, self.head_version = quantized, version
+        self.trace_scales = np.array([quantized.trace_scale(c) for c in range(len(quantized.classes))])
 
 
 def _int8_session(path: Path):

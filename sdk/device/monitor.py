@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from scipy.signal import firwin, resample_poly
 
+from firmware_export.head_update import HeadUpdate
 from models.heart_rate import HeartRateTracker, rate_evidence
 from models.rr_af import ectopic_beats, with_evidence
 from sdk.data import preprocess, rr_features
@@ -41,7 +42,6 @@ from sdk.data.records import check_fs, resample_factors, resampled_index
 from sdk.data.rpeak import RPeakDetector
 from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
-from firmware_export.head_update import HeadUpdate
 from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.names import check_name
 from sdk.device.quality import QualityEvent, QualityGate

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from firmware_export.head_update import encode, requantized_head
+from firmware_export.host import cache_directory
 from models.closed_form_head import PATIENT_CLASS_WEIGHT_POWER, PATIENT_WEIGHT, patient_head, with_head
 from models.registry import ZooModel
 from sdk.data import mitdb
@@ -114,7 +114,7 @@ def population(runner: Runner, data_root=None) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, labels) of every DS1 beat (mitdb.DS1's order) through this runner's model: the population a
     patient's head is fitted with. Cached per model sha256 and backend (the DS1 pass takes minutes)."""
     identity = runner.identity
-    cache = _cache_directory() / f"{identity['sha256']}-{identity['backend']}-DS1.npz"
+    cache = cache_directory("embeddings") / f"{identity['sha256']}-{identity['backend']}-DS1.npz"
     if cache.exists():
         with np.load(cache) as saved:
             return saved["embeddings"], saved["labels"]
@@ -159,7 +159,3 @@ def _float_explain(float_network: torch.nn.Module, weight: np.ndarray, bias: np.
     zoo = ZooModel(spec, with_head(float_network, weight, bias), {"name": spec.name}, None)
     return torch_runner(zoo).explain(x)
 
-
-def _cache_directory() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "heartsight" / "embeddings"
