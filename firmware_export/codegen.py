@@ -14,15 +14,21 @@ from pathlib import Path
 import numpy as np
 
 from firmware_export.head_update import backbone_sha256
-from firmware_export.quantize import QuantizedModel
+from firmware_export.quantize import QuantizedConv, QuantizedModel
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("hs_kernels.h", "hs_kernels.c", "hs_head.h", "hs_head.c", "hs_sha256.h", "hs_sha256.c")
 C_FILES = ("heartsight_model.h", "heartsight_model.c", *RUNTIME_FILES)  # what a firmware build compiles
 C_SOURCES = tuple(name for name in C_FILES if name.endswith(".c"))
-# Measured with arm-none-eabi-gcc 12.2 -O2 -mcpu=cortex-m4 -mthumb: the kernels (~1.5 KB) and the generated
-# hs_infer/hs_explain/hs_quantize_input (~0.5-0.7 KB); `verify-firmware --qemu` reports the exact image sizes.
-CODE_BYTES_ESTIMATE = 2304
+# Measured with arm-none-eabi-gcc 12.2 -O2 -mcpu=cortex-m4 -mthumb (the reference firmware's flags, which link only
+# the functions used): the kernels but the convolutions (~0.8 KB) and the generated hs_infer/hs_explain/
+# hs_quantize_input (~0.7 KB); `verify-firmware --qemu` reports the exact image sizes.
+CODE_BYTES_ESTIMATE = 1600
+# Each convolution kernel a model's layers use (tests/test_firmware_target.py measures them again); the dense and
+# grouped kernels share conv1d_channel.
+CODE_BYTES_BY_KERNEL = {"dense": 114, "grouped": 142, "codebook": 760, "unify": 1048}
+SHARED_CONV_CODE_BYTES = {"conv1d_channel": 630}
+CODEBOOK_TIME_BLOCK = 16  # HS_CODEBOOK_TIME_BLOCK in hs_kernels.h
 # The deepest call, measured with -fstack-usage: hs_infer (64 B) -> hs_conv1d_relu (376 B, most of it the
 # 64-sample int32 accumulator of one block) -> hs_requantize (8 B).
 STACK_BYTES_ESTIMATE = 448
@@ -86,16 +92,85 @@ def head_bytes(model: QuantizedModel) -> int:
     return model.head_weight.size + 20 * len(model.classes) + 12
 
 
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned values of `bits` bits each, packed LSB first into bytes (as hs_kernels.c's read_bits reads them)."""
+    values = np.asarray(values, np.int64).reshape(-1)
+    if values.size and (values.min() < 0 or values.max() >= 1 << bits):
+        raise ValueError(f"values do not fit {bits} bits")
+    stream = ((values[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
+    return np.packbits(stream, bitorder="little")
+
+
+def _unified_blocks(conv: QuantizedConv) -> np.ndarray:
+    """The dense weight as (out, blocks, block size), blocks in the order hs_conv1d_unified_relu walks them."""
+    out, inputs, kernel = conv.weight.shape
+    size, w = conv.structure["size"], conv.weight.astype(np.int64)
+    if conv.structure["axis"] == "channels":
+        return w.reshape(out, inputs // size, size, kernel).transpose(0, 1, 3, 2).reshape(out, -1, size)
+    return w.reshape(out, inputs, kernel // size, size).reshape(out, -1, size)
+
+
+def conv_storage(conv: QuantizedConv) -> dict[str, tuple[str, np.ndarray]]:
+    """The arrays that hold a convolution's weights in flash, by name suffix: (C type, values) as stored, packed.
+
+    Derived from the dense int8 weight (the specification), checked to have the structure claimed.
+    """
+    structure = conv.structure
+    if structure is None:
+        return {"weight": ("int8_t", conv.weight)}
+    kind = structure["kind"]
+    if kind == "grouped":
+        order, groups = np.asarray(structure["input_order"]), structure["groups"]
+        out, inputs, _ = conv.weight.shape
+        per_group = inputs // groups
+        rows = order.reshape(groups, per_group)[np.arange(out) // (out // groups)]  # (out, in / groups)
+        return {"weight": ("int8_t", np.take_along_axis(conv.weight, rows[:, :, None], axis=1)),
+                "inputs": ("uint8_t", order)}
+    if kind == "codebook":
+        codebook, index = np.asarray(structure["codebook"]), np.asarray(structure["index"])
+        if not np.array_equal(codebook[index], conv.weight):
+            raise AssertionError("a codebook convolution's weight is not its codewords at its indices")
+        bits = max(1, int(np.ceil(np.log2(len(codebook)))))
+        return {"codebook": ("int8_t", codebook), "index": ("uint8_t", pack_bits(index.T, bits))}
+    blocks = _unified_blocks(conv)
+    magnitude = np.abs(blocks).max(axis=-1)
+    if not np.array_equal(np.abs(blocks), np.broadcast_to(magnitude[..., None], blocks.shape)):
+        raise AssertionError("a unified convolution's block does not share one magnitude")
+    return {"magnitude": ("uint8_t", magnitude), "signs": ("uint8_t", pack_bits(blocks[magnitude > 0] < 0, 1))}
+
+
+def weight_storage_bytes(conv: QuantizedConv) -> int:
+    return sum(values.size for _, values in conv_storage(conv).values())
+
+
+def codebook_scratch_bytes(model: QuantizedModel) -> int:
+    """RAM of the codebook kernel's accumulators and codeword responses (HS_CODEBOOK_SCRATCH) and its window."""
+    sizes = [4 * CODEBOOK_TIME_BLOCK * (c.weight.shape[0] + len(c.structure["codebook"]))
+             + 2 * (CODEBOOK_TIME_BLOCK + c.weight.shape[2] - 1)
+             for c in model.convs if c.structure is not None and c.structure["kind"] == "codebook"]
+    return max(sizes, default=0)
+
+
+def kernel_kinds(model: QuantizedModel) -> list[str]:
+    return sorted({"dense" if c.structure is None else c.structure["kind"] for c in model.convs})
+
+
 def static_report(model: QuantizedModel, head_updates: bool) -> dict:
     """Flash, RAM and MACs of the generated library; with head_updates the head lives in RAM (hs_set_head)."""
     tensors = activation_tensors(model)
     _, arena, peak = arena_layout(tensors)
     out_channels = sum(c.weight.shape[0] for c in model.convs) + len(model.classes)
-    weights = model.weight_bytes()
+    conv_weights = sum(weight_storage_bytes(c) for c in model.convs)
+    weights = conv_weights + model.head_weight.size
     bias = 4 * out_channels
-    requantization = 8 * out_channels + 4 * len(model.classes)  # multiplier + shift per channel, trace shifts
-    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length  # channel sums, coarse CAM
-    code = CODE_BYTES_ESTIMATE + (HEAD_UPDATE_CODE_BYTES if head_updates else 0)
+    # per channel an int32 multiplier and an int8 shift (the head's shift and trace shift are int32: hs_head_t)
+    requantization = 5 * out_channels + 7 * len(model.classes)
+    # channel sums, coarse CAM, and the codebook kernel's scratch
+    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + codebook_scratch_bytes(model)
+    kinds = kernel_kinds(model)
+    code = CODE_BYTES_ESTIMATE + sum(CODE_BYTES_BY_KERNEL[k] for k in kinds) \
+        + (SHARED_CONV_CODE_BYTES["conv1d_channel"] if {"dense", "grouped"} & set(kinds) else 0) \
+        + (HEAD_UPDATE_CODE_BYTES if head_updates else 0)
     stack = max(STACK_BYTES_ESTIMATE, HEAD_UPDATE_STACK_BYTES if head_updates else 0)
     flash = weights + bias + requantization + code
     head = head_bytes(model) if head_updates else 0
@@ -109,6 +184,9 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
         "ram": {"arena": arena, "scratch": scratch, "head": head, "stack_estimate": stack},
         "head_updates": head_updates,
         "macs": model.macs(),
+        "conv_weights": {"count": sum(c.weight.size for c in model.convs), "stored_bytes": conv_weights,
+                         "bits_per_weight": round(8 * conv_weights / sum(c.weight.size for c in model.convs), 4),
+                         "kernels": kinds},
         "lower_bounds": {"flash_int8_weights": weights, "ram_largest_live_pair": peak},
         "input": {"channels": len(model.input_channels), "length": model.window, "fs": model.fs},
     }
@@ -120,7 +198,8 @@ def format_report(report: dict) -> str:
         f"model {report['model']} ({report['quantization']})",
         f"flash {report['flash_bytes']:,} bytes: weights {f['weights']:,}, bias {f['bias']:,}, "
         f"requantization {f['requantization']:,}, code ~{f['code_estimate']:,}",
-        f"  lower bound (int8 weights): {report['lower_bounds']['flash_int8_weights']:,}",
+        f"  conv weights as stored: {report['conv_weights']['stored_bytes']:,} bytes, "
+        f"{report['conv_weights']['bits_per_weight']:g} bits per weight ({', '.join(report['conv_weights']['kernels'])})",
         f"ram {report['ram_bytes']:,} bytes: arena {r['arena']:,}, scratch {r['scratch']:,}, head {r['head']:,}, "
         f"stack ~{r['stack_estimate']:,}",
         f"  lower bound (largest pair of live activations): {report['lower_bounds']['ram_largest_live_pair']:,}",
@@ -278,15 +357,16 @@ def _source(model: QuantizedModel, updates: bool, backbone_sha256: str) -> str:
     parts = ['/* Generated by `heartsight export`; do not edit. */\n#include <string.h>\n#include "heartsight_model.h"\n'
              '#include "hs_kernels.h"\n\n']
     for i, conv in enumerate(model.convs):
-        parts += [_array("int8_t", f"conv{i}_weight", conv.weight), _array("int32_t", f"conv{i}_bias", conv.bias),
-                  _array("int32_t", f"conv{i}_multiplier", conv.multiplier), _array("int32_t", f"conv{i}_shift", conv.shift)]
+        parts += [_array(c_type, f"conv{i}_{suffix}", values) for suffix, (c_type, values) in conv_storage(conv).items()]
+        parts += [_array("int32_t", f"conv{i}_bias", conv.bias), _array("int32_t", f"conv{i}_multiplier", conv.multiplier),
+                  _array("int8_t", f"conv{i}_shift", conv.shift)]
     parts.append(_head_state(model, updates))
     names = ", ".join(_c_string(c) for c in model.classes)
     last = tensors[-1]
     parts.append(f"""
 const char *const hs_class_names[HS_NUM_CLASSES] = {{{names}}};
 
-static int8_t hs_arena[HS_ARENA_BYTES];
+static int8_t hs_arena[HS_ARENA_BYTES];{_codebook_scratch(model)}
 static int32_t hs_sums[{last.channels}];
 static int16_t hs_coarse[{last.length}];
 
@@ -345,10 +425,8 @@ int hs_infer(const int8_t *input, int8_t *logits)
     tensor_iter = iter(tensors)
     for i, conv in enumerate(model.convs):
         out = next(tensor_iter)
-        out_channels, _, kernel = conv.weight.shape
-        parts.append(f"    hs_conv1d_relu({source}, {channels}, {length}, {conv.input_zero_point}, conv{i}_weight, conv{i}_bias, "
-                     f"conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, {conv.output_zero_point}, "
-                     f"hs_arena + {offsets[out.name]});\n")
+        out_channels = conv.weight.shape[0]
+        parts.append(f"    {_conv_call(i, conv, source, channels, length, f'hs_arena + {offsets[out.name]}')}\n")
         source, channels = f"hs_arena + {offsets[out.name]}", out_channels
         if conv.pool_after:
             pooled = next(tensor_iter)
@@ -378,6 +456,35 @@ void hs_last_sums(int32_t *sums)
     if updates:
         parts.append(_set_head(backbone_sha256))
     return "".join(parts)
+
+
+def _codebook_scratch(model: QuantizedModel) -> str:
+    layers = [c for c in model.convs if c.structure is not None and c.structure["kind"] == "codebook"]
+    if not layers:
+        return ""
+    scratch = max(c.weight.shape[0] + len(c.structure["codebook"]) for c in layers) * CODEBOOK_TIME_BLOCK
+    window = max(c.weight.shape[2] for c in layers) + CODEBOOK_TIME_BLOCK - 1
+    return f"\nstatic int32_t hs_codebook_scratch[{scratch}];\nstatic int16_t hs_codebook_window[{window}];"
+
+
+def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: int, output: str) -> str:
+    """The kernel call of convolution i, by its structure."""
+    out_channels, _, kernel = conv.weight.shape
+    head = f"{source}, {channels}, {length}, {conv.input_zero_point}"
+    tail = (f"conv{i}_bias, conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, {conv.output_zero_point}, "
+            f"{output}")
+    structure = conv.structure
+    if structure is None:
+        return f"hs_conv1d_relu({head}, conv{i}_weight, {tail});"
+    if structure["kind"] == "grouped":
+        return f"hs_conv1d_grouped_relu({head}, conv{i}_weight, conv{i}_inputs, {structure['groups']}, {tail});"
+    if structure["kind"] == "codebook":
+        codes = len(structure["codebook"])
+        bits = max(1, int(np.ceil(np.log2(codes))))
+        return (f"hs_conv1d_codebook_relu({head}, conv{i}_codebook, {codes}, conv{i}_index, {bits}, {tail}, "
+                "hs_codebook_scratch, hs_codebook_window);")
+    return (f"hs_conv1d_unified_relu({head}, conv{i}_magnitude, conv{i}_signs, "
+            f"{int(structure['axis'] == 'taps')}, {structure['size']}, {tail});")
 
 
 def write_c_library(model: QuantizedModel, out_dir: str | Path, head_updates: bool, int8_sha256: str = "") -> dict:

@@ -72,7 +72,7 @@ def backbone_sha256(model: QuantizedModel) -> str:
         return value.tolist() if isinstance(value, np.ndarray) else value
     backbone = {"input_scale": model.input_scale, "input_zero_point": model.input_zero_point,
                 "window": model.window, "input_channels": list(model.input_channels),
-                "convs": [{k: plain(v) for k, v in dataclasses.asdict(c).items()} for c in model.convs]}
+                "convs": [{k: plain(v) for k, v in dataclasses.asdict(c).items() if v is not None} for c in model.convs]}
     return hashlib.sha256(json.dumps(backbone, sort_keys=True).encode()).hexdigest()
 
 

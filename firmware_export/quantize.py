@@ -14,6 +14,7 @@ training windows (min/max, or a percentile to ignore outliers). Logit ranges alw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from models.quantization import (
     weight_scales,
 )
 from models.registry import ZooModel
+from models.structured import integer_weight
 from sdk.errors import HeartSightError
 
 CALIBRATIONS = ("minmax", "percentile")
@@ -64,6 +66,11 @@ class QuantizedConv:
     output_zero_point: int
     pool_after: bool  # max-pool by 2 after the block
     weight_scale: np.ndarray  # float (out,): weight = int8 * weight_scale, per output channel
+    # How the C library stores and computes the weight (None: dense int8). `weight` is always the dense int8 weight,
+    # the specification: {"kind": "codebook", "codebook": [[int6]] (codes, kernel), "index": [[int]] (out, in)};
+    # {"kind": "unify", "axis": "channels"|"taps", "size": N}; {"kind": "grouped", "groups": G, "input_order": [int]}
+    # (output channels in group order, each group reading its in/G inputs in input_order's order).
+    structure: dict | None = None
 
 
 @dataclass
@@ -98,11 +105,24 @@ class QuantizedModel:
         """Real units (the float CAM's) of one trace step for a class."""
         return self.last.output_scale * float(self.head_weight_scale[class_index]) * 2.0 ** int(self.trace_shift[class_index])
 
-    def weight_bytes(self) -> int:
-        return sum(c.weight.size for c in self.convs) + self.head_weight.size
-
     def macs(self) -> int:
-        return gapcnn_macs([(c.weight.size, c.pool_after) for c in self.convs], self.head_weight.size, self.window)
+        """Multiplies of one inference as the C kernels do them (a structured kernel adds more than it multiplies)."""
+        return gapcnn_macs([(multiplies_per_sample(c), c.pool_after) for c in self.convs], self.head_weight.size,
+                           self.window)
+
+
+def multiplies_per_sample(conv: QuantizedConv) -> int:
+    """Multiplies per output sample: every weight (dense; grouped layers store only their groups' weights), every
+    codeword tap on every input channel (codebook), or one per live block (unify)."""
+    out, inputs, kernel = conv.weight.shape
+    kind = conv.structure["kind"] if conv.structure else "dense"
+    if kind == "grouped":
+        return conv.weight.size // conv.structure["groups"]
+    if kind == "codebook":
+        return inputs * len(conv.structure["codebook"]) * kernel
+    if kind == "unify":
+        return int(np.count_nonzero(conv.weight)) // conv.structure["size"]
+    return conv.weight.size
 
 
 def gapcnn_blocks(folded: nn.Module, name: str) -> tuple[list[tuple[nn.Conv1d, bool]], nn.Linear]:
@@ -179,18 +199,18 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
     activation = [activation_qparams(*r) for r in ranges]  # input, blocks..., logits
     convs = []
     for i, (conv, pool_after) in enumerate(blocks):
-        w = conv.weight.detach().double()
-        w_scale = weight_scales(w).double()
+        w_q, w_scale, structure = integer_weight(conv)
         s_in, z_in = activation[i]
         s_out, z_out = activation[i + 1]
-        w_q = torch.clamp(torch.round(w / w_scale[:, None, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
-        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        b_q = torch.round(bias / (s_in * w_scale)).to(torch.int64).numpy()
+        bias = conv.bias.detach().double().numpy() if conv.bias is not None else np.zeros(len(w_q))
+        b_q = np.round(bias / (s_in * w_scale)).astype(np.int64)
         pairs = [quantize_multiplier(s_in * float(ws) / s_out) for ws in w_scale]
         convs.append(QuantizedConv(w_q, _int32(b_q), np.array([p[0] for p in pairs], np.int32),
                                    np.array([p[1] for p in pairs], np.int32), z_in, s_out, z_out, pool_after,
-                                   w_scale.numpy()))
-    head_fields = quantize_head(head.weight.detach().double().numpy(), head.bias.detach().double().numpy(),
+                                   w_scale, structure))
+    head_weight = head.weight.detach().double().numpy()
+    convs, head_weight = _grouped_channel_order(convs, head_weight)
+    head_fields = quantize_head(head_weight, head.bias.detach().double().numpy(),
                                 activation[len(convs)][0], zoo.spec.input_length // (2 ** sum(p for _, p in blocks)),
                                 ranges[-1])
     return QuantizedModel(
@@ -204,6 +224,43 @@ def quantize_model(zoo: ZooModel, calibration_x: np.ndarray, calibration: str = 
                                 "ranges": "input and blocks from quantization-aware training, logits calibrated" if qat
                                 else "input, blocks and logits calibrated"}},
     )
+
+
+def _grouped_channel_order(convs: list[QuantizedConv], head_weight: np.ndarray):
+    """Fold each grouped layer's output permutation into the channel order (its rows, and the next layer's or the
+    head's columns), and give it the table of its inputs in group order: the form hs_conv1d_grouped_relu runs.
+    Takes the structures of integer_weight ({"kind": "grouped", "out_group", "in_group"})."""
+    convs = [dataclasses.replace(c) for c in convs]
+    for i, conv in enumerate(convs):
+        if conv.structure is None or conv.structure["kind"] != "grouped":
+            continue
+        order = np.argsort(conv.structure["out_group"], kind="stable")
+        convs[i] = dataclasses.replace(conv, weight=conv.weight[order], bias=conv.bias[order],
+                                       multiplier=conv.multiplier[order], shift=conv.shift[order],
+                                       weight_scale=conv.weight_scale[order],
+                                       structure={**conv.structure, "out_group": conv.structure["out_group"][order]})
+        if i + 1 < len(convs):
+            following = convs[i + 1]
+            structure = following.structure
+            if structure is not None and structure["kind"] == "grouped":
+                structure = {**structure, "in_group": structure["in_group"][order]}
+            convs[i + 1] = dataclasses.replace(following, weight=following.weight[:, order], structure=structure)
+        else:
+            head_weight = head_weight[:, order]
+    for i, conv in enumerate(convs):
+        if conv.structure is not None and conv.structure["kind"] == "grouped":
+            in_group, out_group = conv.structure["in_group"], conv.structure["out_group"]
+            outside = out_group[:, None] != in_group[None, :]
+            if np.any(conv.weight[outside] != 0):
+                raise AssertionError(f"conv {i}: a weight outside its group mask is not zero")
+            convs[i] = dataclasses.replace(conv, structure={
+                "kind": "grouped", "groups": int(out_group.max()) + 1,
+                "input_order": np.argsort(in_group, kind="stable").tolist()})
+        elif conv.structure is not None and conv.structure["kind"] == "codebook":
+            convs[i] = dataclasses.replace(conv, structure={
+                "kind": "codebook", "codebook": np.asarray(conv.structure["codebook"]).tolist(),
+                "index": np.asarray(conv.structure["index"]).tolist()})
+    return convs, head_weight
 
 
 HEAD_FIELDS = ("head_weight", "head_bias", "head_multiplier", "head_shift", "head_weight_scale", "logit_scale",

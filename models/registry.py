@@ -12,6 +12,7 @@ import torch
 
 from models.architectures import GapCnn, fold_batch_norm
 from models.quantization import prepare_qat
+from models.structured import restore_structure
 from sdk.data.preprocess import ECG_FS, HR_GRID_BPM, PPG_FS, PPG_SPECTRUM_CHANNELS
 from sdk.errors import HeartSightError
 
@@ -125,6 +126,8 @@ def load_model(name_or_dir: str | os.PathLike, weights: str = "model.pt") -> Zoo
         model = fold_batch_norm(model)
     if card.get("quantization", {}).get("method") == "qat":
         model = prepare_qat(fold_batch_norm(model))
+    if card.get("structure"):
+        model = restore_structure(model, card["structure"])
     try:
         model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     except Exception as error:  # torch raises RuntimeError, pickle and zip errors for damaged or mismatched weights

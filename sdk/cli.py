@@ -71,10 +71,11 @@ def _parser() -> argparse.ArgumentParser:
 
     compress = commands.add_parser("compress", help="compress a beat model, plain or with WCAM")
     compress.add_argument("--model", default="ecg_beat", help="zoo name or model directory (the teacher)")
-    compress.add_argument("--method", required=True, help="structured, unstructured, distill or qat")
+    compress.add_argument("--method", required=True,
+                          help="structured, unstructured, distill, qat, unify, mpd or kernel-codebook")
     compress.add_argument("--ratio", type=float, default=0.5,
-                          help="share of channels removed (structured, distill, qat; qat accepts 0) "
-                               "or of weights zeroed (unstructured); default 0.5")
+                          help="share of channels removed (structured, distill, and before qat, unify, mpd and "
+                               "kernel-codebook, which accept 0) or of weights zeroed (unstructured); default 0.5")
     compress.add_argument("--wcam", type=float, default=0.0, metavar="BETA",
                           help="weight of the WCAM attribution-matching loss (0 = plain; see benchmarks/results)")
     compress.add_argument("--schedule", default="one-shot", help="structured pruning: one-shot or iterative")
@@ -88,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument("--fold-bn", action="store_true",
                           help="structured: fold batch norm into the convolutions after removal (needed by qr-orthogonal)")
     compress.add_argument("--kd", action="store_true", help="add class-balanced distillation from the teacher")
+    compress.add_argument("--block", default="channels:4",
+                          help="unify: weights sharing one magnitude, channels:N (N input channels at one tap) or "
+                               "taps:N (N taps of one kernel); default channels:4")
+    compress.add_argument("--block-ratio", type=float, default=0.5,
+                          help="unify: share of each layer's blocks pruned (default 0.5)")
+    compress.add_argument("--groups", type=int, default=4,
+                          help="mpd: block-diagonal groups per convolution after the first (default 4)")
+    compress.add_argument("--bits", type=int, default=4,
+                          help="kernel-codebook: index bits per kernel, 2**bits codewords per layer (default 4)")
     compress.add_argument("--out", required=True, help="directory for model.pt and card.json")
     _data_dir_option(compress)
     compress.set_defaults(run=_compress)
@@ -281,7 +291,7 @@ def _compress(args) -> int:
     from sdk.compress import Plan, compress
 
     plan = Plan(args.method, args.ratio, args.wcam, args.schedule, args.stochastic, args.exact, args.epochs, args.seed,
-                args.repair, args.lr, args.fold_bn, args.kd)
+                args.repair, args.lr, args.fold_bn, args.kd, args.block, args.block_ratio, args.groups, args.bits)
     plan.check()  # before any data is read
     card = compress(args.model, plan, args.out, args.data_dir)
     print(json.dumps({"out": args.out, "size": card["size"], "DS2_accuracy": card["metrics"]["DS2"]["accuracy"],

@@ -76,7 +76,7 @@ def test_the_c_convolution_matches_the_reference_at_edges_short_signals_and_part
     layer = QuantizedConv(weight=rng.integers(-127, 128, (out_channels, channels, kernel)).astype(np.int8),
                           bias=rng.integers(-20000, 20000, out_channels).astype(np.int32),
                           multiplier=rng.integers(2 ** 30, 2 ** 31, out_channels).astype(np.int32),
-                          shift=rng.integers(-12, -6, out_channels).astype(np.int32),
+                          shift=rng.integers(-12, -6, out_channels).astype(np.int8),
                           input_zero_point=int(rng.integers(-128, 128)), output_scale=1.0,
                           output_zero_point=int(rng.integers(-128, 0)), pool_after=False,
                           weight_scale=np.ones(out_channels))

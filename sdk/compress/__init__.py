@@ -1,4 +1,5 @@
-"""Compression that keeps the explanation: structured/unstructured pruning, distillation and int8 QAT, plain or with WCAM.
+"""Compression that keeps the explanation, plain or with WCAM: structured/unstructured pruning, distillation, int8
+QAT, and the seed methods' structured int8 forms (weight unification, MPD group masks, kernel codebooks).
 
 `compress(...)` takes a zoo model, compresses it by one method and writes a reloadable model with a card
 like the zoo's (sizes, DS2 scores, and how well its explanation matches the teacher's).
@@ -14,7 +15,8 @@ import torch
 from models.architectures import predict
 from models.quantization import is_quantized
 from models.registry import load_model
-from sdk.compress.methods import KD_ALPHA, KD_TEMPERATURE, METHODS, REPAIRS, SCHEDULES, Plan, config_lr, run
+from models.structured import structure_of
+from sdk.compress.methods import KD_ALPHA, KD_TEMPERATURE, METHODS, REPAIRS, SCHEDULES, STRUCTURED, Plan, config_lr, run
 from sdk.compress.report import explanation_report, explanation_sample, localization, size_report
 from sdk.compress.wcam import Wcam
 from sdk.data import mitdb
@@ -35,12 +37,24 @@ def score_compressed(teacher, model, spec, ds2: Dataset) -> dict:
                             "teacher": localization(teacher, torch.from_numpy(beats.x), spec.fs)}}
 
 
+def _structure_options(plan: Plan) -> str:
+    """The reproduce command's options of a structured method."""
+    return {"unify": f" --block {plan.block} --block-ratio {plan.block_ratio:g}", "mpd": f" --groups {plan.groups}",
+            "kernel-codebook": f" --bits {plan.bits}"}.get(plan.method, "")
+
+
+def _structure_settings(plan: Plan) -> dict:
+    return {"unify": {"block": plan.block, "block_ratio": plan.block_ratio}, "mpd": {"groups": plan.groups},
+            "kernel-codebook": {"bits": plan.bits}}.get(plan.method, {})
+
+
 def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
              data_root: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Compress a trained beat model by `plan`; writes out_dir/model.pt and card.json and returns the card."""
     plan.check()
     zoo = load_model(model)
     spec = zoo.spec
+    plan.check_fits(spec)
     if spec.task != "beat":
         raise HeartSightError(
             f"compression is scored on held-out MIT-BIH patients (DS2) and supports beat models such as ecg_beat; "
@@ -59,7 +73,7 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
                          + (f" --epochs {plan.epochs}" if plan.epochs else "") + (f" --seed {plan.seed}" if plan.seed else "")
                          + (f" --repair {plan.repair}" if plan.repair != "none" else "")
                          + (f" --lr {plan.lr:g}" if plan.lr else "") + (" --fold-bn" if plan.fold_bn else "")
-                         + (" --kd" if plan.kd else "")
+                         + (" --kd" if plan.kd else "") + _structure_options(plan)
                          + f" --out {out}")
     card["compression"] = {"method": plan.method, "ratio": plan.ratio, "schedule": plan.schedule,
                            "wcam_beta": plan.wcam_beta, "wcam_stochastic": plan.stochastic, "repair": plan.repair,
@@ -67,7 +81,8 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
                            "distillation": (f"class-balanced (each beat weighted 1/frequency of its class), "
                                             f"T={KD_TEMPERATURE:g}, alpha={KD_ALPHA:g}")
                            if plan.kd or plan.method == "distill" else None,
-                           "teacher": zoo.card["name"], "teacher_sha256": zoo.card.get("sha256")}
+                           "teacher": zoo.card["name"], "teacher_sha256": zoo.card.get("sha256"),
+                           **_structure_settings(plan)}
     if diagnostics:
         card["isometry"] = {"probe": "16 held-out DS1 beats per class; singular values of d logits / d input",
                             **diagnostics}
@@ -76,6 +91,8 @@ def compress(model: str | os.PathLike, plan: Plan, out_dir: str | os.PathLike,
     if is_quantized(compressed):
         card["quantization"] = {"method": "qat", "scheme": "int8: weights symmetric per output channel [-127, 127], "
                                 "activations asymmetric per tensor; batch norm folded"}
+    if plan.method in STRUCTURED:
+        card["structure"] = structure_of(compressed)
     card["data_split"] = zoo.card.get("data_split")
     card["history"] = history
     write_model(out, compressed, card)

@@ -1,4 +1,4 @@
-"""The four compression methods behind one function, each plain or with WCAM.
+"""The seven compression methods behind one function, each plain or with WCAM.
 
 Every method starts from a trained zoo model (the teacher, the "uncompressed former self"), trains on the
 teacher's own training beats (DS1 minus the checkpoint-selection patients), chooses its checkpoint on
@@ -18,7 +18,7 @@ from torch import nn
 from models.architectures import GapCnn, fold_batch_norm, predict
 from models.quantization import calibrate, prepare_qat
 from models.registry import ModelSpec
-from sdk.compress import isometry, pruning
+from sdk.compress import isometry, pruning, structured
 from sdk.compress.report import explanation_sample
 from sdk.compress.wcam import Wcam
 from sdk.data.datasets import Dataset
@@ -26,7 +26,10 @@ from sdk.errors import HeartSightError
 from sdk.training.recipes import beat_config, beat_score
 from sdk.training.train import TaskLoss, class_weights, epoch_class_counts, fit
 
-METHODS = ("structured", "unstructured", "distill", "qat")
+METHODS = ("structured", "unstructured", "distill", "qat", "unify", "mpd", "kernel-codebook")
+# int8 models whose convolutions take a structured form (sdk.compress.structured) after pruning to the plan's widths
+STRUCTURED = ("unify", "mpd", "kernel-codebook")
+INTEGER = ("qat", *STRUCTURED)  # trained with the firmware's roundings
 SCHEDULES = ("one-shot", "iterative")
 REPAIRS = ("none", "growing-l2", "qr-orthogonal")
 REPAIRABLE = ("structured", "qat")  # the methods that remove whole filters from inherited weights
@@ -35,8 +38,11 @@ JSV_BEATS_PER_CLASS = 16  # held-out DS1 beats per class for the Jacobian diagno
 KD_TEMPERATURE, KD_ALPHA = 4.0, 0.9
 KD_CLASS_WEIGHT_POWER = 1.0  # distillation weights 1/frequency: each class counts as much as N
 ITERATIVE_ROUNDS = 3
-EPOCHS = {"structured": 4, "unstructured": 1, "distill": 8, "qat": 4}  # unstructured: per 20% round
-LEARNING_RATES = {"structured": 1e-3, "unstructured": 1e-3, "distill": 3e-3, "qat": 5e-4}
+EPOCHS = {"structured": 4, "unstructured": 1, "distill": 8, "qat": 4,  # unstructured: per 20% round
+          "unify": 4, "mpd": 6, "kernel-codebook": 4}  # unify: after ADMM_ROUNDS epochs of ADMM
+LEARNING_RATES = {"structured": 1e-3, "unstructured": 1e-3, "distill": 3e-3, "qat": 5e-4,
+                  "unify": 5e-4, "mpd": 1e-3, "kernel-codebook": 5e-4}
+ADMM_ROUNDS = 3  # one epoch each
 
 
 @dataclass(frozen=True)
@@ -53,13 +59,18 @@ class Plan:
     lr: float | None = None  # fine-tuning peak learning rate (default: the method's)
     fold_bn: bool = False  # structured: fold batch norm into the convolutions after removal (a BN-free network)
     kd: bool = False  # add class-balanced distillation from the teacher (always on for distill)
+    block: str = "channels:4"  # unify: blocks sharing one magnitude, channels:N at one tap or taps:N of one kernel
+    block_ratio: float = 0.5  # unify: share of each layer's blocks pruned (zero magnitude)
+    groups: int = 4  # mpd: diagonal blocks per layer (each keeps 1/groups of the weights)
+    bits: int = 4  # kernel-codebook: index bits per kernel (2**bits codewords per layer)
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise HeartSightError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
-        lowest = 0.0 if self.method == "qat" else 1e-9
+        lowest = 0.0 if self.method in INTEGER else 1e-9
         if not lowest <= self.ratio < 1.0:
-            raise HeartSightError(f"--ratio must lie in (0, 1) (qat also accepts 0: no pruning), got {self.ratio}")
+            raise HeartSightError(f"--ratio must lie in (0, 1) ({', '.join(INTEGER)} also accept 0: no channel "
+                                  f"pruning), got {self.ratio}")
         if self.schedule not in SCHEDULES:
             raise HeartSightError(f"unknown schedule {self.schedule!r}; choose one-shot or iterative")
         if self.wcam_beta < 0:
@@ -78,6 +89,25 @@ class Plan:
                                   + ("always folds batch norm)" if self.method == "qat" else "keeps its batch norm)"))
         if self.lr is not None and not 0 < self.lr < 1:
             raise HeartSightError(f"--lr must lie in (0, 1), got {self.lr}")
+        if self.method == "unify":
+            structured.parse_block(self.block)
+            if not 0 <= self.block_ratio < 1:
+                raise HeartSightError(f"--block-ratio must lie in [0, 1), got {self.block_ratio}")
+        if self.method == "mpd" and self.groups < 2:
+            raise HeartSightError(f"--groups must be at least 2 (1 is a dense layer), got {self.groups}")
+        if self.method == "kernel-codebook" and not 1 <= self.bits <= 8:
+            raise HeartSightError(f"--bits must lie in 1..8 (an index per kernel, packed), got {self.bits}")
+
+    def widths(self, spec: ModelSpec) -> tuple[int, ...]:
+        """The compressed model's block widths."""
+        return spec.widths if self.method == "unstructured" else pruning.pruned_widths(spec.widths, self.ratio)
+
+    def check_fits(self, spec: ModelSpec) -> None:
+        """Refuse options the method cannot honour on this teacher's layers, before any data is read."""
+        self.check()
+        if self.method in STRUCTURED:
+            shapes = structured.layer_shapes(len(spec.input_channels), self.widths(spec), spec.kernel_size)
+            structured.check_fits(self.method, shapes, self.block, self.groups, self.bits)
 
 
 def config_lr(plan: Plan) -> float:
@@ -122,7 +152,7 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
     The diagnostics (sdk.compress.isometry) are measured on held-out DS1 beats for pruning methods: before
     pruning, right after the removal (and repair), and after fine-tuning.
     """
-    plan.check()
+    plan.check_fits(spec)
     teacher = copy.deepcopy(teacher).eval()
     wcam = Wcam(teacher, plan.wcam_beta, exact=plan.exact_wcam, stochastic=plan.stochastic, seed=plan.seed) \
         if plan.wcam_beta > 0 else None
@@ -158,12 +188,15 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
             history.extend({**h, "phase": "growing-l2"} for h in part)
             diagnostics["regularised"] = measured(model)
         model = pruning.remove_channels(model, keep)
-        if plan.fold_bn or plan.method == "qat":
+        if plan.fold_bn or plan.method in INTEGER:
             model = fold_batch_norm(model)
         if plan.repair == "qr-orthogonal":
             model = isometry.qr_orthogonalize(model)
         diagnostics["after_removal"] = measured(model)
         return model
+
+    def calibration_batches():
+        return (torch.from_numpy(train.x[i: i + 512]) for i in range(0, min(len(train.x), 8192), 512))
 
     history: list[dict] = []
     if plan.method == "structured":
@@ -185,10 +218,29 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
         student_spec = replace(spec, widths=pruning.pruned_widths(spec.widths, plan.ratio))
         torch.manual_seed(plan.seed)
         model, history = tune(student_spec.build(), student_spec)
-    else:  # qat
+    else:  # qat, and the structured int8 forms on top of it
         model = prepare_qat(removed(teacher, pruning.pruned_widths(teacher.widths, plan.ratio)))
-        calibrate(model, (torch.from_numpy(train.x[i: i + 512]) for i in range(0, min(len(train.x), 8192), 512)))
-        model, part = tune(model, replace(spec, widths=model.widths))
+        calibrate(model, calibration_batches())
+        model_spec = replace(spec, widths=model.widths)
+        if plan.method == "unify":
+            axis, size = structured.parse_block(plan.block)
+            admm = structured.Admm(model, axis, size, plan.block_ratio)
+            base = objective_for(teacher, wcam, distill_weights)
+            for round_ in range(ADMM_ROUNDS):  # W-step: one epoch of the proximal objective (the last W, unscored)
+                rho = admm.rho
+                model, part = fit(model_spec, train, replace(config, epochs=1, seed=config.seed + round_), None, None,
+                                  progress, model=model,
+                                  objective=lambda m, x, y, loss: base(m, x, y, loss) + admm.penalty())
+                distance = admm.update()
+                history += [{**h, "phase": "admm", "rho": rho, "distance_to_structure": round(distance, 5)} for h in part]
+            model = structured.unify(model, axis, size, plan.block_ratio)
+        elif plan.method == "mpd":
+            model = structured.group_masks(model, plan.groups, plan.seed)
+        elif plan.method == "kernel-codebook":
+            model = structured.kernel_codebooks(model, plan.bits, plan.seed)
+        if plan.method in STRUCTURED:  # the structure changed the activations: their ranges start afresh
+            calibrate(model, calibration_batches())
+        model, part = tune(model, model_spec)
         history += part
     model.eval()
     if diagnostics:
