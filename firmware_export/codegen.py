@@ -198,6 +198,7 @@ def format_report(report: dict) -> str:
         f"model {report['model']} ({report['quantization']})",
         f"flash {report['flash_bytes']:,} bytes: weights {f['weights']:,}, bias {f['bias']:,}, "
         f"requantization {f['requantization']:,}, code ~{f['code_estimate']:,}",
+        f"  lower bound (int8 weights): {report['lower_bounds']['flash_int8_weights']:,}",
         f"  conv weights as stored: {report['conv_weights']['stored_bytes']:,} bytes, "
         f"{report['conv_weights']['bits_per_weight']:g} bits per weight ({', '.join(report['conv_weights']['kernels'])})",
         f"ram {report['ram_bytes']:,} bytes: arena {r['arena']:,}, scratch {r['scratch']:,}, head {r['head']:,}, "
