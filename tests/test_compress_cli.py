@@ -67,7 +67,7 @@ def test_a_kernel_codebook_model_exports_packed_and_verifies_bit_exact_on_a_cort
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "unify", "--block", "channels:8"], "does not divide the layer"),
+    (["--method", "unify", "--block", "channels:3"], "does not divide the layer"),
     (["--method", "mpd", "--groups", "5"], "cannot split the layer into equal groups"),
     (["--method", "kernel-codebook", "--bits", "6"], "64 codewords"),
     (["--method", "prune"], "unknown compression method"),

@@ -62,7 +62,7 @@ def toy():
 PLANS = {"kernel-codebook": Plan("kernel-codebook", 0.0, epochs=3, bits=3),
          "unify": Plan("unify", 0.0, epochs=3, block="channels:4", block_ratio=0.5),
          "unify-taps": Plan("unify", 0.0, epochs=3, block="taps:7", block_ratio=0.25),
-         "mpd": Plan("mpd", 0.0, epochs=3, groups=4)}
+         "mpd": Plan("mpd", 0.0, epochs=3, groups=2)}
 
 
 @pytest.mark.parametrize("name", PLANS)
@@ -81,7 +81,8 @@ def test_each_method_trains_its_structure_classifies_and_reloads_from_its_card(t
     elif plan.method == "unify":
         axis, size = structured.parse_block(plan.block)
         assert [h["phase"] for h in history[:3]] == ["admm"] * 3
-        for conv in convs:
+        assert parametrization(convs[0], UnifiedBlocks) is None  # the signal channels stay dense
+        for conv in convs[1:]:
             form = parametrization(conv, UnifiedBlocks)
             weight = conv.weight.detach()
             blocks = weight.reshape(weight.shape[0], -1, size, weight.shape[2]).transpose(2, 3) if axis == "channels" \
@@ -302,7 +303,7 @@ def test_bad_structured_plans_are_refused(plan, message):
 
 
 @pytest.mark.parametrize("plan, message", [
-    (Plan("unify", 0.5, block="channels:8"), "does not divide the layer: conv 0 has 8 output channels, 4 input"),
+    (Plan("unify", 0.5, block="channels:3"), "does not divide the layer: conv 1 has 16 output channels, 8 input"),
     (Plan("unify", 0.5, block="taps:2"), "does not divide the layer.*7 taps"),
     (Plan("mpd", 0.5, groups=64), "cannot split the layer into equal groups: conv 1"),
     (Plan("mpd", 0.0, groups=3), "cannot split the layer into equal groups"),

@@ -7,7 +7,9 @@ Choices where the papers are silent (seed-methods.md, section 2-4):
 - Every method starts from the teacher pruned to the plan's widths (--ratio, as qat), so that it is compared with
   int8 QAT at the same widths.
 - unify: the pruning criterion is a block's mean |w| (the projection's error when a block is zeroed instead of
-  unified is block size * mean|w|**2), per layer. ADMM runs one epoch per round with rho tripling each round.
+  unified is block size * mean|w|**2), per layer. ADMM runs one epoch per round with rho tripling each round. The
+  first convolution stays dense int8: it holds ~2% of the weights, and the raw signal's scale folded into it makes
+  its weights ~20x the others', too far for the W-step's optimiser steps to reach the structure in a few epochs.
 - mpd: the first convolution (the signal channels) stays dense: a group there would see one input signal only.
   Each later layer draws its own output and input groups, so groups mix from layer to layer as in the paper's
   independent permutations; the exporter folds the output permutation into the channel order and reads the
@@ -57,12 +59,12 @@ def check_fits(method: str, shapes: list[tuple[int, int, int]], block: str, grou
     """Refuse, with the first layer that cannot honour it, an option the method cannot apply to these layers."""
     for layer, (out, inputs, kernel) in enumerate(shapes):
         where = f"conv {layer} has {out} output channels, {inputs} input channels and {kernel} taps"
-        if method == "unify":
+        if method == "unify" and layer > 0:
             axis, size = parse_block(block)
             along = inputs if axis == "channels" else kernel
             if along % size:
                 raise HeartSightError(f"--block {block} does not divide the layer: {where}; choose a block size "
-                                      f"that divides {along}")
+                                      f"that divides {along} (the first layer stays dense)")
         elif method == "mpd" and layer > 0 and (out % groups or inputs % groups):
             raise HeartSightError(f"--groups {groups} cannot split the layer into equal groups: {where}; choose a "
                                   f"divisor of both (the first layer stays dense)")
@@ -97,7 +99,7 @@ class Admm:
 
     def __init__(self, model: nn.Module, axis: str, size: int, prune_ratio: float):
         self.axis, self.size, self.prune_ratio = axis, size, prune_ratio
-        self.weights = [conv.parametrizations.weight.original for conv in convolutions(model)]
+        self.weights = [conv.parametrizations.weight.original for conv in convolutions(model)[1:]]
         self.rho = ADMM_RHO
         self.dual = [torch.zeros_like(w) for w in self.weights]
         self.norms = [float(w.detach().pow(2).sum().clamp(min=1e-12)) for w in self.weights]
@@ -112,19 +114,20 @@ class Admm:
 
     @torch.no_grad()
     def update(self) -> float:
-        """Z- and dual step; returns the relative distance of W to the structure (how far the constraint is)."""
+        """Z- and dual step; returns how far W is from the structure: the mean over layers of ||W - Z||^2 / ||W||^2."""
         self.target = [self.project(w + u) for w, u in zip(self.weights, self.dual)]
         for w, z, u in zip(self.weights, self.target, self.dual):
             u.add_(w - z)
         self.rho *= ADMM_GROWTH
-        residual = sum(float((w - z).pow(2).sum()) for w, z in zip(self.weights, self.target))
-        return residual / max(sum(float(w.pow(2).sum()) for w in self.weights), 1e-12)
+        return float(np.mean([float((w - z).pow(2).sum() / w.pow(2).sum().clamp(min=1e-12))
+                              for w, z in zip(self.weights, self.target)]))
 
 
 @torch.no_grad()
 def unify(model: nn.Module, axis: str, size: int, prune_ratio: float) -> nn.Module:
-    """Hard projection: every convolution becomes UnifiedBlocks (signs and zero blocks frozen, magnitudes trained)."""
-    for conv in convolutions(model):
+    """Hard projection: every convolution after the first becomes UnifiedBlocks (signs and zero blocks frozen,
+    magnitudes trained)."""
+    for conv in convolutions(model)[1:]:
         _, signs, alive, magnitudes = project_unified(conv.parametrizations.weight.original.detach(), axis, size,
                                                        prune_ratio)
         replace_weight_form(model, conv, UnifiedBlocks(axis, size, signs, alive, magnitudes))
