@@ -299,7 +299,8 @@ def save_quantized(model: QuantizedModel, directory: str | Path) -> Path:
     def plain(value):
         return value.tolist() if isinstance(value, np.ndarray) else value
     record = {k: plain(v) for k, v in asdict(model).items() if k != "convs"}
-    record["convs"] = [{k: plain(v) for k, v in asdict(c).items()} for c in model.convs]
+    record["convs"] = [{k: plain(v) for k, v in asdict(c).items() if k != "structure" or v is not None}
+                       for c in model.convs]  # a dense layer's record is as before structures existed
     path = Path(directory) / QUANTIZED_FILE
     path.write_text(json.dumps(record) + "\n")
     return path

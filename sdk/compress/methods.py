@@ -39,7 +39,7 @@ KD_TEMPERATURE, KD_ALPHA = 4.0, 0.9
 KD_CLASS_WEIGHT_POWER = 1.0  # distillation weights 1/frequency: each class counts as much as N
 ITERATIVE_ROUNDS = 3
 EPOCHS = {"structured": 4, "unstructured": 1, "distill": 8, "qat": 4,  # unstructured: per 20% round
-          "unify": 4, "mpd": 6, "kernel-codebook": 6}  # unify: after ADMM_ROUNDS epochs of ADMM
+          "unify": 4, "mpd": 10, "kernel-codebook": 6}  # unify: after ADMM_ROUNDS epochs of ADMM
 LEARNING_RATES = {"structured": 1e-3, "unstructured": 1e-3, "distill": 3e-3, "qat": 5e-4,
                   "unify": 2e-3, "mpd": 3e-3, "kernel-codebook": 4e-3}
 ADMM_ROUNDS = 3  # one epoch each

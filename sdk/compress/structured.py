@@ -37,7 +37,7 @@ from models.structured import (
 )
 from sdk.errors import HeartSightError
 
-ADMM_RHO = 10.0  # first round's rho (on distances relative to each layer's norm); each round triples it
+ADMM_RHO = 100.0  # first round's rho (on distances relative to each layer's norm); each round triples it
 ADMM_GROWTH = 3.0
 
 

@@ -47,9 +47,15 @@ static int8_t clamp_int8(int32_t value, int32_t low)
     return (int8_t)(value > HS_INT8_MAX ? HS_INT8_MAX : value);
 }
 
+/* Input row i of a convolution: rows == NULL reads the channels in order, else rows[i] names the channel. */
+static const int8_t *input_row(const int8_t *input, const uint8_t *rows, int i, int length)
+{
+    return input + (rows != 0 ? rows[i] : i) * length;
+}
+
 /* One output sample where some taps fall in the padding: only the taps inside the signal contribute. */
-static int32_t conv_at_edge(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
-                            const int8_t *w_out, int kernel, int t)
+static int32_t conv_at_edge(const int8_t *input, const uint8_t *rows, int in_channels, int length,
+                            int32_t input_zero_point, const int8_t *w_out, int kernel, int t)
 {
     const int pad = kernel / 2;
     const int first = t - pad < 0 ? pad - t : 0;
@@ -57,7 +63,7 @@ static int32_t conv_at_edge(const int8_t *input, int in_channels, int length, in
     int32_t acc = 0;
     int i, k;
     for (i = 0; i < in_channels; i++) {
-        const int8_t *x = input + i * length + t - pad;
+        const int8_t *x = input_row(input, rows, i, length) + t - pad;
         const int8_t *w = w_out + i * kernel;
         for (k = first; k < last; k++) {
             acc += (int32_t)w[k] * ((int32_t)x[k] - input_zero_point);
@@ -66,63 +72,265 @@ static int32_t conv_at_edge(const int8_t *input, int in_channels, int length, in
     return acc;
 }
 
-void hs_conv1d_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
-                    const int8_t *weight, const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
-                    int out_channels, int kernel, int32_t output_zero_point, int8_t *output)
+/* Interior samples [pad, end) see every tap; the samples outside it are the edges. */
+static int interior_end(int length, int kernel)
+{
+    const int pad = kernel / 2;
+    return length - (kernel - 1 - pad) > pad ? length - (kernel - 1 - pad) : pad;
+}
+
+/* One output channel of a dense convolution over the input rows `rows` (NULL: all in order). */
+static void conv1d_channel(const int8_t *input, const uint8_t *rows, int in_channels, int length,
+                           int32_t input_zero_point, const int8_t *w_out, int32_t bias, int32_t multiplier,
+                           int32_t shift, int kernel, int32_t output_zero_point, int8_t *out)
 {
     const int pad = kernel / 2;
     const int32_t low = output_zero_point > HS_INT8_MIN ? output_zero_point : HS_INT8_MIN;
-    /* Interior samples [pad, interior_end) see every tap; the samples outside it are the edges. */
-    const int interior_end = length - (kernel - 1 - pad) > pad ? length - (kernel - 1 - pad) : pad;
-    int o, t, i, k, j;
-    for (o = 0; o < out_channels; o++) {
-        const int8_t *w_out = weight + o * in_channels * kernel;
-        int8_t *out = output + o * length;
-        int32_t weight_sum = 0;
-        int32_t interior_bias;
-        for (k = 0; k < in_channels * kernel; k++) {
-            weight_sum += w_out[k];
+    const int end = interior_end(length, kernel);
+    int32_t weight_sum = 0;
+    int32_t interior_bias;
+    int t, i, k, j;
+    for (k = 0; k < in_channels * kernel; k++) {
+        weight_sum += w_out[k];
+    }
+    /* sum w * (x - z) = sum w * x - z * sum w: the zero point leaves the inner loop */
+    interior_bias = bias - input_zero_point * weight_sum;
+    for (t = 0; t < length; t++) {  /* the edges, sample by sample */
+        if (t >= pad && t < end) {
+            t = end - 1;
+            continue;
         }
-        /* sum w * (x - z) = sum w * x - z * sum w: the zero point leaves the inner loop */
-        interior_bias = bias[o] - input_zero_point * weight_sum;
-        for (t = 0; t < length; t++) {  /* the edges, sample by sample */
-            if (t >= pad && t < interior_end) {
-                t = interior_end - 1;
+        out[t] = clamp_int8(hs_requantize(bias + conv_at_edge(input, rows, in_channels, length, input_zero_point,
+                                                              w_out, kernel, t),
+                                          multiplier, shift) + output_zero_point, low);
+    }
+    /* The interior in blocks of HS_TIME_BLOCK outputs that accumulate together: each weight is loaded once
+     * per block, and the innermost loop runs along time over contiguous samples, which compilers vectorize. */
+    for (t = pad; t < end; t += HS_TIME_BLOCK) {
+        const int block = end - t < HS_TIME_BLOCK ? end - t : HS_TIME_BLOCK;
+        int32_t acc[HS_TIME_BLOCK];
+        for (j = 0; j < HS_TIME_BLOCK; j++) {
+            acc[j] = interior_bias;
+        }
+        for (i = 0; i < in_channels; i++) {
+            const int8_t *x_row = input_row(input, rows, i, length) + t - pad;
+            const int8_t *w = w_out + i * kernel;
+            for (k = 0; k < kernel; k++) {
+                const int32_t w_k = w[k];
+                const int8_t *x = x_row + k;
+                if (block == HS_TIME_BLOCK) {
+                    for (j = 0; j < HS_TIME_BLOCK; j++) {
+                        acc[j] += w_k * (int32_t)x[j];
+                    }
+                } else {
+                    for (j = 0; j < block; j++) {
+                        acc[j] += w_k * (int32_t)x[j];
+                    }
+                }
+            }
+        }
+        for (j = 0; j < block; j++) {
+            out[t + j] = clamp_int8(hs_requantize(acc[j], multiplier, shift) + output_zero_point, low);
+        }
+    }
+}
+
+void hs_conv1d_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
+                    const int8_t *weight, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                    int out_channels, int kernel, int32_t output_zero_point, int8_t *output)
+{
+    int o;
+    for (o = 0; o < out_channels; o++) {
+        conv1d_channel(input, 0, in_channels, length, input_zero_point, weight + o * in_channels * kernel, bias[o],
+                       multiplier[o], shift[o], kernel, output_zero_point, output + o * length);
+    }
+}
+
+void hs_conv1d_grouped_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
+                            const int8_t *weight, const uint8_t *input_order, int groups, const int32_t *bias,
+                            const int32_t *multiplier, const int8_t *shift, int out_channels, int kernel,
+                            int32_t output_zero_point, int8_t *output)
+{
+    const int in_per_group = in_channels / groups;
+    const int out_per_group = out_channels / groups;
+    int o;
+    for (o = 0; o < out_channels; o++) {
+        conv1d_channel(input, input_order + (o / out_per_group) * in_per_group, in_per_group, length,
+                       input_zero_point, weight + o * in_per_group * kernel, bias[o], multiplier[o], shift[o],
+                       kernel, output_zero_point, output + o * length);
+    }
+}
+
+static int read_bits(const uint8_t *packed, uint32_t position, int bits)
+{
+    const uint32_t byte = position >> 3;
+    const int offset = (int)(position & 7u);
+    uint32_t word = packed[byte];
+    if (offset + bits > 8) {
+        word |= (uint32_t)packed[byte + 1] << 8;
+    }
+    return (int)((word >> offset) & ((1u << bits) - 1u));
+}
+
+void hs_conv1d_codebook_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
+                             const int8_t *codebook, int codes, const uint8_t *index, int bits,
+                             const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                             int out_channels, int kernel, int32_t output_zero_point, int8_t *output,
+                             int32_t *scratch, int16_t *window)
+{
+    const int pad = kernel / 2;
+    const int32_t low = output_zero_point > HS_INT8_MIN ? output_zero_point : HS_INT8_MIN;
+    int32_t *acc = scratch;                                           /* [out_channels][block] */
+    int32_t *response = scratch + out_channels * HS_CODEBOOK_TIME_BLOCK;  /* [codes][block] */
+    int t0, i, o, c, j, k;
+    for (t0 = 0; t0 < length; t0 += HS_CODEBOOK_TIME_BLOCK) {
+        const int block = length - t0 < HS_CODEBOOK_TIME_BLOCK ? length - t0 : HS_CODEBOOK_TIME_BLOCK;
+        for (o = 0; o < out_channels; o++) {
+            for (j = 0; j < block; j++) {
+                acc[o * HS_CODEBOOK_TIME_BLOCK + j] = bias[o];
+            }
+        }
+        for (i = 0; i < in_channels; i++) {
+            const int8_t *x = input + i * length;
+            /* the centred samples this block's outputs read; the padding is zero */
+            for (j = 0; j < block + kernel - 1; j++) {
+                const int t = t0 + j - pad;
+                window[j] = (int16_t)(t >= 0 && t < length ? (int32_t)x[t] - input_zero_point : 0);
+            }
+            /* each codeword convolved with this input channel once ... */
+            for (c = 0; c < codes; c++) {
+                const int8_t *word = codebook + c * kernel;
+                for (j = 0; j < block; j++) {
+                    int32_t sum = 0;
+                    for (k = 0; k < kernel; k++) {
+                        sum += (int32_t)word[k] * window[j + k];
+                    }
+                    response[c * HS_CODEBOOK_TIME_BLOCK + j] = sum;
+                }
+            }
+            /* ... then gathered by every output channel's index */
+            for (o = 0; o < out_channels; o++) {
+                const int code = read_bits(index, (uint32_t)(i * out_channels + o) * (uint32_t)bits, bits);
+                const int32_t *from = response + code * HS_CODEBOOK_TIME_BLOCK;
+                int32_t *to = acc + o * HS_CODEBOOK_TIME_BLOCK;
+                for (j = 0; j < block; j++) {
+                    to[j] += from[j];
+                }
+            }
+        }
+        for (o = 0; o < out_channels; o++) {
+            for (j = 0; j < block; j++) {
+                output[o * length + t0 + j] = clamp_int8(
+                    hs_requantize(acc[o * HS_CODEBOOK_TIME_BLOCK + j], multiplier[o], shift[o]) + output_zero_point,
+                    low);
+            }
+        }
+    }
+}
+
+/* Element e of unified block b: its input channel and tap. */
+static void unified_element(int along_taps, int size, int kernel, int b, int e, int *channel, int *tap)
+{
+    if (along_taps) {
+        *channel = b / (kernel / size);
+        *tap = (b % (kernel / size)) * size + e;
+    } else {
+        *channel = (b / kernel) * size + e;
+        *tap = b % kernel;
+    }
+}
+
+void hs_conv1d_unified_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
+                            const uint8_t *magnitude, const uint8_t *signs, int along_taps, int size,
+                            const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
+                            int out_channels, int kernel, int32_t output_zero_point, int8_t *output)
+{
+    const int pad = kernel / 2;
+    const int32_t low = output_zero_point > HS_INT8_MIN ? output_zero_point : HS_INT8_MIN;
+    const int blocks = in_channels * kernel / size;
+    const int end = interior_end(length, kernel);
+    uint32_t first_bit = 0;  /* the output channel's first sign bit: signs are stored for live blocks only */
+    int o, b, e, t, j;
+    for (o = 0; o < out_channels; o++) {
+        const uint8_t *m_out = magnitude + o * blocks;
+        int8_t *out = output + o * length;
+        int32_t correction = 0;  /* z * sum over blocks of m * (sum of signs): the zero point out of the loop */
+        uint32_t bit = first_bit;
+        for (b = 0; b < blocks; b++) {
+            if (m_out[b] != 0) {
+                int32_t sign_sum = 0;
+                for (e = 0; e < size; e++, bit++) {
+                    sign_sum += (signs[bit >> 3] >> (bit & 7u)) & 1u ? -1 : 1;
+                }
+                correction += (int32_t)m_out[b] * sign_sum;
+            }
+        }
+        correction *= input_zero_point;
+        for (t = 0; t < length; t++) {  /* the edges, sample by sample, on centred samples */
+            int32_t acc = bias[o];
+            if (t >= pad && t < end) {
+                t = end - 1;
                 continue;
             }
-            out[t] = clamp_int8(hs_requantize(bias[o] + conv_at_edge(input, in_channels, length, input_zero_point,
-                                                                      w_out, kernel, t),
-                                              multiplier[o], shift[o]) + output_zero_point, low);
-        }
-        /* The interior in blocks of HS_TIME_BLOCK outputs that accumulate together: each weight is loaded once
-         * per block, and the innermost loop runs along time over contiguous samples, which compilers vectorize. */
-        for (t = pad; t < interior_end; t += HS_TIME_BLOCK) {
-            const int block = interior_end - t < HS_TIME_BLOCK ? interior_end - t : HS_TIME_BLOCK;
-            int32_t acc[HS_TIME_BLOCK];
-            for (j = 0; j < HS_TIME_BLOCK; j++) {
-                acc[j] = interior_bias;
+            bit = first_bit;
+            for (b = 0; b < blocks; b++) {
+                int32_t sum = 0;
+                if (m_out[b] == 0) {
+                    continue;
+                }
+                for (e = 0; e < size; e++, bit++) {
+                    int channel, tap, at;
+                    unified_element(along_taps, size, kernel, b, e, &channel, &tap);
+                    at = t + tap - pad;
+                    if (at >= 0 && at < length) {
+                        const int32_t v = (int32_t)input[channel * length + at] - input_zero_point;
+                        sum += (signs[bit >> 3] >> (bit & 7u)) & 1u ? -v : v;
+                    }
+                }
+                acc += (int32_t)m_out[b] * sum;
             }
-            for (i = 0; i < in_channels; i++) {
-                const int8_t *x_row = input + i * length + t - pad;
-                const int8_t *w = w_out + i * kernel;
-                for (k = 0; k < kernel; k++) {
-                    const int32_t w_k = w[k];
-                    const int8_t *x = x_row + k;
-                    if (block == HS_TIME_BLOCK) {
-                        for (j = 0; j < HS_TIME_BLOCK; j++) {
-                            acc[j] += w_k * (int32_t)x[j];
+            out[t] = clamp_int8(hs_requantize(acc, multiplier[o], shift[o]) + output_zero_point, low);
+        }
+        /* The interior: per block, the inputs added or subtracted by sign, then one multiply by its magnitude. */
+        for (t = pad; t < end; t += HS_TIME_BLOCK) {
+            const int block = end - t < HS_TIME_BLOCK ? end - t : HS_TIME_BLOCK;
+            int32_t acc[HS_TIME_BLOCK];
+            int32_t sum[HS_TIME_BLOCK];
+            for (j = 0; j < block; j++) {
+                acc[j] = bias[o] - correction;
+            }
+            bit = first_bit;
+            for (b = 0; b < blocks; b++) {
+                if (m_out[b] == 0) {
+                    continue;
+                }
+                for (j = 0; j < block; j++) {
+                    sum[j] = 0;
+                }
+                for (e = 0; e < size; e++, bit++) {
+                    int channel, tap;
+                    const int8_t *x;
+                    unified_element(along_taps, size, kernel, b, e, &channel, &tap);
+                    x = input + channel * length + t + tap - pad;
+                    if ((signs[bit >> 3] >> (bit & 7u)) & 1u) {
+                        for (j = 0; j < block; j++) {
+                            sum[j] -= x[j];
                         }
                     } else {
                         for (j = 0; j < block; j++) {
-                            acc[j] += w_k * (int32_t)x[j];
+                            sum[j] += x[j];
                         }
                     }
+                }
+                for (j = 0; j < block; j++) {
+                    acc[j] += (int32_t)m_out[b] * sum[j];
                 }
             }
             for (j = 0; j < block; j++) {
                 out[t + j] = clamp_int8(hs_requantize(acc[j], multiplier[o], shift[o]) + output_zero_point, low);
             }
         }
+        first_bit = bit;
     }
 }
 
