@@ -29,9 +29,12 @@ CODE_BYTES_ESTIMATE = 1600
 CODE_BYTES_BY_KERNEL = {"dense": 114, "grouped": 142, "codebook": 760, "unify": 1048}
 SHARED_CONV_CODE_BYTES = {"conv1d_channel": 630}
 CODEBOOK_TIME_BLOCK = 16  # HS_CODEBOOK_TIME_BLOCK in hs_kernels.h
-# The deepest call, measured with -fstack-usage: hs_infer (64 B) -> hs_conv1d_relu (376 B, most of it the
-# 64-sample int32 accumulator of one block) -> hs_requantize (8 B).
-STACK_BYTES_ESTIMATE = 448
+# The deepest call, measured with -fstack-usage: hs_infer (64 B) -> a convolution kernel -> hs_requantize (8 B); the
+# kernels' own stack: hs_conv1d_relu or hs_conv1d_grouped_relu 88 B -> conv1d_channel 344 B (most of it the
+# 64-sample int32 accumulator of one block), hs_conv1d_codebook_relu 152 B (its accumulators are the static
+# scratch), hs_conv1d_unified_relu 656 B (a block's accumulator and its signed sums).
+INFER_STACK_BYTES = 72
+STACK_BYTES_BY_KERNEL = {"dense": 432, "grouped": 432, "codebook": 152, "unify": 656}
 # Head updates (hs_set_head), measured the same way: hs_head.c 353 B and hs_sha256.c 1,642 B of code, hs_set_head
 # 172 B; the deepest call hs_set_head -> hs_head_check (72 B) -> hs_hmac_sha256 (248 B) -> hs_sha256_final (56 B) ->
 # hs_sha256_update (32 B) -> compress (144 B) needs ~550 B of stack.
@@ -171,7 +174,8 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
     code = CODE_BYTES_ESTIMATE + sum(CODE_BYTES_BY_KERNEL[k] for k in kinds) \
         + (SHARED_CONV_CODE_BYTES["conv1d_channel"] if {"dense", "grouped"} & set(kinds) else 0) \
         + (HEAD_UPDATE_CODE_BYTES if head_updates else 0)
-    stack = max(STACK_BYTES_ESTIMATE, HEAD_UPDATE_STACK_BYTES if head_updates else 0)
+    stack = max(INFER_STACK_BYTES + max(STACK_BYTES_BY_KERNEL[k] for k in kinds),
+                HEAD_UPDATE_STACK_BYTES if head_updates else 0)
     flash = weights + bias + requantization + code
     head = head_bytes(model) if head_updates else 0
     ram = arena + scratch + head + stack

@@ -319,3 +319,25 @@ def test_the_command_line_refuses_them_before_reading_data(tmp_path, heartsight_
                           "--data-dir", tmp_path / "nowhere")
     assert run.returncode == 2 and "256 codewords" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(toolchain_missing() is not None, reason=str(toolchain_missing()))
+def test_the_code_and_stack_tables_of_the_report_are_what_the_cortex_m4_compiler_gives(tmp_path):
+    """The static report's per-kernel code bytes and stack, measured again (another gcc may differ a little)."""
+    from firmware_export.codegen import CODE_BYTES_BY_KERNEL, SHARED_CONV_CODE_BYTES, STACK_BYTES_BY_KERNEL
+    from firmware_export.target import ARCH_FLAGS
+
+    subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-O2", *ARCH_FLAGS, "-ffunction-sections", "-fstack-usage", "-c",
+                    str(RUNTIME / "hs_kernels.c"), "-o", str(tmp_path / "kernels.o")], check=True, cwd=tmp_path)
+    symbols = subprocess.run(["arm-none-eabi-nm", "-S", str(tmp_path / "kernels.o")], capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+    size = {line.split()[3]: int(line.split()[1], 16) for line in symbols if len(line.split()) == 4}
+    stack = {line.split("\t")[0].rsplit(":", 1)[-1]: int(line.split("\t")[1])
+             for line in (tmp_path / "kernels.su").read_text().splitlines()}
+    functions = {"dense": "hs_conv1d_relu", "grouped": "hs_conv1d_grouped_relu", "codebook": "hs_conv1d_codebook_relu",
+                 "unify": "hs_conv1d_unified_relu"}
+    for kind, function in functions.items():
+        assert size[function] == pytest.approx(CODE_BYTES_BY_KERNEL[kind], rel=0.15), kind
+        own = stack[function] + (stack["conv1d_channel"] if kind in ("dense", "grouped") else 0)
+        assert own == pytest.approx(STACK_BYTES_BY_KERNEL[kind], rel=0.15), kind
+    assert size["conv1d_channel"] == pytest.approx(SHARED_CONV_CODE_BYTES["conv1d_channel"], rel=0.15)
