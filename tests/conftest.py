@@ -1,5 +1,5 @@
-"""What several test modules share: the data location, brokers, PostgreSQL, a valid alert and the two ways to run
-`heartsight`.
+"""What several test modules share: the data location, brokers, PostgreSQL, a valid alert, the two ways to run
+`heartsight`, and a toy beat task with its trained teacher for compression.
 
 Import plain helpers with `from conftest import ...`; fixtures are found by name.
 """
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -18,9 +19,12 @@ import numpy as np
 import psycopg
 import pytest
 
+from models.registry import get_spec
+from sdk.data.datasets import Dataset
 from sdk.demo.broker import LocalBroker, accepts, mosquitto_binary, wait_until
 from sdk.errors import HeartSightError
 from sdk.stream.broker_setup import find_plugin
+from sdk.training.train import TrainConfig, fit
 
 DATA = Path(os.environ.get("HEARTSIGHT_DATA", "")) if os.environ.get("HEARTSIGHT_DATA") else None
 HAS_MITDB = DATA is not None and (DATA / "mitdb" / "100.hea").exists()
@@ -186,3 +190,25 @@ def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **override
                   model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32, "backend": "torch"},
                   fs=360, excerpt=Excerpt(1000 + 360 * i, signal_mv, trace), details={"run_length": 1})
     return encode_alert(Alert(**{**fields, **overrides}))
+
+
+# --- a toy beat task and its teacher, for compression -------------------------------------------------------------
+
+TOY = replace(get_spec("ecg_beat"), window=128, widths=(16, 24))
+
+
+def toy_beats(n_per_class: int, seed: int) -> Dataset:
+    """The class is written in the ECG amplitude around the window centre, where the beat is."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), n_per_class)
+    x = rng.normal(0, 0.05, size=(len(y), len(TOY.input_channels), TOY.window)).astype(np.float32)
+    x[:, 0, 54:74] += (y[:, None] - 1.5).astype(np.float32)
+    return Dataset(x, y, np.array(["toy"] * len(y)))
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """(teacher trained on the toy task, its training beats, held-out beats)."""
+    train, held_out = toy_beats(600, seed=1), toy_beats(50, seed=2)
+    teacher, _ = fit(TOY, train, TrainConfig(epochs=6, batch_size=64, max_lr=1e-2), progress=False)
+    return teacher, train, held_out

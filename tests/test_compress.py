@@ -1,42 +1,23 @@
 """Each compression method returns a real, smaller (or sparser, or int8) model that still works and reloads."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import TOY
 from models.architectures import GapCnn, convolutions, fold_batch_norm, multiply_accumulates, parameter_count
 from models.quantization import activation_quantizers, weight_scales
-from models.registry import get_spec, load_model
+from models.registry import load_model
 from sdk.compress import isometry, pruning
 from sdk.compress.methods import L2_EPOCHS, Plan, run
 from sdk.compress.report import explanation_report, size_report
 from sdk.compress.wcam import Wcam
 from sdk.errors import HeartSightError
-from sdk.data.datasets import Dataset
 from sdk.training.recipes import write_model
 from models.architectures import predict
-from sdk.training.train import TrainConfig, fit
 
-TOY = replace(get_spec("ecg_beat"), window=128, widths=(16, 24))
-
-
-def _toy_beats(n_per_class: int, seed: int) -> Dataset:
-    """The class is written in the ECG amplitude around the window centre, where the beat is."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(4), n_per_class)
-    x = rng.normal(0, 0.05, size=(len(y), len(TOY.input_channels), TOY.window)).astype(np.float32)
-    x[:, 0, 54:74] += (y[:, None] - 1.5).astype(np.float32)
-    return Dataset(x, y, np.array(["toy"] * len(y)))
-
-
-@pytest.fixture(scope="module")
-def toy():
-    train, held_out = _toy_beats(600, seed=1), _toy_beats(50, seed=2)
-    teacher, _ = fit(TOY, train, TrainConfig(epochs=6, batch_size=64, max_lr=1e-2), progress=False)
-    return teacher, train, held_out
 
 
 def _accuracy(model, data):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TOY
 from firmware_export import reference
 from firmware_export.codegen import (
     CODEBOOK_TIME_BLOCK,
@@ -35,28 +36,9 @@ from models.structured import (
 )
 from sdk.compress import structured
 from sdk.compress.methods import Plan, run
-from sdk.data.datasets import Dataset
 from sdk.errors import HeartSightError
 from sdk.training.recipes import write_model
-from sdk.training.train import TrainConfig, fit
 
-TOY = replace(get_spec("ecg_beat"), window=128, widths=(16, 24))
-
-
-def _toy_beats(n_per_class: int, seed: int) -> Dataset:
-    """The class is written in the ECG amplitude around the window centre, where the beat is."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(4), n_per_class)
-    x = rng.normal(0, 0.05, size=(len(y), len(TOY.input_channels), TOY.window)).astype(np.float32)
-    x[:, 0, 54:74] += (y[:, None] - 1.5).astype(np.float32)
-    return Dataset(x, y, np.array(["toy"] * len(y)))
-
-
-@pytest.fixture(scope="module")
-def toy():
-    train, held_out = _toy_beats(600, seed=1), _toy_beats(50, seed=2)
-    teacher, _ = fit(TOY, train, TrainConfig(epochs=6, batch_size=64, max_lr=1e-2), progress=False)
-    return teacher, train, held_out
 
 
 PLANS = {"kernel-codebook": Plan("kernel-codebook", 0.0, epochs=3, bits=3),
