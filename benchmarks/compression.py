@@ -276,14 +276,15 @@ def _pareto(path: Path, teacher: dict, rows: list[dict]) -> None:
     """Macro-F1 and cosine against flash bytes, one point per configuration (mean ± sd over seeds)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     groups = _groups(rows)
-    methods = sorted({key[0] for key in groups})
-    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    configurations = list(dict.fromkeys(key[:-1] for key in groups))
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(configurations)}
     for ax, (name, value) in zip(axes, (("DS2 macro-F1 (N, S, V)", lambda r: r["macro_f1"]),
                                          ("trace cosine to the teacher", lambda r: r["fidelity_cosine"]))):
         for key, runs in groups.items():
             mean, sd = _stats(runs, value)
-            ax.errorbar(runs[0]["flash_bytes"], mean, yerr=sd, fmt="o" if key[-1] else "s", color=colours[key[0]],
-                        mfc=colours[key[0]] if key[-1] else "none", capsize=2,
+            colour = colours[key[:-1]]
+            ax.errorbar(runs[0]["flash_bytes"], mean, yerr=sd, fmt="o" if key[-1] else "s", color=colour,
+                        mfc=colour if key[-1] else "none", capsize=2,
                         label=f"{_label(runs[0])}{' WCAM' if key[-1] else ''}")
         ax.axhline(value(teacher), color="0.4", ls=":", lw=1)
         ax.axvline(FLASH_TARGET, color="0.6", ls="--", lw=1)
