@@ -55,6 +55,7 @@ def test_each_method_trains_its_structure_classifies_and_reloads_from_its_card(t
     assert np.mean(predict(model, held_out.x).argmax(1) == held_out.y) > 0.9
     convs = convolutions(model)
     if plan.method == "kernel-codebook":
+        assert [h["phase"] for h in history[:len(convs) - 1]] == [f"codebook layer {i}" for i in range(len(convs) - 1)]
         for conv in convs:
             form = parametrization(conv, KernelCodebook)
             codewords = torch.round(form.codewords(conv.parametrizations.weight.original) * 31)

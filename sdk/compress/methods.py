@@ -39,7 +39,8 @@ KD_TEMPERATURE, KD_ALPHA = 4.0, 0.9
 KD_CLASS_WEIGHT_POWER = 1.0  # distillation weights 1/frequency: each class counts as much as N
 ITERATIVE_ROUNDS = 3
 EPOCHS = {"structured": 4, "unstructured": 1, "distill": 8, "qat": 4,  # unstructured: per 20% round
-          "unify": 4, "mpd": 10, "kernel-codebook": 6}  # unify: after ADMM_ROUNDS epochs of ADMM
+          "unify": 4, "mpd": 10, "kernel-codebook": 6}  # unify: after ADMM_ROUNDS epochs of ADMM; kernel-codebook:
+# after one epoch per layer but the last, each following that layer's codebook
 LEARNING_RATES = {"structured": 1e-3, "unstructured": 1e-3, "distill": 3e-3, "qat": 5e-4,
                   "unify": 2e-3, "mpd": 3e-3, "kernel-codebook": 4e-3}
 ADMM_ROUNDS = 3  # one epoch each
@@ -237,7 +238,16 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
         elif plan.method == "mpd":
             model = structured.group_masks(model, plan.groups, plan.seed)
         elif plan.method == "kernel-codebook":
-            model = structured.kernel_codebooks(model, plan.bits, plan.seed)
+            # one layer at a time, the rest adapting for an epoch after each: all at once, the k-means error (0.5-0.7
+            # of each layer's norm at 4 bits) leaves a network that fine-tuning recovers unevenly across seeds
+            layers = len(model.widths)
+            for layer in range(layers - 1):
+                model = structured.kernel_codebooks(model, plan.bits, plan.seed, [layer])
+                calibrate(model, calibration_batches())
+                model, part = fit(model_spec, train, replace(config, epochs=1, seed=config.seed + layer), None, None,
+                                  progress, model=model, objective=objective_for(teacher, wcam, distill_weights))
+                history += [{**h, "phase": f"codebook layer {layer}"} for h in part]
+            model = structured.kernel_codebooks(model, plan.bits, plan.seed, [layers - 1])
         if plan.method in STRUCTURED:  # the structure changed the activations: their ranges start afresh
             calibrate(model, calibration_batches())
         model, part = tune(model, model_spec)

@@ -15,7 +15,8 @@ Choices where the papers are silent (seed-methods.md, section 2-4):
   independent permutations; the exporter folds the output permutation into the channel order and reads the
   inputs through an index table.
 - kernel-codebook: k-means over kernels normalized by their output channel's largest |w|; the per-channel scale
-  is refitted by least squares to the codewords and fine-tuned with them (it costs nothing on the device).
+  is refitted by least squares to the codewords and fine-tuned with them (it costs nothing on the device). Layers
+  take their codebooks one at a time, each followed by an epoch of fine-tuning (sdk.compress.methods).
 """
 
 from __future__ import annotations
@@ -155,9 +156,12 @@ def group_masks(model: nn.Module, groups: int, seed: int) -> nn.Module:
 
 
 @torch.no_grad()
-def kernel_codebooks(model: nn.Module, bits: int, seed: int) -> nn.Module:
-    """Every convolution's kernels replaced by indices into a k-means codebook of 2**bits codewords."""
+def kernel_codebooks(model: nn.Module, bits: int, seed: int, layers: list[int] | None = None) -> nn.Module:
+    """The kernels of every convolution (or of `layers`) replaced by indices into a k-means codebook of 2**bits
+    codewords."""
     for layer, conv in enumerate(convolutions(model)):
+        if layers is not None and layer not in layers:
+            continue
         weight = conv.weight.detach().double()
         out, inputs, kernel = weight.shape
         peak = weight.abs().reshape(out, -1).amax(dim=1).clamp(min=1e-12)
