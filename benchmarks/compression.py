@@ -75,8 +75,7 @@ def exported(model, spec, card: dict, calibration_x: np.ndarray, test_x: np.ndar
     the integer reference on the host and, when the toolchain is here, on the Cortex-M4 under QEMU."""
     quantized = quantize_model(ZooModel(spec, model, card, Path(".")), calibration_x, "minmax", "DS1 calibration")
     x_q = reference.quantize_input(quantized, test_x)
-    logits, last = reference.infer(quantized, x_q)
-    traces = reference.explain(quantized, last, logits.argmax(1))
+    logits, traces = reference.infer_and_explain(quantized, x_q)
     with tempfile.TemporaryDirectory() as work:
         report = write_c_library(quantized, Path(work) / "model", head_updates=False)
         host = CModel(build_shared_library(Path(work) / "model"), len(spec.input_channels), spec.window,

@@ -66,11 +66,6 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
     return report
 
 
-def _expected(quantized: QuantizedModel, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    logits, last = reference.infer(quantized, x_q)
-    return logits, reference.explain(quantized, last, logits.argmax(axis=1))
-
-
 def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_root=None) -> dict:
     """Run n real held-out windows through the C library (host, and QEMU when asked) against the integer reference;
     for a model whose head can be replaced, apply a signed head update (hs_set_head) and check them again."""
@@ -83,7 +78,7 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
     quantized = artifact.quantized
     x = sample_windows(artifact.spec, "test", data_root, n)[:n]
     expected_input = reference.quantize_input(quantized, x)
-    logits, traces = _expected(quantized, expected_input)
+    logits, traces = reference.infer_and_explain(quantized, expected_input)
     head_updates = artifact.head_updates
     head = _head_check(quantized, expected_input) if head_updates else None
     with tempfile.TemporaryDirectory() as work:
@@ -125,7 +120,5 @@ def _head_check(quantized: QuantizedModel, x_q: np.ndarray):
     weight = weight + np.random.default_rng(0).normal(0, 0.5 * weight.std(), weight.shape)
     update = requantized_head(quantized, weight, bias, reference.pooled_embeddings(quantized, x_q), version=1)
     key = bytes(range(32))
-    updated = update.applied_to(quantized)
-    logits, last = reference.infer(updated, x_q)
-    traces = reference.explain(updated, last, logits.argmax(axis=1))
+    logits, traces = reference.infer_and_explain(update.applied_to(quantized), x_q)
     return HeadCheck(encode(update, key), key, logits, traces)

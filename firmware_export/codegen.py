@@ -15,6 +15,7 @@ import numpy as np
 
 from firmware_export.head_update import backbone_sha256
 from firmware_export.quantize import QuantizedConv, QuantizedModel
+from models.structured import weight_blocks
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("hs_kernels.h", "hs_kernels.c", "hs_head.h", "hs_head.c", "hs_sha256.h", "hs_sha256.c")
@@ -104,13 +105,9 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     return np.packbits(stream, bitorder="little")
 
 
-def _unified_blocks(conv: QuantizedConv) -> np.ndarray:
-    """The dense weight as (out, blocks, block size), blocks in the order hs_conv1d_unified_relu walks them."""
-    out, inputs, kernel = conv.weight.shape
-    size, w = conv.structure["size"], conv.weight.astype(np.int64)
-    if conv.structure["axis"] == "channels":
-        return w.reshape(out, inputs // size, size, kernel).transpose(0, 1, 3, 2).reshape(out, -1, size)
-    return w.reshape(out, inputs, kernel // size, size).reshape(out, -1, size)
+def codebook_bits(conv: QuantizedConv) -> int:
+    """Bits of each packed index of a codebook convolution."""
+    return max(1, int(np.ceil(np.log2(len(conv.structure["codebook"])))))
 
 
 def conv_storage(conv: QuantizedConv) -> dict[str, tuple[str, np.ndarray]]:
@@ -119,23 +116,21 @@ def conv_storage(conv: QuantizedConv) -> dict[str, tuple[str, np.ndarray]]:
     Derived from the dense int8 weight (the specification), checked to have the structure claimed.
     """
     structure = conv.structure
-    if structure is None:
+    if conv.kind == "dense":
         return {"weight": ("int8_t", conv.weight)}
-    kind = structure["kind"]
-    if kind == "grouped":
+    if conv.kind == "grouped":
         order, groups = np.asarray(structure["input_order"]), structure["groups"]
         out, inputs, _ = conv.weight.shape
         per_group = inputs // groups
         rows = order.reshape(groups, per_group)[np.arange(out) // (out // groups)]  # (out, in / groups)
         return {"weight": ("int8_t", np.take_along_axis(conv.weight, rows[:, :, None], axis=1)),
                 "inputs": ("uint8_t", order)}
-    if kind == "codebook":
+    if conv.kind == "codebook":
         codebook, index = np.asarray(structure["codebook"]), np.asarray(structure["index"])
         if not np.array_equal(codebook[index], conv.weight):
             raise AssertionError("a codebook convolution's weight is not its codewords at its indices")
-        bits = max(1, int(np.ceil(np.log2(len(codebook)))))
-        return {"codebook": ("int8_t", codebook), "index": ("uint8_t", pack_bits(index.T, bits))}
-    blocks = _unified_blocks(conv)
+        return {"codebook": ("int8_t", codebook), "index": ("uint8_t", pack_bits(index.T, codebook_bits(conv)))}
+    blocks = weight_blocks(conv.weight.astype(np.int64), structure["axis"], structure["size"])
     magnitude = np.abs(blocks).max(axis=-1)
     if not np.array_equal(np.abs(blocks), np.broadcast_to(magnitude[..., None], blocks.shape)):
         raise AssertionError("a unified convolution's block does not share one magnitude")
@@ -146,16 +141,18 @@ def weight_storage_bytes(conv: QuantizedConv) -> int:
     return sum(values.size for _, values in conv_storage(conv).values())
 
 
-def codebook_scratch_bytes(model: QuantizedModel) -> int:
-    """RAM of the codebook kernel's accumulators and codeword responses (HS_CODEBOOK_SCRATCH) and its window."""
-    sizes = [4 * CODEBOOK_TIME_BLOCK * (c.weight.shape[0] + len(c.structure["codebook"]))
-             + 2 * (CODEBOOK_TIME_BLOCK + c.weight.shape[2] - 1)
-             for c in model.convs if c.structure is not None and c.structure["kind"] == "codebook"]
-    return max(sizes, default=0)
+def codebook_buffers(model: QuantizedModel) -> tuple[int, int]:
+    """(int32 scratch values, int16 window values) the codebook kernel shares across layers (HS_CODEBOOK_SCRATCH,
+    HS_CODEBOOK_WINDOW); (0, 0) without codebook layers."""
+    layers = [c for c in model.convs if c.kind == "codebook"]
+    if not layers:
+        return 0, 0
+    return (max(c.weight.shape[0] + len(c.structure["codebook"]) for c in layers) * CODEBOOK_TIME_BLOCK,
+            max(c.weight.shape[2] for c in layers) + CODEBOOK_TIME_BLOCK - 1)
 
 
 def kernel_kinds(model: QuantizedModel) -> list[str]:
-    return sorted({"dense" if c.structure is None else c.structure["kind"] for c in model.convs})
+    return sorted({c.kind for c in model.convs})
 
 
 def static_report(model: QuantizedModel, head_updates: bool) -> dict:
@@ -164,12 +161,14 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
     _, arena, peak = arena_layout(tensors)
     out_channels = sum(c.weight.shape[0] for c in model.convs) + len(model.classes)
     conv_weights = sum(weight_storage_bytes(c) for c in model.convs)
+    conv_weight_count = sum(c.weight.size for c in model.convs)
     weights = conv_weights + model.head_weight.size
+    codebook_scratch, codebook_window = codebook_buffers(model)
     bias = 4 * out_channels
     # per channel an int32 multiplier and an int8 shift (the head's shift and trace shift are int32: hs_head_t)
     requantization = 5 * out_channels + 7 * len(model.classes)
     # channel sums, coarse CAM, and the codebook kernel's scratch
-    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + codebook_scratch_bytes(model)
+    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + 4 * codebook_scratch + 2 * codebook_window
     kinds = kernel_kinds(model)
     code = CODE_BYTES_ESTIMATE + sum(CODE_BYTES_BY_KERNEL[k] for k in kinds) \
         + (SHARED_CONV_CODE_BYTES["conv1d_channel"] if {"dense", "grouped"} & set(kinds) else 0) \
@@ -188,8 +187,8 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
         "ram": {"arena": arena, "scratch": scratch, "head": head, "stack_estimate": stack},
         "head_updates": head_updates,
         "macs": model.macs(),
-        "conv_weights": {"count": sum(c.weight.size for c in model.convs), "stored_bytes": conv_weights,
-                         "bits_per_weight": round(8 * conv_weights / sum(c.weight.size for c in model.convs), 4),
+        "conv_weights": {"count": conv_weight_count, "stored_bytes": conv_weights,
+                         "bits_per_weight": round(8 * conv_weights / conv_weight_count, 4),
                          "kernels": kinds},
         "lower_bounds": {"flash_int8_weights": weights, "ram_largest_live_pair": peak},
         "input": {"channels": len(model.input_channels), "length": model.window, "fs": model.fs},
@@ -464,11 +463,9 @@ void hs_last_sums(int32_t *sums)
 
 
 def _codebook_scratch(model: QuantizedModel) -> str:
-    layers = [c for c in model.convs if c.structure is not None and c.structure["kind"] == "codebook"]
-    if not layers:
+    scratch, window = codebook_buffers(model)
+    if not scratch:
         return ""
-    scratch = max(c.weight.shape[0] + len(c.structure["codebook"]) for c in layers) * CODEBOOK_TIME_BLOCK
-    window = max(c.weight.shape[2] for c in layers) + CODEBOOK_TIME_BLOCK - 1
     return f"\nstatic int32_t hs_codebook_scratch[{scratch}];\nstatic int16_t hs_codebook_window[{window}];"
 
 
@@ -479,15 +476,13 @@ def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: 
     tail = (f"conv{i}_bias, conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, {conv.output_zero_point}, "
             f"{output}")
     structure = conv.structure
-    if structure is None:
+    if conv.kind == "dense":
         return f"hs_conv1d_relu({head}, conv{i}_weight, {tail});"
-    if structure["kind"] == "grouped":
+    if conv.kind == "grouped":
         return f"hs_conv1d_grouped_relu({head}, conv{i}_weight, conv{i}_inputs, {structure['groups']}, {tail});"
-    if structure["kind"] == "codebook":
-        codes = len(structure["codebook"])
-        bits = max(1, int(np.ceil(np.log2(codes))))
-        return (f"hs_conv1d_codebook_relu({head}, conv{i}_codebook, {codes}, conv{i}_index, {bits}, {tail}, "
-                "hs_codebook_scratch, hs_codebook_window);")
+    if conv.kind == "codebook":
+        return (f"hs_conv1d_codebook_relu({head}, conv{i}_codebook, {len(structure['codebook'])}, conv{i}_index, "
+                f"{codebook_bits(conv)}, {tail}, hs_codebook_scratch, hs_codebook_window);")
     return (f"hs_conv1d_unified_relu({head}, conv{i}_magnitude, conv{i}_signs, "
             f"{int(structure['axis'] == 'taps')}, {structure['size']}, {tail});")
 

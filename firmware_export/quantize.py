@@ -14,10 +14,9 @@ training windows (min/max, or a percentile to ignore outliers). Logit ranges alw
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +71,11 @@ class QuantizedConv:
     # (output channels in group order, each group reading its in/G inputs in input_order's order).
     structure: dict | None = None
 
+    @property
+    def kind(self) -> str:
+        """The kernel that runs it: dense, grouped, codebook or unify."""
+        return self.structure["kind"] if self.structure is not None else "dense"
+
 
 @dataclass
 class QuantizedModel:
@@ -115,12 +119,11 @@ def multiplies_per_sample(conv: QuantizedConv) -> int:
     """Multiplies per output sample: every weight (dense; grouped layers store only their groups' weights), every
     codeword tap on every input channel (codebook), or one per live block (unify)."""
     out, inputs, kernel = conv.weight.shape
-    kind = conv.structure["kind"] if conv.structure else "dense"
-    if kind == "grouped":
+    if conv.kind == "grouped":
         return conv.weight.size // conv.structure["groups"]
-    if kind == "codebook":
+    if conv.kind == "codebook":
         return inputs * len(conv.structure["codebook"]) * kernel
-    if kind == "unify":
+    if conv.kind == "unify":
         return int(np.count_nonzero(conv.weight)) // conv.structure["size"]
     return conv.weight.size
 
@@ -230,36 +233,31 @@ def _grouped_channel_order(convs: list[QuantizedConv], head_weight: np.ndarray):
     """Fold each grouped layer's output permutation into the channel order (its rows, and the next layer's or the
     head's columns), and give it the table of its inputs in group order: the form hs_conv1d_grouped_relu runs.
     Takes the structures of integer_weight ({"kind": "grouped", "out_group", "in_group"})."""
-    convs = [dataclasses.replace(c) for c in convs]
+    convs = list(convs)
     for i, conv in enumerate(convs):
-        if conv.structure is None or conv.structure["kind"] != "grouped":
+        if conv.kind != "grouped":
             continue
         order = np.argsort(conv.structure["out_group"], kind="stable")
-        convs[i] = dataclasses.replace(conv, weight=conv.weight[order], bias=conv.bias[order],
-                                       multiplier=conv.multiplier[order], shift=conv.shift[order],
-                                       weight_scale=conv.weight_scale[order],
-                                       structure={**conv.structure, "out_group": conv.structure["out_group"][order]})
+        convs[i] = replace(conv, weight=conv.weight[order], bias=conv.bias[order], multiplier=conv.multiplier[order],
+                           shift=conv.shift[order], weight_scale=conv.weight_scale[order],
+                           structure={**conv.structure, "out_group": conv.structure["out_group"][order]})
         if i + 1 < len(convs):
             following = convs[i + 1]
             structure = following.structure
-            if structure is not None and structure["kind"] == "grouped":
+            if following.kind == "grouped":
                 structure = {**structure, "in_group": structure["in_group"][order]}
-            convs[i + 1] = dataclasses.replace(following, weight=following.weight[:, order], structure=structure)
+            convs[i + 1] = replace(following, weight=following.weight[:, order], structure=structure)
         else:
             head_weight = head_weight[:, order]
     for i, conv in enumerate(convs):
-        if conv.structure is not None and conv.structure["kind"] == "grouped":
+        if conv.kind == "grouped":
             in_group, out_group = conv.structure["in_group"], conv.structure["out_group"]
             outside = out_group[:, None] != in_group[None, :]
             if np.any(conv.weight[outside] != 0):
                 raise AssertionError(f"conv {i}: a weight outside its group mask is not zero")
-            convs[i] = dataclasses.replace(conv, structure={
+            convs[i] = replace(conv, structure={
                 "kind": "grouped", "groups": int(out_group.max()) + 1,
                 "input_order": np.argsort(in_group, kind="stable").tolist()})
-        elif conv.structure is not None and conv.structure["kind"] == "codebook":
-            convs[i] = dataclasses.replace(conv, structure={
-                "kind": "codebook", "codebook": np.asarray(conv.structure["codebook"]).tolist(),
-                "index": np.asarray(conv.structure["index"]).tolist()})
     return convs, head_weight
 
 

@@ -92,6 +92,12 @@ def infer(model: QuantizedModel, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.clip(logits, INT8_MIN, INT8_MAX).astype(np.int8), h
 
 
+def infer_and_explain(model: QuantizedModel, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 logits, int16 trace of each window's predicted class): what hs_infer then hs_explain(predicted) give."""
+    logits, last = infer(model, x_q)
+    return logits, explain(model, last, logits.argmax(axis=1))
+
+
 def explain(model: QuantizedModel, last: np.ndarray, class_index: np.ndarray) -> np.ndarray:
     """int16 (N, L) traces: the class activation map in integers, ReLU, >> trace_shift, linearly upsampled to L.
 

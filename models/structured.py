@@ -54,6 +54,21 @@ class KernelCodebook(nn.Module):
         return self.initial_codebook
 
 
+def block_shape(weight_shape: tuple[int, int, int], axis: str, size: int) -> tuple[int, int, int]:
+    """The shape of per-block values of a (out, in, k) weight: (out, in/size, k) or (out, in, k/size)."""
+    out, inputs, kernel = weight_shape
+    return (out, inputs // size, kernel) if axis == "channels" else (out, inputs, kernel // size)
+
+
+def weight_blocks(weight, axis: str, size: int):
+    """A weight (torch or numpy, (out, in, k)) as (out, blocks, size): blocks in block_shape's order (the order
+    hs_conv1d_unified_relu walks them), each block's weights in order along its axis."""
+    out, inputs, kernel = weight.shape
+    if axis == "channels":
+        return weight.reshape(out, inputs // size, size, kernel).swapaxes(2, 3).reshape(out, -1, size)
+    return weight.reshape(out, -1, size)
+
+
 def expand_blocks(values: torch.Tensor, axis: str, size: int) -> torch.Tensor:
     """Per-block values (out, in/size, k) or (out, in, k/size) repeated over their blocks' weights (out, in, k)."""
     return values.repeat_interleave(size, dim=1 if axis == "channels" else 2)
@@ -134,8 +149,8 @@ def integer_weight(conv: nn.Conv1d) -> tuple[np.ndarray, np.ndarray, dict | None
         index = codebook.index
         weight = codewords[index].to(torch.int8).numpy()
         scale = codebook.scale.detach().double().numpy() / CODEWORD_MAX
-        return weight, scale, {"kind": "codebook", "codebook": codewords.to(torch.int8).numpy(),
-                               "index": index.numpy().astype(np.int64)}
+        return weight, scale, {"kind": "codebook", "codebook": codewords.to(torch.int8).tolist(),
+                               "index": index.tolist()}
     w = conv.weight.detach().double()
     scale = weight_scales(w).double()
     weight = torch.clamp(torch.round(w / scale[:, None, None]), -WEIGHT_MAX, WEIGHT_MAX).to(torch.int8).numpy()
@@ -176,8 +191,7 @@ def restore_structure(model: nn.Module, structure: list[dict | None]) -> nn.Modu
             replace_weight_form(model, conv, KernelCodebook(torch.zeros(out, inputs, dtype=torch.long), torch.ones(out),
                                                      torch.zeros(form["codes"], kernel)))
         elif form["kind"] == "unify":
-            blocks = (out, inputs // form["size"], kernel) if form["axis"] == "channels" else \
-                (out, inputs, kernel // form["size"])
+            blocks = block_shape((out, inputs, kernel), form["axis"], form["size"])
             replace_weight_form(model, conv, UnifiedBlocks(form["axis"], form["size"], torch.ones(out, inputs, kernel),
                                                     torch.ones(blocks, dtype=torch.bool), torch.zeros(blocks)))
         else:

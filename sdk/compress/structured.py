@@ -33,8 +33,10 @@ from models.structured import (
     GroupMask,
     KernelCodebook,
     UnifiedBlocks,
+    block_shape,
     expand_blocks,
     replace_weight_form,
+    weight_blocks,
 )
 from sdk.errors import HeartSightError
 
@@ -80,10 +82,7 @@ def check_fits(method: str, shapes: list[tuple[int, int, int]], block: str, grou
 def project_unified(weight: torch.Tensor, axis: str, size: int, prune_ratio: float):
     """The nearest structured weight: per block mean |w| with the weights' signs, the prune_ratio share of blocks
     with the smallest mean |w| zeroed. Returns (projected weight, signs, alive, magnitudes)."""
-    out, inputs, kernel = weight.shape
-    blocks = weight.reshape(out, inputs // size, size, kernel).transpose(2, 3) if axis == "channels" \
-        else weight.reshape(out, inputs, kernel // size, size)
-    magnitudes = blocks.abs().mean(dim=-1)
+    magnitudes = weight_blocks(weight, axis, size).abs().mean(dim=-1).reshape(block_shape(weight.shape, axis, size))
     alive = torch.ones_like(magnitudes, dtype=torch.bool)
     pruned = int(round(prune_ratio * magnitudes.numel()))
     if pruned:
