@@ -196,6 +196,12 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
         diagnostics["after_removal"] = measured(model)
         return model
 
+    def unscored_epoch(model: nn.Module, model_spec: ModelSpec, seed_offset: int, objective) -> tuple[nn.Module, dict]:
+        """One epoch of `objective` whose last weights are kept (no checkpoint choice): a step inside a method."""
+        model, part = fit(model_spec, train, replace(config, epochs=1, seed=config.seed + seed_offset), None, None,
+                          progress, model=model, objective=objective)
+        return model, part[0]
+
     def calibration_batches():
         return (torch.from_numpy(train.x[i: i + 512]) for i in range(0, min(len(train.x), 8192), 512))
 
@@ -229,11 +235,9 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
             base = objective_for(teacher, wcam, distill_weights)
             for round_ in range(ADMM_ROUNDS):  # W-step: one epoch of the proximal objective (the last W, unscored)
                 rho = admm.rho
-                model, part = fit(model_spec, train, replace(config, epochs=1, seed=config.seed + round_), None, None,
-                                  progress, model=model,
-                                  objective=lambda m, x, y, loss: base(m, x, y, loss) + admm.penalty())
-                distance = admm.update()
-                history += [{**h, "phase": "admm", "rho": rho, "distance_to_structure": round(distance, 5)} for h in part]
+                model, record = unscored_epoch(model, model_spec, round_,
+                                               lambda m, x, y, loss: base(m, x, y, loss) + admm.penalty())
+                history.append({**record, "phase": "admm", "rho": rho, "distance_to_structure": round(admm.update(), 5)})
             model = structured.unify(model, axis, size, plan.block_ratio)
         elif plan.method == "mpd":
             model = structured.group_masks(model, plan.groups, plan.seed)
@@ -244,9 +248,8 @@ def run(plan: Plan, spec: ModelSpec, teacher: GapCnn, train: Dataset, validation
             for layer in range(layers - 1):
                 model = structured.kernel_codebooks(model, plan.bits, plan.seed, [layer])
                 calibrate(model, calibration_batches())
-                model, part = fit(model_spec, train, replace(config, epochs=1, seed=config.seed + layer), None, None,
-                                  progress, model=model, objective=objective_for(teacher, wcam, distill_weights))
-                history += [{**h, "phase": f"codebook layer {layer}"} for h in part]
+                model, record = unscored_epoch(model, model_spec, layer, objective_for(teacher, wcam, distill_weights))
+                history.append({**record, "phase": f"codebook layer {layer}"})
             model = structured.kernel_codebooks(model, plan.bits, plan.seed, [layers - 1])
         if plan.method in STRUCTURED:  # the structure changed the activations: their ranges start afresh
             calibrate(model, calibration_batches())
