@@ -392,11 +392,16 @@ def test_review_shows_what_a_store_filled_before_these_checks_holds(tmp_path):
     old[0]["label"] = "\ud800\x00"
     old[1]["signal"]["fs"] = 5e-324
     old[2]["details"] = {"burden": float("nan"), "rate": float("inf")}
-    with Store(path) as store, sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # the alerts table as it was before the inbox's columns
+        db.execute("CREATE TABLE alerts (id TEXT PRIMARY KEY, device TEXT NOT NULL, site TEXT NOT NULL, type TEXT NOT "
+                   "NULL, time TEXT NOT NULL, received_at TEXT NOT NULL, payload TEXT NOT NULL)")
         for alert in old:  # as Store.add wrote them before it refused NaN
             db.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?)", (alert["id"], alert["device"], alert["site"],
                        alert["type"], alert["time"], alert["time"], json.dumps(alert)))
-        db.commit()
+    with Store(path) as store:
+        listed = {a["id"]: (a["label"], a["status"]) for a in store.list_alerts()}
+        assert listed == {old[0]["id"]: ("\\ud800\\x00", "unreviewed"), **{a["id"]: (a["label"], "unreviewed")
+                                                                            for a in old[1:]}}
         pages = write_review(store, tmp_path / "review")
         page = pages[1].read_text(encoding="utf-8")
         assert page.count("<section") == 3 and page.count("<img ") == 2

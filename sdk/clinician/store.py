@@ -5,7 +5,12 @@ Alerts are keyed by their id, so redeliveries and several listeners sharing one 
 alert once. Put a PostgreSQL store in its own schema with `?options=-csearch_path%3D<schema>` in the URL.
 
 Adjudications are an append-only log (who, when, what, the label before and after, a note): nothing here updates
-or deletes one, and an alert's verdict is its latest entry.
+or deletes one, and an alert's verdict is its latest entry. The alert row keeps what the inbox sorts and filters on
+(severity, label, confidence, review status) next to its payload, so a page of 100,000 alerts is read from an index.
+
+Devices' status messages keep each device's latest state, and the vitals they carry (sdk.device.vitals: heart rate
+and beat counts per minute) are kept once each for the device timelines. Clinicians' accounts (argon2 hashes) live
+here too, so every reader of the store shares them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import re
 import sqlite3
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,6 +43,12 @@ CREATE TABLE IF NOT EXISTS device_keys (site TEXT NOT NULL, device TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS head_updates (site TEXT NOT NULL, device TEXT NOT NULL, version INTEGER NOT NULL,
     published_at TEXT NOT NULL, model_sha256 TEXT NOT NULL, beats INTEGER NOT NULL, blob BLOB NOT NULL,
     PRIMARY KEY (site, device, version));
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_states (site TEXT NOT NULL, device TEXT NOT NULL, received_at TEXT NOT NULL,
+    payload TEXT NOT NULL, PRIMARY KEY (site, device));
+CREATE TABLE IF NOT EXISTS vitals (site TEXT NOT NULL, device TEXT NOT NULL, start TEXT NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (site, device, start));
 """
 _POSTGRES_TABLES = """
 CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, device TEXT NOT NULL, site TEXT NOT NULL,
@@ -53,6 +65,21 @@ CREATE TABLE IF NOT EXISTS device_keys (site TEXT NOT NULL, device TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS head_updates (site TEXT NOT NULL, device TEXT NOT NULL, version BIGINT NOT NULL,
     published_at TIMESTAMPTZ NOT NULL, model_sha256 TEXT NOT NULL, beats INTEGER NOT NULL, blob BYTEA NOT NULL,
     PRIMARY KEY (site, device, version));
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS device_states (site TEXT NOT NULL, device TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL,
+    payload JSONB NOT NULL, PRIMARY KEY (site, device));
+CREATE TABLE IF NOT EXISTS vitals (site TEXT NOT NULL, device TEXT NOT NULL, start TIMESTAMPTZ NOT NULL,
+    payload JSONB NOT NULL, PRIMARY KEY (site, device, start));
+"""
+# What the inbox sorts and filters on, added to stores made before it (and filled from their payloads).
+_INBOX_COLUMNS = {"severity": "INTEGER NOT NULL DEFAULT 0", "label": "TEXT NOT NULL DEFAULT ''",
+                  "confidence": "DOUBLE PRECISION NOT NULL DEFAULT 0", "status": "TEXT NOT NULL DEFAULT 'unreviewed'",
+                  "reviewed": "INTEGER NOT NULL DEFAULT 0"}
+_INBOX_INDEXES = """
+CREATE INDEX IF NOT EXISTS alerts_inbox ON alerts (reviewed, severity DESC, time DESC, id);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time DESC, id);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received_at)
 """
 ACTIONS = ("confirm", "reject", "relabel")
 # What a verdict may call an alert: the beat classes for beat alerts, the rhythm classes for AF alerts. A rejected
@@ -61,6 +88,21 @@ BEAT_ALERTS = ("ventricular_ectopic_beat", "ventricular_run", "supraventricular_
 RHYTHM_ALERTS = ("af_start", "af_end")
 LABELS = {**{kind: ("N", "S", "V", "F") for kind in BEAT_ALERTS}, **{kind: ("non-AF", "AF") for kind in RHYTHM_ALERTS}}
 REJECTED_LABEL = {**{kind: "N" for kind in BEAT_ALERTS}, "af_start": "non-AF", "af_end": "AF"}
+# Review status of an alert after each verdict; "unreviewed" until the first.
+STATUSES = ("unreviewed", "confirmed", "rejected", "relabelled")
+_STATUS_OF = {"confirm": "confirmed", "reject": "rejected", "relabel": "relabelled"}
+# How urgently an alert needs a clinician: a sustained ventricular run first, then AF onset and other runs, rate and
+# burden alarms, single ectopic beats and AF ends, signal quality last.
+SEVERITY = {"ventricular_run": 3, "af_start": 3, "hr_out_of_range": 2, "high_ectopy_burden": 2,
+            "ventricular_ectopic_beat": 1, "supraventricular_ectopy": 1, "af_end": 1, "signal_quality": 0}
+ROLES = ("clinician", "admin")
+INBOX_COLUMNS = ("id", "device", "site", "type", "time", "label", "confidence", "severity", "status")
+MAX_LIST = 10_000  # alerts one listing may return
+
+
+def severity(alert: dict) -> int:
+    """SEVERITY of the alert's type; a sustained ventricular run one more."""
+    return SEVERITY.get(alert["type"], 0) + (1 if alert.get("details", {}).get("sustained") is True else 0)
 
 
 class UnstorableAlert(HeartSightError):
@@ -72,7 +114,7 @@ class Store:
 
     def __init__(self, target: str | Path):
         self.target = str(target)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the statements of a _transaction
         self._postgres = self.target.startswith(("postgresql://", "postgres://"))
         if self._postgres:
             self._db = _connect_postgres(self.target)
@@ -81,12 +123,14 @@ class Store:
                 self._db.execute("SELECT pg_advisory_xact_lock(hashtext('heartsight.clinician.store'))")
                 for statement in filter(str.strip, _POSTGRES_TABLES.split(";")):
                     self._db.execute(statement)
+                self._add_inbox_columns()
         else:
             try:
                 Path(self.target).parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.target, isolation_level=None, check_same_thread=False, timeout=30)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(_SQLITE_TABLES)
+                self._add_inbox_columns()
             except (OSError, sqlite3.Error) as exc:
                 raise HeartSightError(f"cannot open the store {self.target}: {exc}; "
                                       "pass a writable SQLite file path or a postgresql:// URL") from None
@@ -99,9 +143,11 @@ class Store:
         """
         try:
             row = (alert["id"], alert["device"], alert["site"], alert["type"], _utc(alert["time"]), _now(),
-                   json.dumps(alert, separators=(",", ":"), allow_nan=False))
-            inserted = self._execute("INSERT INTO alerts (id, device, site, type, time, received_at, payload) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", row)
+                   json.dumps(alert, separators=(",", ":"), allow_nan=False), severity(alert), alert["label"],
+                   float(alert["confidence"]))
+            inserted = self._execute("INSERT INTO alerts (id, device, site, type, time, received_at, payload, "
+                                     "severity, label, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                                     "ON CONFLICT (id) DO NOTHING", row)
         except (ValueError, psycopg.DataError) as exc:  # psycopg.DataError: SQLSTATE class 22, a bad value
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnstorableAlert(f"the store refuses this alert: {reason}") from None
@@ -158,8 +204,10 @@ class Store:
             after = alert["label"] if action == "confirm" else REJECTED_LABEL.get(alert["type"], "rejected")
         entry = {"alert_id": alert_id, "reviewer": reviewer.strip(), "at": _now(), "action": action,
                  "label_before": before, "label_after": after, "note": _storable(note or "")}
-        self._execute("INSERT INTO adjudications (alert_id, reviewer, at, action, label_before, label_after, note) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(entry.values()))
+        with self._transaction():
+            self._execute("INSERT INTO adjudications (alert_id, reviewer, at, action, label_before, label_after, "
+                          "note) VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(entry.values()))
+            self._execute("UPDATE alerts SET status = ?, reviewed = 1 WHERE id = ?", (_STATUS_OF[action], alert_id))
         return entry
 
     def adjudications(self, alert_id: str | None = None) -> list[dict]:
@@ -215,6 +263,88 @@ class Store:
                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (site, device, int(version), _now(), model_sha256, int(beats),
                                                        bytes(blob)))
 
+    def inbox(self, device: str | None = None, kind: str | None = None, status: str | None = None,
+              limit: int = 50, offset: int = 0) -> list[dict]:
+        """A page of the triage list: unreviewed first, then by severity, then newest; INBOX_COLUMNS of each."""
+        where, args = self._filters(device, kind, status)
+        return self._summaries(f"{where} ORDER BY reviewed, severity DESC, time DESC, id LIMIT ? OFFSET ?",
+                               (*args, _count(limit, "limit"), _count(offset, "offset")))
+
+    def list_alerts(self, device: str | None = None, kind: str | None = None, status: str | None = None,
+                    limit: int = 100) -> list[dict]:
+        """Newest first, INBOX_COLUMNS of each (what GET /api/alerts answers)."""
+        where, args = self._filters(device, kind, status)
+        return self._summaries(f"{where} ORDER BY time DESC, id LIMIT ?", (*args, _count(limit, "limit")))
+
+    def count(self, device: str | None = None, kind: str | None = None, status: str | None = None) -> int:
+        where, args = self._filters(device, kind, status)
+        return int(self._query(f"SELECT COUNT(*) FROM alerts {where}", args)[0][0])
+
+    def received_since(self, since: str) -> list[tuple[str, dict]]:
+        """(received_at, summary) of the alerts stored at or after `since` (ISO text), oldest first: what a live page
+        has not shown yet. Several listeners may commit slightly out of order, so callers ask again a few seconds
+        back and skip the ids they have."""
+        rows = self._query(f"SELECT received_at, {', '.join(INBOX_COLUMNS)} FROM alerts WHERE received_at >= ? "
+                           f"ORDER BY received_at LIMIT {MAX_LIST}", (since,))
+        return [(_text(row[0]), self._summary(row[1:])) for row in rows]
+
+    def neighbours(self, alert_id: str, each_side: int = 5) -> list[dict]:
+        """The same device's alerts just before and after this one, in time order, itself included."""
+        alert = self._query("SELECT device, site, time FROM alerts WHERE id = ?", (alert_id,))
+        if not alert:
+            raise HeartSightError(f"no alert {alert_id} in {self.target}")
+        device, site, time = alert[0]
+        columns = ", ".join(INBOX_COLUMNS)
+        before = self._query(f"SELECT {columns} FROM alerts WHERE device = ? AND site = ? AND (time < ? OR "
+                             "(time = ? AND id < ?)) ORDER BY time DESC, id DESC LIMIT ?",
+                             (device, site, time, time, alert_id, each_side))
+        after = self._query(f"SELECT {columns} FROM alerts WHERE device = ? AND site = ? AND (time > ? OR "
+                            "(time = ? AND id >= ?)) ORDER BY time, id LIMIT ?",
+                            (device, site, time, time, alert_id, each_side + 1))
+        return [self._summary(row) for row in [*reversed(before), *after]]
+
+    def add_user(self, name: str, role: str, password_hash: str) -> None:
+        """A new account; refuses a name that exists (accounts are not replaced silently)."""
+        if role not in ROLES:
+            raise HeartSightError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+        if self.user(name) is not None:
+            raise HeartSightError(f"user {name!r} already exists in {self.target}")
+        self._execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                      (name, role, password_hash, _now()))
+
+    def user(self, name: str) -> dict | None:
+        """{"name", "role", "password_hash"}, or None for an unknown name."""
+        rows = self._query("SELECT name, role, password_hash FROM users WHERE name = ?", (name,))
+        return dict(zip(("name", "role", "password_hash"), rows[0])) if rows else None
+
+    def set_password_hash(self, name: str, password_hash: str) -> None:
+        """A rehash of the same password with newer argon2 parameters (at login)."""
+        self._execute("UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name))
+
+    def add_status(self, status: dict) -> None:
+        """A device's status message: its latest state is kept, and each vitals entry it carries is kept once."""
+        site, device = status["site"], status["device"]
+        text = json.dumps(status, separators=(",", ":"), allow_nan=False)
+        with self._transaction():
+            self._execute("INSERT INTO device_states (site, device, received_at, payload) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT (site, device) DO UPDATE SET received_at = excluded.received_at, "
+                          "payload = excluded.payload", (site, device, _now(), text))
+            for vitals in status.get("vitals", []):
+                self._execute("INSERT INTO vitals (site, device, start, payload) VALUES (?, ?, ?, ?) "
+                              "ON CONFLICT DO NOTHING", (site, device, _utc(vitals["start"]),
+                                                         json.dumps(vitals, separators=(",", ":"), allow_nan=False)))
+
+    def device_state(self, device: str) -> list[dict]:
+        """The latest status message of each site's device of this name, with when it came."""
+        rows = self._query("SELECT received_at, payload FROM device_states WHERE device = ? ORDER BY site", (device,))
+        return [{**(payload if self._postgres else json.loads(payload)), "received_at": _text(at)}
+                for at, payload in rows]
+
+    def vitals(self, device: str) -> list[dict]:
+        """The device's vitals entries (sdk.device.vitals), oldest first."""
+        rows = self._query("SELECT payload FROM vitals WHERE device = ? ORDER BY start", (device,))
+        return [payload if self._postgres else json.loads(payload) for (payload,) in rows]
+
     def devices(self) -> list[str]:
         """Devices with at least one stored alert, sorted."""
         return [device for (device,) in self._query("SELECT DISTINCT device FROM alerts ORDER BY device")]
@@ -228,6 +358,66 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _filters(self, device: str | None, kind: str | None, status: str | None) -> tuple[str, tuple]:
+        if status is not None and status not in STATUSES:
+            raise HeartSightError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
+        if kind is not None and kind not in SEVERITY:
+            raise HeartSightError(f"unknown alert type {kind!r}; choose one of {', '.join(SEVERITY)}")
+        pairs = [(column, value) for column, value in (("device", device), ("type", kind), ("status", status))
+                 if value is not None]
+        where = " AND ".join(f"{column} = ?" for column, _ in pairs)
+        return (f"WHERE {where}" if where else ""), tuple(value for _, value in pairs)
+
+    def _summaries(self, rest: str, args: tuple) -> list[dict]:
+        return [self._summary(row) for row in self._query(f"SELECT {', '.join(INBOX_COLUMNS)} FROM alerts {rest}",
+                                                           args)]
+
+    def _summary(self, row: tuple) -> dict:
+        summary = dict(zip(INBOX_COLUMNS, row))
+        summary["time"] = _text(summary["time"])
+        return summary
+
+    def _add_inbox_columns(self) -> None:
+        """Give a store made before the inbox its columns, filled from the payloads and the audit log; indexes."""
+        if self._postgres:
+            have = {name for (name,) in self._db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'alerts' "
+                "AND table_schema = current_schema()").fetchall()}
+        else:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)").fetchall()}
+        missing = [name for name in _INBOX_COLUMNS if name not in have]
+        for name in missing:
+            self._db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {_INBOX_COLUMNS[name]}")
+        if missing:
+            for alert_id, payload in self._db.execute("SELECT id, payload FROM alerts").fetchall():
+                alert = payload if self._postgres else json.loads(payload)
+                self._db.execute(self._dialect("UPDATE alerts SET severity = ?, label = ?, confidence = ? "
+                                               "WHERE id = ?"),
+                                 (severity(alert), _storable(alert["label"]), float(alert["confidence"]), alert_id))
+            for action, alert_id in self._db.execute(
+                    "SELECT j.action, j.alert_id FROM adjudications j WHERE j.seq = (SELECT MAX(seq) FROM "
+                    "adjudications WHERE alert_id = j.alert_id)").fetchall():
+                self._db.execute(self._dialect("UPDATE alerts SET status = ?, reviewed = 1 WHERE id = ?"),
+                                 (_STATUS_OF[action], alert_id))
+        for statement in filter(str.strip, _INBOX_INDEXES.split(";")):
+            self._db.execute(statement)
+
+    @contextmanager
+    def _transaction(self):
+        """Statements that land together or not at all (a verdict and the alert's status)."""
+        with self._lock:
+            if self._postgres:
+                with self._db.transaction():
+                    yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _execute(self, sql: str, args: tuple = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -261,6 +451,19 @@ def _storable(text: str) -> str:
 def _utc(text: str) -> str:
     """Event time as one sortable UTC format, whatever ISO form the payload used."""
     return datetime.fromisoformat(text).astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _text(value) -> str:
+    """A time column as ISO text (PostgreSQL gives datetimes, SQLite the text stored)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _count(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value:
+        raise HeartSightError(f"{name} must be a whole number of at least 0, got {value!r}")
+    if name == "limit" and value > MAX_LIST:
+        raise HeartSightError(f"limit {value} is above {MAX_LIST:,}; page through with smaller limits")
+    return value
 
 
 def _now() -> str:
