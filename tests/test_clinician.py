@@ -90,7 +90,7 @@ def test_listener_stores_valid_alerts_once_and_dead_letters_the_rest(any_broker,
                                   (topic, b"\xff\xfe"), (topic, to_bytes(bad_schema)), (topic, to_bytes(spoofed))])
         counts = Listener(BrokerConfig(broker.url), store, client_id="clinic-1").run(
             duration_s=DEADLINE_S, stop_when=lambda: len(store.dead_letters()) == 4 and store.alerts())
-        assert counts == {"stored": 1, "duplicates": 1, "dead_letters": 4}
+        assert counts == {"stored": 1, "duplicates": 1, "dead_letters": 4, "statuses": 0}
         assert store.alerts() == [good]
         reasons = [d["reason"] for d in store.dead_letters()]
         assert "not UTF-8 JSON" in reasons[0] and "not UTF-8 JSON" in reasons[1]
@@ -106,7 +106,8 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
         subprocess.run(["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwords), user, password],
                        check=True)
     acl = tmp_path / "acl"
-    acl.write_text("user clinic\ntopic read heartsight/v1/+/+/alerts\ntopic write heartsight/v1/+/+/acks\n\n"
+    acl.write_text("user clinic\ntopic read heartsight/v1/+/+/alerts\ntopic read heartsight/v1/+/+/status\n"
+                   "topic write heartsight/v1/+/+/acks\n\n"
                    "pattern write heartsight/v1/+/%u/alerts\npattern write heartsight/v1/+/%u/status\n"
                    "pattern read heartsight/v1/+/%u/acks\n")
     broker = Broker(tmp_path, f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}")
@@ -139,8 +140,14 @@ def test_acl_stops_a_device_writing_as_another_and_a_clinician_writing_at_all(tm
             honest.close()
             assert wait_until(lambda: listener.counts["stored"] == 1 and listener.counts["dead_letters"] == 1,
                               DEADLINE_S)
-            assert listener.stop() == {"stored": 1, "duplicates": 0, "dead_letters": 1}
+            counts = listener.stop()
+            assert {k: counts[k] for k in ("stored", "duplicates", "dead_letters")} == \
+                {"stored": 1, "duplicates": 0, "dead_letters": 1}
             assert store.devices() == ["dev-a"] and store.alerts("dev-b") == []
+            # statuses too: the honest device's is kept; the impostor's and the clinician's never reached the listener
+            assert counts["statuses"] >= 1 and [s["state"] for s in store.device_state("dev-a")] in (["online"],
+                                                                                                  ["offline"])
+            assert store.device_state("dev-b") == []
             assert "device dev-b but came on heartsight/v1/s1/dev-a/alerts" in store.dead_letters()[0]["reason"]
     finally:
         broker.stop()
@@ -255,12 +262,12 @@ def test_poison_messages_are_acknowledged_and_never_come_back(broker, store):
     raw_publish(broker.port, [(TOPIC, raw) for raw, _ in POISON.values()] + [(TOPIC, to_bytes(first))])
     listener = Listener(config, store, client_id="clinic-poison")
     counts = listener.run(duration_s=DEADLINE_S, stop_when=lambda: listener.counts["stored"] == 1)
-    assert counts == {"stored": 1, "duplicates": 0, "dead_letters": len(POISON)}
+    assert counts == {"stored": 1, "duplicates": 0, "dead_letters": len(POISON), "statuses": 0}
     assert [d["raw"] for d in store.dead_letters()] == [raw for raw, _ in POISON.values()]
     raw_publish(broker.port, [(TOPIC, to_bytes(second))])
     listener = Listener(config, store, client_id="clinic-poison")
     counts = listener.run(duration_s=DEADLINE_S, stop_when=lambda: listener.counts["stored"] == 1)
-    assert counts == {"stored": 1, "duplicates": 0, "dead_letters": 0}  # nothing before it was redelivered
+    assert counts == {"stored": 1, "duplicates": 0, "dead_letters": 0, "statuses": 0}  # nothing before it was redelivered
     assert store.alerts() == [first, second]
 
 

@@ -106,4 +106,6 @@ def test_an_unreachable_broker_leaves_alerts_queued_says_why_and_the_next_run_de
         again = json.loads(online.stdout)
         assert again["awaiting_broker"] == again["awaiting_clinic"] == 0 and Outbox(outbox).pending() == []
         assert again["alert_ids"] == summary["alert_ids"]  # the same recording: the same alerts, stored once
-        assert listener.stop() == {"stored": len(summary["alert_ids"]), "duplicates": 0, "dead_letters": 0}
+        counts = listener.stop()
+        assert counts.pop("statuses") >= 1
+        assert counts == {"stored": len(summary["alert_ids"]), "duplicates": 0, "dead_letters": 0}

@@ -20,8 +20,8 @@ from sdk.clinician.store import Store, UnstorableAlert
 from sdk.errors import HeartSightError
 from sdk.stream.acks import ack_bytes
 from sdk.stream.mqtt import BrokerConfig, Connection, json_properties
-from sdk.stream.payload import from_bytes, validate
-from sdk.stream.topics import acks_topic, alerts_filter, alerts_topic, sender
+from sdk.stream.payload import from_bytes, validate, validate_status
+from sdk.stream.topics import acks_topic, alerts_filter, alerts_topic, sender, status_filter
 
 log = logging.getLogger("heartsight.listener")
 DRAIN_S = 2.0  # at a stop, how long to wait for the alerts stored so far to be acknowledged to the broker
@@ -40,7 +40,8 @@ class Listener:
                  client_id: str | None = None, session_expiry_s: int = 86400):
         self.store = store
         self.topic_filter = alerts_filter(shared_group)
-        self.counts = {"stored": 0, "duplicates": 0, "dead_letters": 0}
+        self.status_filter = status_filter(shared_group)
+        self.counts = {"stored": 0, "duplicates": 0, "dead_letters": 0, "statuses": 0}
         default_id = "-".join(["heartsight-listener", *filter(None, [broker.username, shared_group])])
         self._conn = Connection(broker, client_id or default_id, session_expiry_s=session_expiry_s,
                                 on_connected=self._on_connected, on_idle=self._acknowledge, manual_ack=True)
@@ -98,13 +99,14 @@ class Listener:
 
     def _on_connected(self, session_present: bool) -> None:
         self._handled, self._committed, self._rounds = [], {}, []  # the broker redelivers what was not acknowledged
-        self._conn.client.subscribe(self.topic_filter, qos=1)
+        self._conn.client.subscribe([(self.topic_filter, 1), (self.status_filter, 1)])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [code for code in reason_codes if code.is_failure]
         if failed:
-            self._conn.fail(HeartSightError(f"{self._conn.url} refused the subscription to {self.topic_filter} "
-                                            f"({failed[0]}): check that the broker's ACL lets this user read it"))
+            self._conn.fail(HeartSightError(f"{self._conn.url} refused the subscription to {self.topic_filter} or "
+                                            f"{self.status_filter} ({failed[0]}): check that the broker's ACL lets "
+                                            "this user read both"))
         else:
             self._subscribed = True
 
@@ -146,8 +148,10 @@ class Listener:
                 self._conn.client.ack(mid, qos)
 
     def _handle(self, topic: str, raw: bytes) -> str:
-        """stored, duplicates or dead_letters. Only a store that is down or broken raises (the message is then
+        """stored, duplicates, statuses or dead_letters. Only a store that is down or broken raises (the message is then
         redelivered): whatever is wrong with the message itself is dead-lettered, or it would be retried forever."""
+        if sender(topic, "status") is not None:
+            return self._handle_status(topic, raw)
         try:
             alert = _checked(topic, raw)
         except HeartSightError as exc:
@@ -162,6 +166,19 @@ class Listener:
             return self._dead_letter(topic, raw, str(exc))
         self._committed.setdefault((alert["site"], alert["device"]), []).append(alert["id"])
         return "stored" if stored else "duplicates"
+
+    def _handle_status(self, topic: str, raw: bytes) -> str:
+        """A device's status: its state and vitals are kept (sdk.device.vitals); a bad one is dead-lettered."""
+        try:
+            status = from_bytes(raw)
+            validate_status(status)
+            if sender(topic, "status") != (status["site"], status["device"]):
+                raise HeartSightError(f"status says site {status['site']} device {status['device']} but came on "
+                                      f"{topic}")
+            self.store.add_status(status)
+        except (HeartSightError, ValueError) as exc:  # ValueError: a time the database cannot hold
+            return self._dead_letter(topic, raw, str(exc))
+        return "statuses"
 
     def _dead_letter(self, topic: str, raw: bytes, reason: str) -> str:
         log.warning("dead letter from %s: %s", topic, reason)

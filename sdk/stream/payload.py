@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
 
 from sdk.device.alerts import Alert
 from sdk.errors import HeartSightError
 
 SCHEMA = "heartsight.alert.v1"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "alert.v1.json"
+STATUS_SCHEMA_PATH = SCHEMA_PATH.with_name("status.v1.json")
 ENCODING = "base64-int16-le"
 _INT16 = np.dtype("<i2")
 MAX_DEPTH = 64  # levels of objects and arrays: an alert needs 2, its free-form details a few more
@@ -86,17 +88,27 @@ def encode_alert(alert: Alert) -> dict:
     return wire
 
 
+def validate_status(status: object) -> None:
+    """Raise HeartSightError naming the first violation of a device's status message (schemas/status.v1.json)."""
+    _check_values(status, "status")
+    error = best_match(_validator(STATUS_SCHEMA_PATH).iter_errors(status))
+    if error is not None:
+        raise HeartSightError(f"status is invalid at {_where(error)}: {_message(error)}")
+    for i, vitals in enumerate(status.get("vitals", [])):
+        try:
+            datetime.fromisoformat(vitals["start"])
+        except ValueError:
+            raise HeartSightError(f"status is invalid at vitals.{i}.start: {vitals['start']!r} is not a real date and "
+                                  "time") from None
+
+
 def validate(alert: object) -> None:
     """Raise HeartSightError naming the first violation: values no store or JSON reader can hold, the schema,
     then what the schema cannot say (time, lengths, finite decoded values)."""
-    _check_values(alert)
-    error = best_match(_validator().iter_errors(alert))
+    _check_values(alert, "alert")
+    error = best_match(_validator(SCHEMA_PATH).iter_errors(alert))
     if error is not None:
-        path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        message = " ".join(error.message.split())
-        if len(message) > 200:
-            message = message[:200] + "..."
-        raise HeartSightError(f"alert is invalid at {path}: {message}")
+        raise HeartSightError(f"alert is invalid at {_where(error)}: {_message(error)}")
     try:
         datetime.fromisoformat(alert["time"])
     except ValueError:
@@ -164,7 +176,7 @@ def _safe_int(text: str) -> int:
     return int(text)
 
 
-def _check_values(alert: object) -> None:
+def _check_values(alert: object, what: str) -> None:
     """Refuse what a store or a JSON reader cannot hold as it is, wherever it is (details too): nesting deeper
     than MAX_DEPTH, NaN, infinity, integers beyond MAX_SAFE_INTEGER, and text with U+0000 or lone surrogates."""
     todo = [("(top level)", alert, 1)]
@@ -172,23 +184,23 @@ def _check_values(alert: object) -> None:
         path, value, depth = todo.pop()
         if isinstance(value, (dict, list)):
             if depth > MAX_DEPTH:
-                raise _invalid(path, f"objects and arrays nest deeper than {MAX_DEPTH} levels")
+                raise _invalid(what, path, f"objects and arrays nest deeper than {MAX_DEPTH} levels")
             for key, child in value.items() if isinstance(value, dict) else enumerate(value):
                 child_path = str(key) if depth == 1 else f"{path}.{key}"
                 if isinstance(key, str) and _UNSTORABLE.search(key):
-                    raise _invalid(child_path, f"the key {_unstorable(key)}")
+                    raise _invalid(what, child_path, f"the key {_unstorable(key)}")
                 todo.append((child_path, child, depth + 1))
         elif isinstance(value, str) and _UNSTORABLE.search(value):
-            raise _invalid(path, f"the text {_unstorable(value)}")
+            raise _invalid(what, path, f"the text {_unstorable(value)}")
         elif isinstance(value, float) and not math.isfinite(value):
-            raise _invalid(path, f"{value} is not a finite number")
+            raise _invalid(what, path, f"{value} is not a finite number")
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
-            raise _invalid(path, f"an integer beyond ±{MAX_SAFE_INTEGER} (2**53 - 1), which JSON readers using "
+            raise _invalid(what, path, f"an integer beyond ±{MAX_SAFE_INTEGER} (2**53 - 1), which JSON readers using "
                                  "doubles cannot hold exactly")
 
 
-def _invalid(path: str, problem: str) -> HeartSightError:
-    return HeartSightError(f"alert is invalid at {_shorten(path)}: {problem}")
+def _invalid(what: str, path: str, problem: str) -> HeartSightError:
+    return HeartSightError(f"{what} is invalid at {_shorten(path)}: {problem}")
 
 
 def _unstorable(text: str) -> str:
@@ -207,7 +219,21 @@ def _utc_text(time: datetime) -> str:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    if not SCHEMA_PATH.exists():
-        raise HeartSightError(f"alert schema not found at {SCHEMA_PATH}: install HeartSight from its source tree")
-    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+def _validator(path: Path) -> Draft202012Validator:
+    """The schema's validator; the status schema refers to the alert schema's definitions."""
+    schemas = {}
+    for schema_path in (SCHEMA_PATH, path):
+        if not schema_path.exists():
+            raise HeartSightError(f"schema not found at {schema_path}: install HeartSight from its source tree")
+        schemas[schema_path.name] = json.loads(schema_path.read_text())
+    registry = Registry().with_resources((schema["$id"], Resource.from_contents(schema)) for schema in schemas.values())
+    return Draft202012Validator(schemas[path.name], registry=registry)
+
+
+def _where(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _message(error) -> str:
+    message = " ".join(error.message.split())
+    return message[:200] + "..." if len(message) > 200 else message

@@ -58,6 +58,7 @@ class Publisher:
         self._alert_props.UserProperty = [("schema", SCHEMA)]
         self._head_update: bytes | None = None  # the latest head update received and not yet taken
         self._head_report: dict | None = None  # what became of the last one, in every later status
+        self._vitals: list[dict] = []  # the last minutes of vitals reported, in every later status
         self._head_lock = threading.Lock()
         self._conn = Connection(broker, client_id or f"heartsight-{site}-{device}",
                                 session_expiry_s=session_expiry_s, will=(self.status_topic, self._status("offline")),
@@ -136,6 +137,17 @@ class Publisher:
             self._conn.client.publish(self.status_topic, self._status("online", len(self._outbox)), qos=1, retain=True,
                                       properties=json_properties())
 
+    def report_vitals(self, vitals: list[dict]) -> None:
+        """The minutes of vitals just completed (sdk.device.vitals) go out in the retained status, now and at every
+        reconnect until the next report; the clinic keeps each minute once. A best-effort trend, not an alert: minutes
+        reported while the broker is away are sent with the next report only if paho still holds them."""
+        if not vitals:
+            return
+        self._vitals = list(vitals)
+        if self.connected:
+            self._conn.client.publish(self.status_topic, self._status("online", len(self._outbox)), qos=1, retain=True,
+                                      properties=json_properties())
+
     def backlog(self) -> Backlog:
         """The alerts in the outbox: awaiting the broker's acknowledgement, and awaiting the clinic's."""
         return self._outbox.backlog()
@@ -182,6 +194,8 @@ class Publisher:
             status["queued"] = queued
         if self._head_report is not None:
             status["head"] = self._head_report
+        if self._vitals:
+            status["vitals"] = self._vitals
         return json.dumps(status).encode()
 
     # The methods below run on the connection's network thread only.

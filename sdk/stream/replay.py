@@ -14,6 +14,7 @@ from sdk.data.records import Recording
 from sdk.device.analyze import select_channels
 from sdk.device.backends import ModelRef, Runner, make_runner
 from sdk.device.monitor import AlertEvent, BeatEvent, Event, Monitor
+from sdk.device.vitals import VitalsTracker
 from sdk.errors import HeartSightError
 from sdk.stream.payload import encode_alert
 from sdk.stream.publisher import Publisher
@@ -65,6 +66,7 @@ def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef
     monitor = Monitor(model=runner, fs=recording.fs, device=publisher.device, site=publisher.site,
                       start_time=start_time or datetime.now(timezone.utc),
                       stream_id=recording_stream_id(signal, recording.fs, channel))
+    vitals = VitalsTracker(recording.fs, monitor.policy.start_time)
     chunk = max(1, int(round(CHUNK_S * recording.fs)))
     beats, alert_ids = 0, []
     started = time.monotonic()
@@ -76,7 +78,10 @@ def stream_recording(recording: Recording, publisher: Publisher, model: ModelRef
         _apply_head_update(publisher, monitor, head_key)
         events = monitor.feed(np.ascontiguousarray(signal[first: first + chunk]))
         beats, alert_ids = _publish(events, publisher, beats, alert_ids)
-    beats, alert_ids = _publish(monitor.finish(), publisher, beats, alert_ids)
+        publisher.report_vitals(vitals.take(events))
+    events = monitor.finish()
+    beats, alert_ids = _publish(events, publisher, beats, alert_ids)
+    publisher.report_vitals(vitals.take(events) + vitals.finish())
     left = publisher.flush(flush_timeout_s)
     return {"samples": int(len(signal)), "beats": beats, "alerts": len(alert_ids), "alert_ids": alert_ids,
             "awaiting_broker": left.awaiting_broker, "awaiting_clinic": left.awaiting_clinic,

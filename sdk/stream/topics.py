@@ -30,7 +30,15 @@ def head_topic(site: str, device: str) -> str:
 
 def alerts_filter(shared_group: str | None = None) -> str:
     """Every device's alerts; with a group, the shared subscription whose listeners split them between them."""
-    every_device = alerts_topic("+", "+")
+    return _every_device(alerts_topic("+", "+"), shared_group)
+
+
+def status_filter(shared_group: str | None = None) -> str:
+    """Every device's status, likewise."""
+    return _every_device(status_topic("+", "+"), shared_group)
+
+
+def _every_device(every_device: str, shared_group: str | None) -> str:
     if shared_group is None:
         return every_device
     if not shared_group or set(shared_group) & set("/+#"):
@@ -38,9 +46,9 @@ def alerts_filter(shared_group: str | None = None) -> str:
     return f"$share/{shared_group}/{every_device}"
 
 
-def sender(topic: str) -> tuple[str, str] | None:
-    """(site, device) of an alerts topic; None if the topic is not one."""
+def sender(topic: str, kind: str = "alerts") -> tuple[str, str] | None:
+    """(site, device) of an alerts topic (or of another kind: status); None if the topic is not one."""
     levels = topic.split("/")
-    if len(levels) != 5 or "/".join(levels[:2]) != ROOT or levels[4] != "alerts":
+    if len(levels) != 5 or "/".join(levels[:2]) != ROOT or levels[4] != kind:
         return None
     return levels[2], levels[3]
