@@ -213,6 +213,7 @@ class Monitor:
         self._filtered = _Samples(channels)  # band-passed, at the model rate
         self._last_finite = np.zeros(channels, np.float32)
         self._n_in = 0
+        self._beat_labels: dict[int, str | None] = {}  # sensor R peaks classified in the kept raw signal: their class
         self._finished = False
         self.model_info = dict(self.runner.identity)
         self.stream_id = stream_id
@@ -247,7 +248,7 @@ class Monitor:
         self._finished = True
         events = self._quality(self._gate.flush())
         events += self._analyse(self._resampler.flush())
-        return events + [AlertEvent(a) for a in self.policy.finish()]
+        return events + [AlertEvent(self._with_beats(a)) for a in self.policy.finish()]
 
     def _checked(self, chunk: np.ndarray) -> np.ndarray:
         x = np.asarray(chunk)
@@ -332,8 +333,22 @@ class Monitor:
             else:
                 event, finding = self._task.gated(start, window_start, problem)
             events.append(event)
-            events += [AlertEvent(a) for a in self._task.alerts(finding)]
+            if isinstance(event, BeatEvent):
+                self._beat_labels[event.sample] = event.label
+            events += [AlertEvent(self._with_beats(a)) for a in self._task.alerts(finding)]
         return events
+
+    def _with_beats(self, alert: Alert) -> Alert:
+        """The alert with the R peaks in its excerpt as details["beats"]: [[sample, class or None], ...], for the
+        clinician's view (a beat after the alert's is not classified yet). Every one of them is settled by the time
+        an alert is raised, so the marks do not depend on how the signal is cut into chunks."""
+        lo = alert.excerpt.start
+        hi = lo + len(alert.excerpt.signal)
+        peaks = [p for p in self._task.r_peaks_at_sensor_rate() if lo <= p < hi]
+        if not peaks:
+            return alert
+        beats = [[p, self._beat_labels.get(p)] for p in peaks]
+        return replace(alert, details={**alert.details, "beats": beats})
 
     def _excerpt_of(self, window_start: int, trace: np.ndarray, beat: int | None = None) -> Excerpt:
         """The raw signal under the model window (around a beat: excerpt_s each side), cut to the signal, and
@@ -371,6 +386,8 @@ class Monitor:
                           self._n_in - self._excerpt - int(RAW_MARGIN_S * self.fs))
         self._raw.drop_before(sensor_keep)
         self._gate.forget(sensor_keep)
+        for sample in [s for s in self._beat_labels if s < sensor_keep]:
+            del self._beat_labels[sample]
 
 
 class _Task:
@@ -419,6 +436,10 @@ class _Task:
         """Embeddings the task's alerts carry, by row of x (none but for beats)."""
         return {}
 
+    def r_peaks_at_sensor_rate(self) -> list[int]:
+        """The R peaks found in the kept signal, as sensor samples (none without ECG)."""
+        return []
+
     def keep_from(self) -> int | None:
         """Model-rate sample before which no pending or future window reads the signal; None: keep everything."""
         raise NotImplementedError
@@ -446,6 +467,9 @@ class _EcgTask(_Task):
 
     def settled_until(self) -> float:
         return math.inf if self.monitor._finished else self.detector.settled_until
+
+    def r_peaks_at_sensor_rate(self) -> list[int]:
+        return resampled_index(np.array(self.beats.r_peaks), self.spec.fs, self.monitor.fs).tolist()
 
     def tracks(self, lo: int, hi: int) -> preprocess.EcgTracks:
         """preprocess.EcgTracks of model-rate samples [lo, hi), beat positions counted from lo, with the
