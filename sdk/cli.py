@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from sdk.errors import HeartSightError
 
@@ -200,6 +202,24 @@ def _parser() -> argparse.ArgumentParser:
                                                        "it, only fit and record it")
     _data_dir_option(recalibrate)
     recalibrate.set_defaults(run=_recalibrate)
+    serve = clinician_commands.add_parser("serve", help="the clinicians' web app: live inbox, explained alerts, "
+                                                        "verdicts, device timelines, FHIR export")
+    serve.add_argument("--db", required=True, help="SQLite file or postgresql:// URL (the store listeners fill)")
+    _broker_options(serve, required=False, help="also listen here (mqtt://host:port or mqtts://) and store into --db, "
+                                                "in this process")
+    serve.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--secure-cookies", action="store_true",
+                       help="mark session cookies Secure: use when the app is reached over HTTPS (a TLS proxy)")
+    serve.set_defaults(run=_serve)
+    user = clinician_commands.add_parser("user", help="manage the web app's accounts")
+    user_commands = user.add_subparsers(required=True, metavar="ACTION")
+    user_add = user_commands.add_parser("add", help="add an account; the password is read from stdin")
+    user_add.add_argument("name", metavar="NAME")
+    user_add.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    user_add.add_argument("--role", choices=["clinician", "admin"], default="clinician",
+                          help="admin also reads the whole audit log (default clinician)")
+    user_add.set_defaults(run=_user_add)
 
     broker_parser = commands.add_parser("broker", help="set up a Mosquitto broker that enforces each account's identity")
     broker_commands = broker_parser.add_subparsers(required=True, metavar="ACTION")
@@ -224,6 +244,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", help="publish to this broker (mqtt://host:port) instead of an embedded one")
     demo.add_argument("--embedded-broker", choices=["auto", "mosquitto", "python"], default="auto",
                       help="auto (default): Mosquitto on a free port when installed, else the in-process Python broker")
+    demo.add_argument("--serve", action="store_true", help="then serve the clinician app on the demo's alerts, with "
+                                                          "a one-time login, until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8080, help="port for --serve (default 8080)")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -445,6 +468,30 @@ def _recalibrate(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from sdk.clinician.web.server import serve
+
+    broker = _broker(args) if args.broker else None
+    serve(args.db, args.host, args.port, broker, https_only=args.secure_cookies)
+    return 0
+
+
+def _user_add(args) -> int:
+    from sdk.clinician.accounts import add_user
+    from sdk.clinician.store import Store
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise HeartSightError("the two passwords differ; nothing was changed")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with Store(args.db) as store:
+        add_user(store, args.name, password, args.role)
+    print(f"added {args.role} {args.name} to {args.db}")
+    return 0
+
+
 def _broker_config(args) -> int:
     from sdk.stream.broker_setup import write_broker_config
 
@@ -502,6 +549,10 @@ def _demo(args) -> int:
     from sdk.demo.run import run_demo
 
     run_demo(args.data_dir, args.out, args.broker, args.embedded_broker)
+    if args.serve:
+        from sdk.demo.serve import serve_demo
+
+        serve_demo(Path(args.out) / "alerts.sqlite", args.port)
     return 0
 
 

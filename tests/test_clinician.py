@@ -14,7 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import DEADLINE_S, needs_mosquitto, postgres_schema, sample_alert
 from sdk.clinician.listener import MAX_PAYLOAD_BYTES, Listener
-from sdk.clinician.review import export_jsonl, to_fhir_observation, write_review
+from sdk.clinician.fhir import to_fhir_observation
+from sdk.clinician.review import export_jsonl, write_review
 from sdk.clinician.store import Store, UnstorableAlert
 from sdk.demo.broker import LocalBroker as Broker
 from sdk.demo.broker import wait_until

@@ -1,4 +1,5 @@
-"""What clinicians read: static HTML review pages, a JSON-lines export and FHIR Observations of stored alerts.
+"""What clinicians read offline: static HTML review pages and a JSON-lines export of stored alerts (the live app is
+sdk.clinician.web, FHIR export sdk.clinician.fhir).
 
 Every piece of text on the pages comes from device payloads, so all of it is HTML-escaped, and none of what a store
 may hold (text UTF-8 cannot write, numbers matplotlib cannot draw) stops the pages from being written.
@@ -54,7 +55,7 @@ def export_jsonl(store: Store, device: str | None = None) -> Iterator[str]:
             "time": alert["time"], "sample_index": alert["sample_index"], "label": alert["label"],
             "confidence": alert["confidence"], "model": alert["model"], "details": alert["details"],
             "fs": alert["signal"]["fs"], "start_sample": alert["signal"]["start_sample"],
-            "signal": _plain(decode_array(alert["signal"])), "trace": _plain(decode_array(alert["trace"])),
+            "signal": plain_values(decode_array(alert["signal"])), "trace": plain_values(decode_array(alert["trace"])),
         })
 
 
@@ -66,47 +67,6 @@ def _strict_json(alert_id: str, value: dict) -> str:
     except ValueError:
         raise HeartSightError(f"alert {alert_id} holds NaN or an infinite number, which JSON cannot carry: it was "
                               "stored before HeartSight refused them; delete it from the store to export") from None
-
-
-def to_fhir_observation(alert: dict) -> dict:
-    """A FHIR R4 Observation: the ECG excerpt as SampledData, the saliency trace and the alert as components."""
-    signal, trace, model = alert["signal"], alert["trace"], alert["model"]
-    period_ms = 1000.0 / signal["fs"]
-    return {
-        "resourceType": "Observation",
-        "id": alert["id"],
-        "identifier": [{"system": "urn:heartsight:alert", "value": alert["id"]}],
-        "status": "preliminary",  # a model's finding until a clinician reviews it
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "procedure", "display": "Procedure"}]}],
-        "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.24", "code": "131328",
-                             "display": "MDC_ECG_ELEC_POTL"}],
-                 "text": f"ECG excerpt of a {alert['type']} alert"},
-        "device": {"identifier": {"system": "urn:heartsight:device", "value": alert["device"]},
-                   "display": f"{alert['device']} at {alert['site']}"},
-        "effectiveDateTime": alert["time"],
-        "valueSampledData": _sampled_data(signal, period_ms, {"value": 0, "unit": "mV",
-                                                              "system": "http://unitsofmeasure.org", "code": "mV"}),
-        "component": [
-            {"code": {"text": "alert type"}, "valueString": alert["type"]},
-            {"code": {"text": "model label"}, "valueString": alert["label"]},
-            {"code": {"text": "model confidence"},
-             "valueQuantity": {"value": alert["confidence"], "unit": "1", "system": "http://unitsofmeasure.org",
-                               "code": "1"}},
-            {"code": {"text": "saliency trace, aligned with the ECG excerpt"},
-             "valueSampledData": _sampled_data(trace, period_ms, {"value": 0, "unit": "1",
-                                                                  "system": "http://unitsofmeasure.org",
-                                                                  "code": "1"})},
-        ],
-        "note": [{"text": f"model {model['name']} {model['version']} ({model['backend']}), "
-                          f"sha256 {model['sha256']}; event at sample {alert['sample_index']}"}],
-    }
-
-
-def _sampled_data(encoded: dict, period_ms: float, origin: dict) -> dict:
-    steps = np.rint(decode_array(encoded) / encoded["scale"]).astype(int)
-    return {"origin": origin, "period": period_ms, "factor": encoded["scale"], "dimensions": 1,
-            "data": " ".join(map(str, steps))}
 
 
 def _plot(alert: dict, path: Path) -> str | None:
@@ -150,7 +110,7 @@ def _alert_section(alert: dict, png: Path, no_plot: str | None, verdicts: list[d
     rows = [("type", alert["type"]), ("time", alert["time"]), ("label", alert["label"]),
             ("confidence", f"{alert['confidence']:.2f}"), ("model", f"{model['name']} {model['version']}"),
             ("model sha256", model["sha256"][:12]), ("backend", model["backend"]),
-            ("head version", model.get("head_version", 0)), ("details", _details_text(details)),
+            ("head version", model.get("head_version", 0)), ("details", details_text(details)),
             ("alert id", alert["id"])]
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     figure = (f"<p>{e(no_plot)}</p>" if no_plot else
@@ -170,7 +130,7 @@ def _verdicts(alert: dict, verdicts: list[dict]) -> str:
             f"<p>Judge it: <code>{e(command)}</code></p>")
 
 
-def _details_text(details: dict) -> str:
+def details_text(details: dict) -> str:
     """JSON, or Python's notation for the NaN and infinities that a store filled before the listener refused them
     can hold."""
     try:
@@ -204,8 +164,14 @@ def _html(title: str, body: str) -> str:
 
 
 def _escape(value: object) -> str:
-    """HTML-escaped text, with control characters and lone surrogates (which UTF-8 cannot even write) as escapes."""
-    return html.escape(_INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value)))
+    """HTML-escaped visible_text."""
+    return html.escape(visible_text(value))
+
+
+def visible_text(value: object) -> str:
+    """Text with control characters and lone surrogates (which UTF-8 cannot even write) as escapes: what a page may
+    show of a device's payload."""
+    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
 
 
 def _device_page(device: str) -> str:
@@ -217,6 +183,6 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
-def _plain(values: np.ndarray) -> list[float]:
+def plain_values(values: np.ndarray) -> list[float]:
     """int16 steps times scale, without float noise such as 0.30000000000000004 (9 digits keep every step)."""
     return [float(f"{v:.9g}") for v in values]

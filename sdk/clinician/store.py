@@ -312,6 +312,10 @@ class Store:
         self._execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
                       (name, role, password_hash, _now()))
 
+    def remove_user(self, name: str) -> None:
+        """Close an account (the audit log keeps the name on what it did)."""
+        self._execute("DELETE FROM users WHERE name = ?", (name,))
+
     def user(self, name: str) -> dict | None:
         """{"name", "role", "password_hash"}, or None for an unknown name."""
         rows = self._query("SELECT name, role, password_hash FROM users WHERE name = ?", (name,))
