@@ -47,8 +47,9 @@ def to_fhir_observation(alert: dict, verdict: dict | None = None) -> dict:
     if final:
         components.append({"code": {"text": "clinician label"}, "valueString": verdict["label_after"]})
         judged = "confirmed" if verdict["action"] == "confirm" else f"relabelled {verdict['label_after']}"
-        notes.append({"text": f"{judged} by {verdict['reviewer']}" + (f": {verdict['note']}" if verdict["note"] else ""),
-                      "authorString": verdict["reviewer"], "time": _instant(verdict["at"])})
+        note = f": {verdict['note']}" if verdict["note"] else ""
+        notes.append({"text": f"{judged} by {verdict['reviewer']}{note}", "authorString": verdict["reviewer"],
+                      "time": _instant(verdict["at"])})
     return _validated(Observation, {
         "resourceType": "Observation",
         "id": alert["id"],
