@@ -1,8 +1,8 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import (af_robustness, af_rr_baseline, closed_form_head, compression, device_model, firmware, isometry,
-                        onnx_portability, patient_adaptive, ppg_hr, rpeak_ds2, stream, synthetic, teacher_selection,
-                        wcam_beta)
+from benchmarks import (af_robustness, af_rr_baseline, clinician, closed_form_head, compression, device_model, firmware,
+                        isometry, onnx_portability, patient_adaptive, ppg_hr, rpeak_ds2, stream, synthetic,
+                        teacher_selection, wcam_beta)
 
 
 def main() -> None:
@@ -20,6 +20,7 @@ def main() -> None:
     firmware.main([])
     onnx_portability.main([])
     stream.main([])
+    clinician.main([])
     synthetic.main([])
 
 
