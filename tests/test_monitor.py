@@ -150,6 +150,12 @@ def test_isolated_ventricular_beats_and_a_run_raise_their_alerts_at_their_beats(
         assert wire["signal"]["fs"] == FS and len(signal_mv) == len(trace)
         assert np.allclose(signal_mv, signal[start: start + len(signal_mv)], atol=2 * wire["signal"]["scale"])
         assert trace.max() > 0
+        # beat marks for the clinician's view: every R peak of the excerpt, the alert's own beat with its class
+        marks = dict((sample, label) for sample, label in wire["details"]["beats"])
+        inside = r_peaks[(r_peaks >= start) & (r_peaks < start + len(signal_mv))]
+        assert len(marks) == len(inside) and all(np.abs(inside - m).min() <= tolerance for m in marks)
+        assert marks[wire["sample_index"]] == "V"
+        assert all(label in ("N", "V") for m, label in marks.items() if m < wire["sample_index"])
     run = raised[2]
     assert run.details["run_length"] == 4 and not run.details["sustained"]
     start = run.excerpt.start
