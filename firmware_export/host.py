@@ -59,6 +59,38 @@ def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -
     return library
 
 
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+
+
+def build_runtime_library(sources: list[str], extra_flags: list[str] = ()) -> ctypes.CDLL:
+    """Sources of firmware_export/runtime (e.g. ["hs_rpeak.c"]) compiled with the strict flags into a shared library
+    for this computer, loaded with ctypes: how the device path's C parts are checked against the Python Monitor's.
+    Cached like model builds, keyed by the sources and flags; each call loads a private copy (its own statics)."""
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        raise HeartSightError("gcc is not installed; install it with `apt-get install -y gcc`")
+    paths = [RUNTIME_DIR / name for name in sources]
+    headers = sorted(RUNTIME_DIR.glob("*.h"))
+    flags = [*STRICT_FLAGS, "-O2", "-shared", "-fPIC", *extra_flags]
+    key = hashlib.sha256(" ".join([compiler, *flags, *sources]).encode())
+    for path in [*paths, *headers]:
+        key.update(path.read_bytes())
+    library = cache_directory("c") / key.hexdigest()[:24] / "libheartsight_runtime.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        partial = library.with_name(f".{library.name}.{os.getpid()}")
+        command = [compiler, *flags, "-I", str(RUNTIME_DIR), "-o", str(partial), *map(str, paths), "-lm"]
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode != 0:
+            tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-20:])
+            raise HeartSightError(f"the runtime sources did not compile with `{' '.join(command)}`:\n{tail}")
+        os.replace(partial, library)
+    with tempfile.TemporaryDirectory() as private:  # dlopen of one path twice would share the state
+        copy = Path(private) / library.name
+        shutil.copyfile(library, copy)
+        return ctypes.CDLL(str(copy))
+
+
 def cache_directory(kind: str) -> Path:
     """HeartSight's per-user cache of one kind (c: host builds; embeddings: sdk.device.recalibration.population)."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

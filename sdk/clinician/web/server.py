@@ -66,7 +66,9 @@ class WebServer:
     def _socket(self) -> socket.socket:
         """Bound here, so a taken port is a clear error and port 0 tells which free one it got."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only for sockets that say TCP, and
+        # with it on, a response's body waits ~40 ms for the client's delayed ACK of its headers.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
