@@ -419,3 +419,12 @@ def test_isolated_ventricular_alerts_are_rate_limited_and_count_what_they_suppre
     times = np.array([a.sample_index / FS for a in isolated])
     assert len(isolated) == 4 and np.diff(times).min() >= alerts.ECTOPIC_ALERT_INTERVAL_S
     assert [a.details["suppressed_since_last"] for a in isolated] == [0, 2, 2, 2]
+
+
+def test_a_sensor_at_the_model_rate_streams_without_resampling():
+    """128 Hz in: samples pass through the resampler (there was no filter to design at a cutoff of Nyquist)."""
+    ecg = synthetic.synthetic_ecg(30, 128.0, heart_rate=75, seed=3)
+    offline = analyze(Recording("synthetic", 128.0, ecg.signal[:, None], ("MLII",)))
+    streamed = of_kind(stream(Monitor(fs=128.0), ecg.signal, 100), BeatEvent)
+    assert len(streamed) > 30
+    assert [(b.sample, b.label) for b in streamed] == [(b["sample"], b["label"]) for b in offline["beats"]]

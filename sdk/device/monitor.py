@@ -50,6 +50,9 @@ from sdk.errors import HeartSightError
 REACH = int(4 * preprocess.BUMP_SIGMA)  # a beat's rhythm-track bump reaches this far: a window needs the beats
 # this far past its end
 RAW_MARGIN_S = 5.0  # raw signal kept beyond excerpt_s for signal-quality alerts, which come up to ~3 s late
+# Classified beats remembered for alerts' beat marks: the model's task forgets beats its windows no longer read, but
+# an isolated V alert is raised a beat later and a run's at its end (at most SUSTAINED_RUN_S plus its excerpts).
+BEAT_MARKS_S = 120.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,8 +105,9 @@ class StreamResampler:
     def __init__(self, fs_in: float, fs_out: float, channels: int):
         self.up, self.down = resample_factors(fs_in, fs_out)
         self._half = 10 * max(self.up, self.down)
-        taps = firwin(2 * self._half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))  # resample_poly's
-        self._filter = taps.astype(np.float32)  # in the signal's dtype, as resample_poly casts it
+        if self.up != self.down:  # at the model's own rate samples pass through (a cutoff at Nyquist is no filter)
+            taps = firwin(2 * self._half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))  # resample_poly's
+            self._filter = taps.astype(np.float32)  # in the signal's dtype, as resample_poly casts it
         self._buffer = np.zeros((0, channels), np.float32)
         self._buffer_start = 0  # absolute index of the buffer's first input sample: a multiple of `down`
         self._n_in = 0
@@ -213,7 +217,7 @@ class Monitor:
         self._filtered = _Samples(channels)  # band-passed, at the model rate
         self._last_finite = np.zeros(channels, np.float32)
         self._n_in = 0
-        self._beat_labels: dict[int, str | None] = {}  # sensor R peaks classified in the kept raw signal: their class
+        self._beat_labels: dict[int, str | None] = {}  # sensor R peaks classified in the last BEAT_MARKS_S: class
         self._finished = False
         self.model_info = dict(self.runner.identity)
         self.stream_id = stream_id
@@ -344,7 +348,7 @@ class Monitor:
         an alert is raised, so the marks do not depend on how the signal is cut into chunks."""
         lo = alert.excerpt.start
         hi = lo + len(alert.excerpt.signal)
-        peaks = [p for p in self._task.r_peaks_at_sensor_rate() if lo <= p < hi]
+        peaks = sorted({p for p in [*self._beat_labels, *self._task.r_peaks_at_sensor_rate()] if lo <= p < hi})
         if not peaks:
             return alert
         beats = [[p, self._beat_labels.get(p)] for p in peaks]
@@ -386,7 +390,7 @@ class Monitor:
                           self._n_in - self._excerpt - int(RAW_MARGIN_S * self.fs))
         self._raw.drop_before(sensor_keep)
         self._gate.forget(sensor_keep)
-        for sample in [s for s in self._beat_labels if s < sensor_keep]:
+        for sample in [s for s in self._beat_labels if s < self._n_in - BEAT_MARKS_S * self.fs]:
             del self._beat_labels[sample]
 
 
