@@ -1,12 +1,13 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
 from benchmarks import (af_robustness, af_rr_baseline, clinician, closed_form_head, compression, device_model, firmware,
-                        isometry, onnx_portability, patient_adaptive, ppg_hr, rpeak_ds2, stream, synthetic,
+                        isometry, onnx_portability, patient_adaptive, ppg_hr, rpeak_c_equality, rpeak_ds2, stream, synthetic,
                         teacher_selection, wcam_beta)
 
 
 def main() -> None:
     rpeak_ds2.main([])
+    rpeak_c_equality.main([])
     teacher_selection.main([])
     closed_form_head.main([])
     patient_adaptive.main([])
