@@ -62,24 +62,28 @@ def build_shared_library(model_dir: str | Path, out: str | Path | None = None) -
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 
 
-def build_runtime_library(sources: list[str], extra_flags: list[str] = ()) -> ctypes.CDLL:
+def build_runtime_library(sources: list[str], extra_flags: list[str] = (), extra_sources: list[Path] = ()
+                          ) -> ctypes.CDLL:
     """Sources of firmware_export/runtime (e.g. ["hs_rpeak.c"]) compiled with the strict flags into a shared library
     for this computer, loaded with ctypes: how the device path's C parts are checked against the Python Monitor's.
-    Cached like model builds, keyed by the sources and flags; each call loads a private copy (its own statics)."""
+    extra_sources: other C files to link in (an exported model's, a test's shim); their directories are searched for
+    headers after the runtime's. Cached like model builds, keyed by the sources and flags; each call loads a private
+    copy (its own statics)."""
     compiler = shutil.which("gcc")
     if compiler is None:
         raise HeartSightError("gcc is not installed; install it with `apt-get install -y gcc`")
-    paths = [RUNTIME_DIR / name for name in sources]
-    headers = sorted(RUNTIME_DIR.glob("*.h"))
+    paths = [RUNTIME_DIR / name for name in sources] + [Path(p) for p in extra_sources]
+    headers = sorted(RUNTIME_DIR.glob("*.h")) + sorted({h for p in extra_sources for h in Path(p).parent.glob("*.h")})
+    includes = [flag for d in dict.fromkeys(Path(p).parent for p in extra_sources) for flag in ("-I", str(d))]
     flags = [*STRICT_FLAGS, "-O2", "-shared", "-fPIC", *extra_flags]
-    key = hashlib.sha256(" ".join([compiler, *flags, *sources]).encode())
+    key = hashlib.sha256(" ".join([compiler, *flags, *map(str, paths)]).encode())
     for path in [*paths, *headers]:
         key.update(path.read_bytes())
     library = cache_directory("c") / key.hexdigest()[:24] / "libheartsight_runtime.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)
         partial = library.with_name(f".{library.name}.{os.getpid()}")
-        command = [compiler, *flags, "-I", str(RUNTIME_DIR), "-o", str(partial), *map(str, paths), "-lm"]
+        command = [compiler, *flags, "-I", str(RUNTIME_DIR), *includes, "-o", str(partial), *map(str, paths), "-lm"]
         run = subprocess.run(command, capture_output=True, text=True)
         if run.returncode != 0:
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-20:])
