@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--head-updates", action=argparse.BooleanOptionalAction, default=True,
                         help="beat and rhythm models: the head can be replaced at run time by a signed update "
                              "(hs_set_head; ~2.2 KB of code, the head in RAM). Default on")
+    export.add_argument("--prefix", metavar="NAME_", help="also write the C library with every symbol, macro and file "
+                                                          "under this prefix (hs_infer -> NAME_infer) into "
+                                                          "OUT/NAME_c/, so several models link into one image")
     _data_dir_option(export)
     export.set_defaults(run=_export)
 
@@ -329,6 +332,10 @@ def _export(args) -> int:
     from sdk.device.backends import evaluate
     from sdk.training.tables import format_evaluation
 
+    from firmware_export.prefix import check_prefix, write_prefixed
+
+    if args.prefix is not None:
+        check_prefix(args.prefix)  # before the minutes of exporting
     report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram,
                     args.head_updates)
     print(format_report(report))
@@ -339,6 +346,9 @@ def _export(args) -> int:
     print(f"int8 ONNX graph: {onnx['logits_identical_to_reference']}/{onnx['n']} held-out windows bit-exact with the C library's arithmetic")
     print(f"wrote {args.out} (quantized_model.json, heartsight_model.h/.c, the runtime hs_*.h/.c, model_int8.onnx, "
           f"model_float.onnx, card.json, report.json); int8 sha256 {report['int8_sha256']}")
+    if args.prefix is not None:
+        written = write_prefixed(args.out, args.prefix, Path(args.out) / f"{args.prefix}c")
+        print(f"wrote {written[0].parent}: the C library under the prefix {args.prefix} ({', '.join(p.name for p in written)})")
     return 0
 
 
