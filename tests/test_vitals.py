@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import numpy as np
-import pytest
 
 from conftest import sample_alert
 from sdk.clinician.listener import Listener
