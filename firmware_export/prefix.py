@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from firmware_export.codegen import C_FILES
+from firmware_export.codegen import C_FILES, write_cmake_lists
 from sdk.errors import HeartSightError
 
 PREFIX = re.compile(r"^[a-z][a-z0-9]*_$")
@@ -44,7 +44,8 @@ def prefixed_source(text: str, prefix: str) -> str:
 
 
 def write_prefixed(export_dir: str | Path, prefix: str, out_dir: str | Path) -> list[Path]:
-    """The export's C files (codegen.C_FILES), renamed under the prefix, into out_dir; the files written."""
+    """The export's C files (codegen.C_FILES), renamed under the prefix, into out_dir with a CMakeLists.txt whose target
+    is NAME_model; the C files written."""
     export_dir, out = Path(export_dir), Path(out_dir)
     check_prefix(prefix)
     missing = [name for name in C_FILES if not (export_dir / name).exists()]
@@ -57,4 +58,5 @@ def write_prefixed(export_dir: str | Path, prefix: str, out_dir: str | Path) -> 
         target = out / prefixed_name(name, prefix)
         target.write_text(prefixed_source((export_dir / name).read_text(), prefix))
         written.append(target)
+    write_cmake_lists(out, f"{prefix}model", [path.name for path in written if path.suffix == ".c"])
     return written

@@ -81,3 +81,51 @@ def test_two_prefixed_models_link_for_the_cortex_m4(prefixed, tmp_path):
     run = subprocess.run(["arm-none-eabi-ld", "-r", "-o", str(tmp_path / "both.o"), *objects], capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stderr  # a symbol defined twice fails here
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed (apt-get install -y cmake)")
+def test_a_cmake_firmware_adds_two_prefixed_exports_as_subdirectories(prefixed, tmp_path):
+    """What a firmware team does: add_subdirectory each export, link its NAME_model target, call its functions."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.13)\nproject(app C)\n"
+        + "".join(f"add_subdirectory({paths[0].parent} {prefix}model)\n" for prefix, paths in prefixed.items())
+        + "add_executable(app main.c)\ntarget_compile_options(app PRIVATE -Wall -Wextra -Werror -pedantic)\n"
+        + "target_link_libraries(app beat_model af_model)\n")
+    (app / "main.c").write_text("""#include <stdio.h>
+#include "beat_model.h"
+#include "af_model.h"
+static float beat_x[BEAT_INPUT_CHANNELS * BEAT_INPUT_LENGTH];
+static float af_x[AF_INPUT_CHANNELS * AF_INPUT_LENGTH];
+static int8_t beat_q[BEAT_INPUT_CHANNELS * BEAT_INPUT_LENGTH], af_q[AF_INPUT_CHANNELS * AF_INPUT_LENGTH];
+int main(void) {
+    int8_t beat_logits[BEAT_NUM_CLASSES], af_logits[AF_NUM_CLASSES];
+    int i;
+    for (i = 0; i < BEAT_INPUT_CHANNELS * BEAT_INPUT_LENGTH; i++) beat_x[i] = (float)(i % 7) * 0.1f;
+    for (i = 0; i < AF_INPUT_CHANNELS * AF_INPUT_LENGTH; i++) af_x[i] = (float)(i % 5) * 0.1f;
+    beat_quantize_input(beat_x, beat_q);
+    af_quantize_input(af_x, af_q);
+    printf("%s %d", BEAT_MODEL_NAME, beat_infer(beat_q, beat_logits));
+    for (i = 0; i < BEAT_NUM_CLASSES; i++) printf(" %d", beat_logits[i]);
+    printf("\\n%s %d", AF_MODEL_NAME, af_infer(af_q, af_logits));
+    for (i = 0; i < AF_NUM_CLASSES; i++) printf(" %d", af_logits[i]);
+    printf("\\n");
+    return 0;
+}
+""")
+    build = tmp_path / "build"
+    for command in (["cmake", "-S", str(app), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
+                    ["cmake", "--build", str(build)]):
+        run = subprocess.run(command, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    lines = subprocess.run([str(build / "app")], capture_output=True, text=True, check=True).stdout.splitlines()
+    for line, (prefix, name) in zip(lines, MODELS.items()):
+        export = ZOO_DIR / name / "int8"
+        channels, length, _ = _shape(export)
+        x = (np.arange(channels * length) % (7 if prefix == "beat_" else 5) * np.float32(0.1)).astype(np.float32)
+        reference = CModel(build_shared_library(export), channels, length, _shape(export)[2])
+        logits, _ = reference.infer(reference.quantize_input(x.reshape(1, channels, length)))
+        model_name, predicted, *values = line.split()
+        assert model_name == name and int(predicted) == int(logits[0].argmax())
+        assert [int(v) for v in values] == logits[0].tolist()
