@@ -129,3 +129,15 @@ int main(void) {
         model_name, predicted, *values = line.split()
         assert model_name == name and int(predicted) == int(logits[0].argmax())
         assert [int(v) for v in values] == logits[0].tolist()
+
+
+def test_each_library_is_a_zephyr_module_of_its_own(prefixed):
+    import re
+
+    for prefix, paths in prefixed.items():
+        zephyr = paths[0].parent / "zephyr"
+        assert (zephyr / "module.yml").read_text() == f"name: {prefix}model\nbuild:\n  cmake: zephyr\n"
+        lists = (zephyr / "CMakeLists.txt").read_text()
+        assert f"zephyr_library_named({prefix}model)" in lists
+        sources = re.findall(r"\$\{CMAKE_CURRENT_LIST_DIR\}/\.\./(\S+?\.c)", lists)
+        assert sorted(sources) == sorted(p.name for p in paths if p.suffix == ".c")
