@@ -218,7 +218,11 @@ def _array(c_type: str, name: str, values: np.ndarray) -> str:
 
 
 def _float_literal(value: float) -> str:
-    return f"{float(np.float32(value)):.9g}f".replace("inff", "INFINITY")
+    """A float constant C reads back exactly: 9 significant digits, with a decimal point (128f is not C; 128.0f is)."""
+    text = f"{float(np.float32(value)):.9g}"
+    if text in ("inf", "-inf"):
+        return text.replace("inf", "INFINITY")
+    return f"{text}{'' if any(c in text for c in '.en') else '.0'}f"
 
 
 def _c_string(text: str) -> str:

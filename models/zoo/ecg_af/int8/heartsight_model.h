@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "a7100ff69dad36598d2e4310271abd4365b82f0ebed29ea6438a2a76c06fb199"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "bb72a2010e623422abee5952b8a5a8e6df42261772821953cd8746f37f8ba605"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "572a1779987aeaedff3dc81cc773edd5f2fc92d21ea70451e99621acdf9a86a2"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "0a9279fc7a6697015ce0c5f2f121d0a6dc7fdf49095c4a104a19118cee7264cd"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 4
 #define HS_INPUT_LENGTH 768
 #define HS_NUM_CLASSES 4

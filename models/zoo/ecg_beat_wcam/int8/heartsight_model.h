@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "1853949c343750f8c814c47f3f88a3d87bd1bfb55c51d7264f3f301f742b0f3e"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "7a69ee51a15bb023048cfed499852f79ef24947b1c8de23b584f11cc63a96237"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 4
 #define HS_INPUT_LENGTH 768
 #define HS_NUM_CLASSES 4

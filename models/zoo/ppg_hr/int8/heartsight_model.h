@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "1fc026cdb93c04250b23c8add135180429246209dd4b5e82f9c30ec46278a2dc"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "00a912d66932af72312ab83577aefb77599fe675d6cfd1c839de9012b9a9f55e"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "6209570f1f7da0d3c6856b5ec92a82b930df1eb8f2e0a28490f4ca1bf7d16bee"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "2387e3d082f59a77e0c33b0d5539c28ef57656cca1b91c77eead1600b5272dc3"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "3f4bc4725cf6e1c1ef4176a40e2fddfbe6ec9c119df5b865289362df293bd34f"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "7fa177ba266bedb79c270ea48276fc4dd17a8a5d69e1806925bf54bb6fa8a015"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "120d72d649e84c604bc8260184bcae2ef6acaf3eadd3a8e532f8fcd06fd58672"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "1a54ec6a52694afcb4118719ac88492bb9342d6f176c67566f895266ec75eea7"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

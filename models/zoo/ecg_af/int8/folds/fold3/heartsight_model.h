@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "83db8d5fd7a5366edba9e327a9151360867d87ed1dd2cafa13c7c2b721b7a016"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "7ec4cd71a6d7bc951581850b893b25f5891d0160ecf8321ca9c3e594bd55ac74"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

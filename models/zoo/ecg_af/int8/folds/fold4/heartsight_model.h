@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "53342079fdcaf8ef506ef121815591573c6ccf58057ab0bfd4aa6842ea434b9b"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "992dfbfef6253e170e21eb783cd46e86c69883c82065f72cdfb53110ee32da52"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

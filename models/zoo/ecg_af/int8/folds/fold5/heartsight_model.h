@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "dd28237f891e888c1f35f8f5e1b91901e144591f2c4b44e6ef5cc2a5af919919"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "965332b54fd5e8357f1ea2c4c0c5563e94098a5f496a28963204d9e118c4281d"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "ea60cfa7f45d3280f1532e7830a5617fed49aea0a583b44157dd51d4357ec6fd"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "c89d4831053e8c1d8e72b1729188a6d0ff270fb6f2f68fb2f61efc1b0d671d19"
-#define HS_FS_HZ 128f
+#define HS_FS_HZ 128.0f
 #define HS_INPUT_CHANNELS 3
 #define HS_INPUT_LENGTH 1280
 #define HS_NUM_CLASSES 2

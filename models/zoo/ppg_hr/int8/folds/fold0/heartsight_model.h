@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "2d56a4a706ca44e14a76af7dbea5e3a016df7f08a5b12d684e6a590e019b3d85"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "2549e0a379ce12e0dbd8218337b19dc16b4c7dabf6aa229fedfaf4c6f2547c21"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "3678e34850ced62e19adff4b3a50aab0543daedb4bd6cb5da9677fa19ec4fde5"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "14f4f63e73abc9f2ddc2106d93cba85c455eecb2de3d4ba1513f5a2ca45ddb0e"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

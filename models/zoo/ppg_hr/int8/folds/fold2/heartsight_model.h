@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "81536103b021b179864f9d5ac93ffe1111bfa62cc30c4a5af6e77cd0282af2da"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "3b2b542860b33eb0543ef3fc43d922382a6b5d3281bf54f2aa722e3bb781ff92"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

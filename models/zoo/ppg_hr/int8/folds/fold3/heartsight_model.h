@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "97d3fb51dbb732f66f8c3d18d1bdf5e8c817e5b8676eac231048016136d9b2f9"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "710ca162f4d3a3b9bfcf5e299ab8e8f68c14f5326b3a15bfec4a0329ffce0573"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "e1d63c0b8c047f541d8549a07f1de8c5fa3d532f823357c0ab328d90ca33d692"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "143d873505bdbcd3fe788450013281b13cfe505d372deeca01b95ce0448e0779"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "2783bdd519c7051b4bd8b0aea7b9dd604899ab9a05fffe9ce3ad7341128c64b5"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "96811d4f998e1f56d8bb3f63e49ed00b3b64b0858f9e3de121a199d81a8cf44e"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1

@@ -14,7 +14,7 @@
 #define HS_INT8_SHA256 "84d360ba6268e6b5fd0e95e274693e5b35d86763eab6c456d29e03eea9b03810"
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 "d55903dc2eb25565815b87992c25dcfae9c7bd37a19e1b3b4b889d28c40ba0c9"
-#define HS_FS_HZ 32f
+#define HS_FS_HZ 32.0f
 #define HS_INPUT_CHANNELS 9
 #define HS_INPUT_LENGTH 384
 #define HS_NUM_CLASSES 1
