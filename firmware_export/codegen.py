@@ -217,7 +217,7 @@ def _array(c_type: str, name: str, values: np.ndarray) -> str:
     return f"static const {c_type} {name}[{len(flat)}] = {{\n{body}\n}};\n"
 
 
-def _float_literal(value: float) -> str:
+def float_literal(value: float) -> str:
     """A float constant C reads back exactly: 9 significant digits, with a decimal point (128f is not C; 128.0f is)."""
     text = f"{float(np.float32(value)):.9g}"
     if text in ("inf", "-inf"):
@@ -258,14 +258,14 @@ int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t
 #define HS_INT8_SHA256 {_c_string(int8_sha256)}
 /* sha256 of its backbone (all but the head): what a head update must have been fitted on. */
 #define HS_BACKBONE_SHA256 {_c_string(backbone_sha256)}
-#define HS_FS_HZ {_float_literal(model.fs)}
+#define HS_FS_HZ {float_literal(model.fs)}
 #define HS_INPUT_CHANNELS {len(model.input_channels)}
 #define HS_INPUT_LENGTH {model.window}
 #define HS_NUM_CLASSES {classes}
 #define HS_LAST_CHANNELS {channels}
 #define HS_LAST_LENGTH {model.last_length}
-#define HS_LAST_SCALE {_float_literal(model.last.output_scale)}
-#define HS_INPUT_SCALE {_float_literal(model.input_scale)}
+#define HS_LAST_SCALE {float_literal(model.last.output_scale)}
+#define HS_INPUT_SCALE {float_literal(model.input_scale)}
 #define HS_INPUT_ZERO_POINT {model.input_zero_point}
 #define HS_ARENA_BYTES {report['ram']['arena']}
 /* 1 when the head can be replaced at run time (hs_set_head); a blob for it is HS_HEAD_BLOB_BYTES long. */
@@ -304,7 +304,7 @@ def _values(values: np.ndarray) -> str:
 def _head_state(model: QuantizedModel, updates: bool) -> str:
     """The head as one struct: in RAM when hs_set_head may replace it, otherwise const (in flash)."""
     classes, channels = len(model.classes), model.last.weight.shape[0]
-    scales = ", ".join(_float_literal(s) for s in model.head_weight_scale)
+    scales = ", ".join(float_literal(s) for s in model.head_weight_scale)
     return f"""typedef struct {{
     uint32_t version;
     float logit_scale;
@@ -318,7 +318,7 @@ def _head_state(model: QuantizedModel, updates: bool) -> str:
 }} hs_head_t;
 
 static {"" if updates else "const "}hs_head_t hs_head = {{
-    0, {_float_literal(model.logit_scale)}, {model.logit_zero_point},
+    0, {float_literal(model.logit_scale)}, {model.logit_zero_point},
     {_values(model.head_weight)},
     {_values(model.head_bias)},
     {_values(model.head_multiplier)},
@@ -382,7 +382,7 @@ void hs_quantize_input(const float *x, int8_t *q)
 {{
     int i;
     for (i = 0; i < HS_INPUT_CHANNELS * HS_INPUT_LENGTH; i++) {{
-        float v = x[i] * {_float_literal(1.0 / model.input_scale)};
+        float v = x[i] * {float_literal(1.0 / model.input_scale)};
         float fraction;
         int32_t r;
         if (v != v) {{
@@ -419,7 +419,7 @@ float hs_trace_scale(int class_index)
     if (class_index < 0 || class_index >= HS_NUM_CLASSES) {{
         return 0.0f;
     }}
-    scale = {_float_literal(model.last.output_scale)} * hs_head.weight_scale[class_index];
+    scale = {float_literal(model.last.output_scale)} * hs_head.weight_scale[class_index];
     for (i = 0; i < hs_head.trace_shift[class_index]; i++) {{
         scale *= 2.0f;
     }}

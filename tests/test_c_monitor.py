@@ -48,10 +48,8 @@ SHIM = """/* The exported model behind hs_model_api_t, as a firmware fills it. *
 #include "heartsight_model.h"
 #include "hs_monitor.h"
 
-/* 128.0, not HS_FS_HZ: the generator writes that macro as `128f`, which is no C constant (codegen._float_literal
- * drops the point of a whole number). */
 static const hs_model_api_t model = {
-    128.0, HS_INPUT_CHANNELS, HS_INPUT_LENGTH, HS_NUM_CLASSES, hs_class_names,
+    (double)HS_FS_HZ, HS_INPUT_CHANNELS, HS_INPUT_LENGTH, HS_NUM_CLASSES, hs_class_names,
     HS_LAST_CHANNELS, HS_LAST_LENGTH, HS_LAST_SCALE,
     hs_quantize_input, hs_infer, hs_explain, hs_last_sums,
     hs_logit_scale, hs_logit_zero_point, hs_trace_scale, hs_head_version,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import wfdb
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from sdk.errors import HeartSightError
 
@@ -243,6 +243,13 @@ def check_signal(x: np.ndarray, what: str, min_samples: int) -> None:
 
 
 MAX_RESAMPLING_FACTOR = 10_000  # polyphase filters of 20 * factor taps: beyond this, memory and time run away
+
+
+def resample_filter(up: int, down: int) -> np.ndarray:
+    """resample_poly's anti-aliasing FIR for these factors (Kaiser, beta 5, 10 zero crossings each side), as float32,
+    the dtype resample_poly casts it to for float32 signals: the streaming resampler's, in Python and in C."""
+    half = 10 * max(up, down)
+    return firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0)).astype(np.float32)
 
 
 def resample_factors(fs_in: float, fs_out: float) -> tuple[int, int]:

@@ -40,6 +40,14 @@ BASELINE_SECONDS = 0.15  # half-width of the window whose median is the local ba
 MIN_FS = 40.0  # below this the 15 Hz band edge is too close to Nyquist
 
 
+def qrs_bandpass(fs: float) -> tuple[np.ndarray, int]:
+    """The detector's first-order 5-15 Hz band-pass (one SOS section) and its group delay in whole samples at the
+    band's centre: also what the C detector is configured with (firmware_export.monitor_tables)."""
+    sos = butter(1, QRS_BAND_HZ, btype="bandpass", fs=fs, output="sos")
+    _, delay = group_delay(sos2tf(sos), w=[np.mean(QRS_BAND_HZ)], fs=fs)
+    return sos, int(round(float(delay[0])))
+
+
 @dataclass(frozen=True)
 class _Candidate:
     """A maximum of the integrated signal, with what the beat rules need to know about it."""
@@ -70,9 +78,7 @@ class RPeakDetector:
         if fs < MIN_FS:
             raise HeartSightError(f"sampling rate {fs:g} Hz is too low for R-peak detection; it needs at least {MIN_FS:g} Hz")
         self.fs = float(fs)
-        self._sos = butter(1, QRS_BAND_HZ, btype="bandpass", fs=self.fs, output="sos")
-        _, delay = group_delay(sos2tf(self._sos), w=[np.mean(QRS_BAND_HZ)], fs=self.fs)
-        self._band_delay = int(round(float(delay[0])))
+        self._sos, self._band_delay = qrs_bandpass(self.fs)
         self._mwi_len = self._samples(MWI_SECONDS)
         self._neighbourhood = self._samples(NEIGHBOURHOOD_SECONDS)
         self._t_wave = self._samples(T_WAVE_SECONDS)

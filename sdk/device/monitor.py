@@ -32,13 +32,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from scipy.signal import firwin, resample_poly
+from scipy.signal import resample_poly
 
 from firmware_export.head_update import HeadUpdate
 from models.heart_rate import HeartRateTracker, rate_evidence
 from models.rr_af import ectopic_beats, with_evidence
 from sdk.data import preprocess, rr_features
-from sdk.data.records import check_fs, resample_factors, resampled_index
+from sdk.data.records import check_fs, resample_factors, resample_filter, resampled_index
 from sdk.data.rpeak import RPeakDetector
 from sdk.device.alerts import Alert, AlertPolicy, Excerpt, Finding
 from sdk.device.analyze import trace_at_input_rate
@@ -106,8 +106,7 @@ class StreamResampler:
         self.up, self.down = resample_factors(fs_in, fs_out)
         self._half = 10 * max(self.up, self.down)
         if self.up != self.down:  # at the model's own rate samples pass through (a cutoff at Nyquist is no filter)
-            taps = firwin(2 * self._half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))  # resample_poly's
-            self._filter = taps.astype(np.float32)  # in the signal's dtype, as resample_poly casts it
+            self._filter = resample_filter(self.up, self.down)
         self._buffer = np.zeros((0, channels), np.float32)
         self._buffer_start = 0  # absolute index of the buffer's first input sample: a multiple of `down`
         self._n_in = 0
