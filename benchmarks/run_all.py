@@ -1,13 +1,15 @@
 """`make bench`: every benchmark, results written under benchmarks/results/."""
 
-from benchmarks import (af_robustness, af_rr_baseline, clinician, closed_form_head, compression, device_model, firmware,
-                        isometry, onnx_portability, patient_adaptive, ppg_hr, rpeak_c_equality, rpeak_ds2, stream, synthetic,
-                        teacher_selection, wcam_beta)
+from benchmarks import (af_robustness, af_rr_baseline, clinician, closed_form_head, compression, device_model,
+                        device_path_cost, firmware, isometry, monitor_c_equality, onnx_portability, patient_adaptive, ppg_hr, rpeak_c_equality,
+                        rpeak_ds2, stream, synthetic, teacher_selection, wcam_beta)
 
 
 def main() -> None:
     rpeak_ds2.main([])
     rpeak_c_equality.main([])
+    monitor_c_equality.main([])
+    device_path_cost.main([])
     teacher_selection.main([])
     closed_form_head.main([])
     patient_adaptive.main([])

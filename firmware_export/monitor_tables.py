@@ -2,16 +2,24 @@
 the resampler's factors and taps (sdk.data.records.resample_filter), the ECG band-pass at the model rate
 (sdk.data.preprocess.ecg_bandpass, with sosfilt_zi's steady state) and the R-peak detector's QRS band-pass and delay
 (sdk.data.rpeak.qrs_bandpass). `monitor_tables_c` writes them as const tables with a function that fills an
-hs_monitor_config_t, and the model's function table, so the firmware does not re-derive scipy."""
+hs_monitor_config_t, and the model's function table, so the firmware does not re-derive scipy.
+
+`write_monitor` ships the device path with an export (`heartsight export --sensor-fs 360,250`): the runtime's
+hs_monitor, hs_dsp, hs_rpeak, hs_channels, hs_policy and hs_quality files, hs_monitor_tables.c for those rates, the
+export's CMakeLists.txt and Zephyr module listing them, and report.json's "monitor" section naming them."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import sosfilt_zi
 
-from firmware_export.codegen import float_literal
+from firmware_export.artifact import REPORT, load_artifact
+from firmware_export.codegen import C_FILES, C_SOURCES, RUNTIME, float_literal, write_cmake_lists
 from sdk.data import preprocess
 from sdk.data.records import check_fs, resample_factors, resample_filter
 from sdk.data.rpeak import qrs_bandpass
@@ -19,6 +27,11 @@ from sdk.errors import HeartSightError
 
 EXCERPT_S = 3.0  # the Monitor's default excerpt_s
 MIN_SENSOR_FS, MAX_SENSOR_FS = 80.0, 500.0  # hs_monitor.h's HS_MONITOR_MIN_FS and default HS_MONITOR_MAX_FS
+# The device path's runtime files, in firmware_export/runtime and in an export that ships it, and the generated tables.
+MONITOR_RUNTIME_FILES = tuple(f"hs_{part}{suffix}" for part in ("monitor", "dsp", "rpeak", "channels", "policy",
+                                                                 "quality") for suffix in (".h", ".c"))
+TABLES_FILE = "hs_monitor_tables.c"
+MONITOR_FILES = (*MONITOR_RUNTIME_FILES, TABLES_FILE)
 
 
 @dataclass(frozen=True)
@@ -104,3 +117,96 @@ def _array(c_type: str, name: str, literals: list[str]) -> str:
 
 def _assign(target: str, values: np.ndarray) -> str:
     return "".join(f"        {target}[{i}] = {float(v)!r};\n" for i, v in enumerate(values))
+
+
+def parse_rates(text: str) -> list[float]:
+    """--sensor-fs 360,250: each rate checked (a number in the range the C device path takes), no repeats."""
+    rates = []
+    for part in str(text).split(","):
+        try:
+            fs = float(part)
+        except ValueError:
+            raise HeartSightError(f"--sensor-fs takes sensor rates in Hz separated by commas (e.g. 360,250), not "
+                                  f"{text!r}") from None
+        sensor_tables(fs)  # the range check, with its message
+        if fs in rates:
+            raise HeartSightError(f"--sensor-fs names {fs:g} Hz twice; give each sensor rate once")
+        rates.append(fs)
+    return rates
+
+
+def write_monitor(export_dir: str | Path, rates: list[float]) -> list[Path]:
+    """Ship the C device path with an exported beat model: the runtime's monitor files, hs_monitor_tables.c for the
+    sensor rates, the CMakeLists.txt and Zephyr module with them, report.json's "monitor" section; the files written.
+    Only beat models: the C device path runs the beat task (hs_monitor.h)."""
+    export_dir = Path(export_dir)
+    artifact = load_artifact(export_dir)
+    check_monitor_task(artifact.name, artifact.spec.task)
+    text = monitor_tables_c(rates)  # checks every rate before anything is written
+    written = []
+    for name in MONITOR_RUNTIME_FILES:
+        shutil.copyfile(RUNTIME / name, export_dir / name)
+        written.append(export_dir / name)
+    (export_dir / TABLES_FILE).write_text(text)
+    written.append(export_dir / TABLES_FILE)
+    write_cmake_lists(export_dir, "heartsight_model", [*C_SOURCES, *(n for n in MONITOR_FILES if n.endswith(".c"))],
+                      notes=cmake_notes("HS_"), libraries=["m"])
+    report_path = export_dir / REPORT
+    report = json.loads(report_path.read_text())
+    report["monitor"] = {"sensor_fs": [float(fs) for fs in rates], "files": list(MONITOR_FILES)}
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return written
+
+
+def check_monitor_task(name: str, task: str) -> None:
+    """The C device path runs the beat task only (hs_monitor.h): refuse --sensor-fs for other models."""
+    if task != "beat":
+        raise HeartSightError(f"--sensor-fs ships the C device path of beat models (ecg_beat, ecg_beat_wcam); "
+                              f"{name} is a {task} model: export it without --sensor-fs")
+
+
+def cmake_notes(macro_prefix: str) -> list[str]:
+    """What a firmware build of the device path must know, as comments of its CMakeLists.txt files."""
+    header = macro_prefix.lower() + "monitor.h"
+    return [f"The device path ({header}) is part of this library. Its fixed sizes come from -D flags that every file",
+            f"including {header} must see, the application's too (e.g. {macro_prefix}MONITOR_MAX_FS=360 for sensors "
+            "up to 360 Hz:",
+            "a smaller state): target_compile_definitions(<target> PUBLIC ...) in CMake, "
+            "zephyr_compile_definitions(...) in Zephyr."]
+
+
+def monitor_files(export_dir: str | Path) -> list[str]:
+    """The device path's files an export ships (report.json's "monitor"), none when it was exported without
+    --sensor-fs."""
+    return list(_monitor_report(Path(export_dir)).get("files", []))
+
+
+def shipped_rates(export_dir: str | Path) -> list[float]:
+    """The sensor rates of an export's device path; refuses an export without one, or whose files are not the ones
+    this HeartSight writes (the host build compiles this HeartSight's runtime and tables: they must be the same)."""
+    export_dir = Path(export_dir)
+    missing = [name for name in C_FILES if not (export_dir / name).exists()]
+    if missing:
+        raise HeartSightError(f"{export_dir} is not an exported C model (missing {', '.join(missing)}); run "
+                              "`heartsight export --model NAME --out DIR --sensor-fs 360` first")
+    monitor = _monitor_report(export_dir)
+    if not monitor:
+        raise HeartSightError(f"{export_dir} has no C device path (report.json has no \"monitor\"); export the beat "
+                              "model with it: `heartsight export --model NAME --out DIR --sensor-fs 360`")
+    rates = [float(fs) for fs in monitor["sensor_fs"]]
+    expected = {name: (RUNTIME / name).read_text() for name in MONITOR_RUNTIME_FILES}
+    expected[TABLES_FILE] = monitor_tables_c(rates)
+    for name, text in expected.items():
+        path = export_dir / name
+        if not path.exists() or path.read_text() != text:
+            raise HeartSightError(f"{path} is {'missing' if not path.exists() else 'not what this HeartSight writes'}"
+                                  f"; write the device path again: `heartsight export ... --sensor-fs "
+                                  f"{','.join(f'{fs:g}' for fs in rates)}`")
+    return rates
+
+
+def _monitor_report(export_dir: Path) -> dict:
+    try:
+        return dict(json.loads((export_dir / REPORT).read_text()).get("monitor") or {})
+    except (OSError, ValueError):
+        return {}

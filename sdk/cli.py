@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--prefix", metavar="NAME_", help="also write the C library with every symbol, macro and file "
                                                           "under this prefix (hs_infer -> NAME_infer) into "
                                                           "OUT/NAME_c/, so several models link into one image")
+    export.add_argument("--sensor-fs", metavar="HZ[,HZ...]",
+                        help="beat models: also ship the C device path (hs_monitor: raw sensor samples to beats and "
+                             "alerts) with its tables for these sensor rates, e.g. 360 or 360,250")
     _data_dir_option(export)
     export.set_defaults(run=_export)
 
@@ -123,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("directory", help="the directory `heartsight export` wrote")
     verify.add_argument("--qemu", action="store_true", help="also build for Cortex-M4 and run under QEMU")
     verify.add_argument("--n", type=int, default=32, help="held-out windows to compare (default 32)")
+    verify.add_argument("--monitor", metavar="RECORD",
+                        help="instead, stream a recording (an MIT-BIH name like 100, or a WFDB/.npy/.csv path) through "
+                             "the export's C device path (--sensor-fs) and the Python Monitor, and compare them")
+    verify.add_argument("--seconds", type=float, help="--monitor: only the recording's first seconds")
+    verify.add_argument("--fs", type=float, help="--monitor: sampling rate in Hz (required for .npy and .csv)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     _data_dir_option(verify)
     verify.set_defaults(run=_verify)
@@ -332,10 +340,16 @@ def _export(args) -> int:
     from sdk.device.backends import evaluate
     from sdk.training.tables import format_evaluation
 
+    from firmware_export.monitor_tables import check_monitor_task, parse_rates, write_monitor
     from firmware_export.prefix import check_prefix, write_prefixed
+    from models.registry import load_model
 
     if args.prefix is not None:
         check_prefix(args.prefix)  # before the minutes of exporting
+    rates = None if args.sensor_fs is None else parse_rates(args.sensor_fs)
+    if rates is not None:
+        model = load_model(args.model)
+        check_monitor_task(model.card.get("name", model.spec.name), model.spec.task)
     report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram,
                     args.head_updates)
     print(format_report(report))
@@ -346,6 +360,10 @@ def _export(args) -> int:
     print(f"int8 ONNX graph: {onnx['logits_identical_to_reference']}/{onnx['n']} held-out windows bit-exact with the C library's arithmetic")
     print(f"wrote {args.out} (quantized_model.json, heartsight_model.h/.c, the runtime hs_*.h/.c, model_int8.onnx, "
           f"model_float.onnx, card.json, report.json); int8 sha256 {report['int8_sha256']}")
+    if rates is not None:
+        written = write_monitor(args.out, rates)
+        print(f"wrote the C device path for sensors at {', '.join(f'{fs:g}' for fs in rates)} Hz into {args.out} "
+              f"({', '.join(p.name for p in written)}; listed in CMakeLists.txt, zephyr/ and report.json)")
     if args.prefix is not None:
         written = write_prefixed(args.out, args.prefix, Path(args.out) / f"{args.prefix}c")
         print(f"wrote {written[0].parent}: the C library under the prefix {args.prefix} ({', '.join(p.name for p in written)})")
@@ -355,6 +373,10 @@ def _export(args) -> int:
 def _verify(args) -> int:
     from firmware_export import verify
 
+    if args.monitor is not None:
+        return _verify_monitor(args)
+    if args.seconds is not None or args.fs is not None:
+        raise HeartSightError("--seconds and --fs go with --monitor RECORD")
     result = verify(args.directory, args.n, args.qemu, args.data_dir)
     if args.json:
         print(json.dumps(result))
@@ -372,6 +394,23 @@ def _verify(args) -> int:
     heads = [c["head"] for c in checks if "head" in c]
     exact = all(c["exact"] == c["n"] for c in checks + heads)
     return 0 if exact and all(h["status"] == 0 and h.get("refused_tampered", True) for h in heads) else 1
+
+
+def _verify_monitor(args) -> int:
+    from sdk.device.firmware_check import check_monitor
+
+    result = check_monitor(args.directory, args.monitor, args.seconds, args.fs, args.data_dir, args.qemu)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['record']}: {result['seconds']:g} s at {result['fs']:g} Hz in chunks of {result['chunk']} "
+              f"samples, through the C device path and the Python Monitor")
+        for where, run in result["runs"].items():
+            print(f"{where}: {run['beats_equal']}/{run['beats']} beats equal (C {run['c_beats']}; R peak within "
+                  f"{run['sample_tolerance']} samples), {run['labels_equal']} labels equal, {run['alerts_equal']}/"
+                  f"{run['alerts']} alerts equal (C {run['c_alerts']}), {run['overflows']} overflows: "
+                  + ("equal" if run["equal"] else "DIFFERENT"))
+    return 0 if result["equal"] else 1
 
 
 def _stream(args) -> int:
