@@ -23,7 +23,6 @@ DRIVER = r"""
 #include <stdlib.h>
 #include "hs_monitor.h"
 
-int hs_monitor_config_for(double fs, hs_monitor_config_t *config);
 
 static hs_monitor_t monitor;
 static float samples[2 * HS_MONITOR_MAX_CHUNK + 8];

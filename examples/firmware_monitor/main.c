@@ -17,9 +17,8 @@
 #include "semihosting_files.h"
 #include "stage_count.h"
 
-/* Written by firmware_export.monitor_tables.monitor_tables_c for the sensor rates of this build. */
-extern const hs_model_api_t hs_model_api;
-int hs_monitor_config_for(double fs, hs_monitor_config_t *config);
+/* hs_model_api and hs_monitor_config_for (declared in hs_monitor.h) are in the tables file that
+ * firmware_export.monitor_tables.monitor_tables_c writes for the sensor rates of this build. */
 
 #define CONFIG_FILE "monitor.cfg"
 #define MAX_PATH 200

@@ -6,8 +6,6 @@
 #include "hs_monitor.h"
 
 #ifndef SIZE_BASELINE
-extern const hs_model_api_t hs_model_api;
-int hs_monitor_config_for(double fs, hs_monitor_config_t *config);
 
 static hs_monitor_t monitor;
 static float chunk[HS_MONITOR_MAX_CHUNK];

@@ -282,4 +282,10 @@ int hs_monitor_finish(hs_monitor_t *monitor, hs_monitor_on_event_t on_event, voi
  * list, the gate's stretches). 0: every result so far is the Python Monitor's. */
 int hs_monitor_overflows(const hs_monitor_t *monitor, uint32_t *overflows);
 
+/* Defined by an export's hs_monitor_tables.c (`heartsight export --sensor-fs`, firmware_export/monitor_tables.py): the
+ * exported model's function table, and the configuration for a sensor rate the export was built for
+ * (HS_MONITOR_ERR_UNSUPPORTED for any other rate). */
+extern const hs_model_api_t hs_model_api;
+int hs_monitor_config_for(double fs, hs_monitor_config_t *config);
+
 #endif
