@@ -8,13 +8,10 @@ The exports are the zoo's, copied and given their device path by firmware_export
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -269,19 +266,8 @@ def test_verify_firmware_monitor_refuses_an_export_without_it_and_other_rates(ex
     assert run.returncode == 2 and "has tables for 360 Hz only; export it with --sensor-fs 250" in run.stderr
 
 
-@pytest.mark.parametrize("module", [None, types.ModuleType("firmware_export.monitor_target")])
-def test_verify_firmware_monitor_qemu_says_when_it_is_not_there(export, heartsight_main, monkeypatch, module):
-    """No firmware_export.monitor_target (None: the import fails), or one without run_monitor_qemu."""
-    monkeypatch.setitem(sys.modules, "firmware_export.monitor_target", module)
-    run = heartsight_main("verify-firmware", export, "--monitor", "100", "--qemu")
-    assert run.returncode == 2 and "--qemu with --monitor is not available yet" in run.stderr, run
-
-
 @needs_mitdb
 def test_verify_firmware_monitor_under_qemu(export, heartsight_main):
-    if importlib.util.find_spec("firmware_export.monitor_target") is None or \
-            not hasattr(importlib.import_module("firmware_export.monitor_target"), "run_monitor_qemu"):
-        pytest.skip("firmware_export.monitor_target.run_monitor_qemu is not there yet")
     from firmware_export.target import toolchain_missing
 
     if toolchain_missing():

@@ -1,5 +1,5 @@
 """`heartsight verify-firmware DIR --monitor RECORD`: the export's C device path (hs_monitor with its tables, a host
-build; and under QEMU once firmware_export.monitor_target provides it) against the Python Monitor running the same
+build; with --qemu also built for the Cortex-M4 and run under QEMU, firmware_export.monitor_target) against the Python Monitor running the same
 export on the c backend, fed the same one-second chunks of a recording.
 
 Here, not in firmware_export, because it runs the Python Monitor (firmware_export may not import sdk.device).
@@ -10,7 +10,6 @@ them (0: the build's fixed sizes held everything).
 
 from __future__ import annotations
 
-import importlib
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 
 from firmware_export.monitor_host import CODE, CMonitor, build_monitor_library, config_for
 from firmware_export.monitor_tables import shipped_rates
+from firmware_export.monitor_target import run_monitor_qemu
+from firmware_export.target import toolchain_missing
 from sdk.data.preprocess import ECG_FS
 from sdk.data.records import check_fs, read_database_record, read_input
 from sdk.device.analyze import select_channels
@@ -50,7 +51,8 @@ def check_monitor(export_dir: str | Path, record: str, seconds: float | None = N
                   data_root=None, qemu: bool = False) -> dict:
     """Stream the record (its first `seconds`) through the C device path and the Python Monitor; returns the runs
     (host, and qemu when asked) with their counts and whether each equals the Python Monitor."""
-    run_qemu = qemu_runner() if qemu else None  # before any work: the flag may not be available
+    if qemu and toolchain_missing():
+        raise HeartSightError(toolchain_missing())  # before any work
     if seconds is not None and (not np.isfinite(seconds) or seconds <= 0):
         raise HeartSightError(f"--seconds must be a positive number of seconds, got {seconds:g}")
     rates = shipped_rates(export_dir)
@@ -78,30 +80,13 @@ def check_monitor(export_dir: str | Path, record: str, seconds: float | None = N
                                   "(the codes are in hs_monitor.h)")
     c_events += c.finish()
     runs = {"host": compare(python, c_events, c.overflows, fs)}
-    if run_qemu is not None:
-        qemu_result = run_qemu(export_dir, x, fs)
+    if qemu:
+        qemu_result = run_monitor_qemu(export_dir, x, fs)
         events = [(kind, {**e, "sample": e["sample_index"]} if kind == "alert" else e)
                   for kind, e in qemu_result["events"]]  # the firmware prints alerts as the wire does: sample_index
         runs["qemu"] = compare(python, events, qemu_result["summary"]["overflows"], fs)
     return {"directory": str(export_dir), "record": name, "fs": fs, "seconds": round(len(x) / fs, 3),
             "sensor_fs": rates, "chunk": chunk, "runs": runs, "equal": all(r["equal"] for r in runs.values())}
-
-
-def qemu_runner():
-    """firmware_export.monitor_target.run_monitor_qemu(export_dir, signal, fs): the device path built for the
-    Cortex-M4 (examples/firmware_monitor) and run under QEMU in one-second chunks, when it exists; it returns the
-    events the firmware printed ("events": [(kind, event)]) and its "summary" (with "overflows")."""
-    try:
-        target = importlib.import_module("firmware_export.monitor_target")
-    except ModuleNotFoundError as error:
-        if error.name != "firmware_export.monitor_target":
-            raise
-        target = None
-    run = getattr(target, "run_monitor_qemu", None)
-    if run is None:
-        raise HeartSightError("--qemu with --monitor is not available yet (firmware_export.monitor_target."
-                              "run_monitor_qemu is missing); run without --qemu for the host build")
-    return run
 
 
 def python_events(export_dir: str | Path, fs: float, chunks: list[np.ndarray]) -> dict:
