@@ -192,6 +192,33 @@ def sample_alert(device: str = "dev-a", site: str = "s1", i: int = 0, **override
     return encode_alert(Alert(**{**fields, **overrides}))
 
 
+# --- the device path -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Batches of one or two windows run fastest on one thread (more only spin on a shared CPU)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ecg_with_quality_problems(fs: float) -> np.ndarray:
+    """100 s of synthetic ECG (float32) with a dropout at 20-22 s, a lead off at 40-43 s, an amplifier saturating on
+    every QRS at 60-66 s and muscle noise at 80-84 s: every problem the quality gate names, once."""
+    from sdk.data import synthetic
+
+    signal = synthetic.synthetic_ecg(100, fs, heart_rate=75, ectopic={"V": 0.15}, seed=0).signal.astype(np.float32)
+    at = lambda a, b: slice(int(a * fs), int(b * fs))  # noqa: E731
+    signal[at(20, 22)] = np.nan
+    signal[at(40, 43)] = 0.37  # lead off
+    signal[at(60, 66)] = np.clip(signal[at(60, 66)], -0.6, 0.6)  # the amplifier saturates on every QRS
+    signal[at(80, 84)] += np.random.default_rng(0).normal(0.0, 0.3, int(4 * fs)).astype(np.float32)  # muscle noise
+    return signal
+
+
 # --- a toy beat task and its teacher, for compression -------------------------------------------------------------
 
 TOY = replace(get_spec("ecg_beat"), window=128, widths=(16, 24))

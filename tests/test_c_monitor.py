@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import needs_mitdb
+from conftest import ecg_with_quality_problems, needs_mitdb
 from firmware_export.codegen import C_SOURCES
 from firmware_export.host import RUNTIME_DIR
 from firmware_export.monitor_host import (CODE, ON_EVENT, RUNTIME_SOURCES, CMonitor, build_monitor_library,
@@ -50,14 +49,6 @@ def lib():
 
 
 # --- the Python Monitor ----------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class PythonMonitor:
     """The Python Monitor on the int8 export's C library, and the unrounded probability of every classified beat
@@ -210,13 +201,7 @@ def test_equals_the_python_monitor_through_every_quality_problem(lib, one_thread
     """Dropout, lead-off, clipping and muscle noise (tests/test_monitor.py): quality events and their alerts, rate
     limited, and the beats under them gated."""
     fs = 360.0
-    signal = synthetic.synthetic_ecg(100, fs, heart_rate=75, ectopic={"V": 0.15}, seed=0).signal.astype(np.float32)
-    at = lambda a, b: slice(int(a * fs), int(b * fs))  # noqa: E731
-    signal[at(20, 22)] = np.nan
-    signal[at(40, 43)] = 0.37
-    signal[at(60, 66)] = np.clip(signal[at(60, 66)], -0.6, 0.6)
-    signal[at(80, 84)] += np.random.default_rng(0).normal(0.0, 0.3, int(4 * fs)).astype(np.float32)
-    seen = run_both(lib, signal, fs, monkeypatch)
+    seen = run_both(lib, ecg_with_quality_problems(fs), fs, monkeypatch)
     print(seen)
     assert seen["quality"] == 8 and seen["alerts"] >= 3
 

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import needs_mitdb
 from firmware_export.host import RUNTIME_DIR, STRICT_FLAGS, build_runtime_library
+from firmware_export.monitor_host import Decision  # hs_policy_alert_t
 from sdk.device.alerts import AlertPolicy, Excerpt, Finding
 
 BEAT_CLASSES = ("N", "S", "V", "F")
@@ -36,17 +36,6 @@ TYPES = ("ventricular_ectopic_beat", "ventricular_run", "supraventricular_ectopy
 class CFinding(ctypes.Structure):
     _fields_ = [("sample", ctypes.c_int64), ("end", ctypes.c_int64), ("label", ctypes.c_int),
                 ("confidence", ctypes.c_double), ("hr_bpm", ctypes.c_double)]
-
-
-class CAlert(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("label", ctypes.c_int), ("sample", ctypes.c_int64),
-                ("confidence", ctypes.c_double), ("excerpt_first", ctypes.c_int64), ("excerpt_last", ctypes.c_int64),
-                ("suppressed_since_last", ctypes.c_int32), ("run_length", ctypes.c_int32),
-                ("sustained", ctypes.c_int32), ("has_rate_bpm", ctypes.c_int32), ("rate_bpm", ctypes.c_double),
-                ("duration_s", ctypes.c_double), ("ectopic_per_min", ctypes.c_int32), ("raise_at", ctypes.c_int32),
-                ("clear_at", ctypes.c_int32), ("windows", ctypes.c_int32), ("episode_duration_s", ctypes.c_double),
-                ("hr_bpm", ctypes.c_double * 3), ("low_bpm", ctypes.c_double), ("high_bpm", ctypes.c_double),
-                ("problem", ctypes.c_int32), ("start_sample", ctypes.c_int64)]
 
 
 class CConfig(ctypes.Structure):
@@ -87,7 +76,7 @@ class CPolicy:
     def __init__(self, lib, fs: float, classes=BEAT_CLASSES):
         self.lib, self.classes = lib, tuple(classes)
         self.state = ctypes.create_string_buffer(lib.hs_policy_state_size())
-        self.alerts = (CAlert * 8)()
+        self.alerts = (Decision * 8)()
         self.raised = ctypes.c_int(-1)
         status = lib.hs_policy_init(self.state, ctypes.byref(c_config(fs, self.classes)))
         assert status == OK, status
@@ -123,7 +112,7 @@ class CPolicy:
     def finish(self, **kw):
         return self.call("hs_policy_finish", **kw)
 
-    def plain(self, a: CAlert) -> dict:
+    def plain(self, a: Decision) -> dict:
         kind = self.lib.hs_policy_alert_type_name(a.type).decode()
         label = self.lib.hs_policy_label_name(self.state, ctypes.byref(a)).decode()
         if kind in ("ventricular_ectopic_beat", "supraventricular_ectopy"):
@@ -450,7 +439,7 @@ def test_calls_refuse_bad_input_and_change_nothing(lib):
 
 def test_uninitialised_policy_is_refused(lib):
     state = ctypes.create_string_buffer(lib.hs_policy_state_size())
-    alerts, raised = (CAlert * 3)(), ctypes.c_int(7)
+    alerts, raised = (Decision * 3)(), ctypes.c_int(7)
     assert lib.hs_policy_beat(state, ctypes.byref(CFinding(0, 0, 0, 0.9, 0.0)), alerts, 3,
                               ctypes.byref(raised)) == ERR_NOT_INIT
     assert raised.value == 0
@@ -464,7 +453,7 @@ def test_names(lib):
     policy = CPolicy(lib, 360.0)
     for type_, label, name in [(1, 2, b"V"), (6, 0, b"low_hr"), (6, 1, b"high_hr"), (7, 1, b"nan"), (7, 4, b"noise"),
                                (0, 4, None), (6, 2, None), (7, 0, None), (7, 5, None), (9, 0, None)]:
-        alert = CAlert(type=type_, label=label)
+        alert = Decision(type=type_, label=label)
         assert lib.hs_policy_label_name(policy.state, ctypes.byref(alert)) == name
 
 
@@ -532,14 +521,6 @@ def with_dummy_excerpts(call: tuple) -> tuple:
     classified = f.label is not None
     return (call[0], replace(f, excerpt=dummy_excerpt(f.sample) if classified else None,
                              embedding=np.array([float(f.sample)]) if classified else None))
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @needs_mitdb

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.signal import resample_poly
 
-from conftest import DATA, needs_mitdb
+from conftest import DATA, ecg_with_quality_problems, needs_mitdb
 from models.registry import ZooModel, get_spec, load_model
 from models.rr_af import RhythmEvidence
 from sdk.data import rr_features, synthetic
@@ -27,13 +27,7 @@ START = datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc)
 ARRHYTHMIA = {"ventricular_ectopic_beat", "ventricular_run", "supraventricular_ectopy", "high_ectopy_burden"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of one or two windows run fastest on one thread (more only spin on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stream(monitor: Monitor, signal: np.ndarray, chunk: int) -> list[Event]:
@@ -164,12 +158,7 @@ def test_isolated_ventricular_beats_and_a_run_raise_their_alerts_at_their_beats(
 
 
 def test_signal_quality_problems_gate_classification_and_are_alerted_at_most_once_a_minute():
-    signal = synthetic.synthetic_ecg(100, FS, heart_rate=75, ectopic={"V": 0.15}, seed=0).signal.copy()
-    at = lambda a, b: slice(int(a * FS), int(b * FS))  # noqa: E731
-    signal[at(20, 22)] = np.nan
-    signal[at(40, 43)] = 0.37  # lead off
-    signal[at(60, 66)] = np.clip(signal[at(60, 66)], -0.6, 0.6)  # the amplifier saturates on every QRS
-    signal[at(80, 84)] += np.random.default_rng(0).normal(0.0, 0.3, int(4 * FS))  # muscle noise
+    signal = ecg_with_quality_problems(FS)
     events = stream(Monitor(fs=FS, start_time=START), signal, 1000)
     closed = [(q.kind, q.start / FS, q.end / FS) for q in of_kind(events, QualityEvent) if q.end is not None]
     assert [c[0] for c in closed] == ["nan", "flat_line", "clipping", "noise"]

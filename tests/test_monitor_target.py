@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks.device_path_cost import EXPORT, af_on_host, compare, python_events
-from conftest import needs_mitdb
+from conftest import ecg_with_quality_problems, needs_mitdb
 from firmware_export import monitor_target
 from firmware_export.monitor_target import build_monitor_firmware, read_map, run_monitor_qemu
 from firmware_export.target import toolchain_missing
-from sdk.data import synthetic
 from sdk.data.records import read_database_record
 from sdk.errors import HeartSightError
 
@@ -58,12 +57,7 @@ def test_five_minutes_of_mitdb_equal_the_python_monitor(work, record):
 def test_quality_problems_and_their_alerts_equal_the_python_monitor(work):
     """tests/test_c_monitor.py's signal-quality case through the emulator: a NaN dropout (read through semihosting as
     float32 NaN), a flat line, clipping and muscle noise give the same quality events, gated beats and alerts."""
-    signal = synthetic.synthetic_ecg(100, FS, heart_rate=75, ectopic={"V": 0.15}, seed=0).signal.astype(np.float32)
-    at = lambda a, b: slice(int(a * FS), int(b * FS))  # noqa: E731
-    signal[at(20, 22)] = np.nan
-    signal[at(40, 43)] = 0.37
-    signal[at(60, 66)] = np.clip(signal[at(60, 66)], -0.6, 0.6)
-    signal[at(80, 84)] += np.random.default_rng(0).normal(0.0, 0.3, int(4 * FS)).astype(np.float32)
+    signal = ecg_with_quality_problems(FS)
     qemu = run_monitor_qemu(EXPORT, signal, FS, work_dir=work)
     seen = compare(qemu, python_events(signal, FS, int(FS)))
     print(seen)
