@@ -28,7 +28,7 @@ import numpy as np
 from firmware_export.codegen import C_FILES
 from firmware_export.monitor_tables import monitor_tables_c
 from firmware_export.prefix import write_prefixed
-from firmware_export.target import QEMU_COMMAND, toolchain_missing
+from firmware_export.target import QEMU_COMMAND, output_tail, section_sizes, toolchain_missing
 from models.registry import ZOO_DIR
 from sdk.errors import HeartSightError
 
@@ -72,7 +72,7 @@ def run_monitor_qemu(export_dir, signal, fs, seconds=None, *, work_dir=None, siz
         elapsed = time.perf_counter() - started
         result = _parse(run, command)
         result["qemu_s"] = elapsed
-        result["sizes"] = _section_sizes(elf)
+        result["sizes"] = section_sizes(elf)
     if icount_shift is not None:
         result["instructions"] = _instructions(result["summary"], icount_shift)
     return result
@@ -112,7 +112,7 @@ def build_monitor_firmware(export_dir, fs, work_dir, *, size_flags=SIZE_FLAGS, p
     made = _run(command, timeout_s, "the firmware build")
     if made.returncode != 0:
         raise HeartSightError(f"the firmware build failed in {build}: fix the C errors below (model in {export_dir}, "
-                              f"flags {flags or 'none'})\n" + _tail(made.stdout + made.stderr))
+                              f"flags {flags or 'none'})\n" + output_tail(made.stdout + made.stderr))
     return build / target
 
 
@@ -130,7 +130,7 @@ def measure_path_size(export_dir, fs, work_dir, *, size_flags=SIZE_FLAGS, af_exp
                                      target=f"{name}.elf", optimisation=optimisation)
         maps[name] = {("size_probe" if group == "size_baseline" else group): kinds  # one main, built twice
                       for group, kinds in read_map(elf.with_suffix(".map")).items()}
-        images[name] = _section_sizes(elf)
+        images[name] = section_sizes(elf)
     groups: dict[str, dict[str, int]] = {}
     for sign, name in ((1, "probe"), (-1, "baseline")):
         for group, kinds in maps[name].items():
@@ -291,7 +291,7 @@ def _parse(run: subprocess.CompletedProcess, command: list[str]) -> dict:
     if errors or other or summary is None or summary.get("status") != "ok" or run.returncode not in (0, 1):
         what = errors[0] if errors else (other[0] if other else f"exit status {run.returncode}")
         raise HeartSightError(f"the device path did not finish under QEMU ({what}): run `{' '.join(command)}` in the "
-                              "run directory to see it\n" + _tail(run.stdout + run.stderr))
+                              "run directory to see it\n" + output_tail(run.stdout + run.stderr))
     return result
 
 
@@ -307,14 +307,3 @@ def _instructions(summary: dict, shift: int) -> dict:
     counts = {stage: summary["ticks"][stage] * per_tick for stage in STAGES}
     counts["path"] = sum(value for stage, value in counts.items() if stage != "harness")
     return counts
-
-
-def _section_sizes(elf: Path) -> dict:
-    """arm-none-eabi-size prints a header line, then `text data bss dec hex filename`."""
-    sizes = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True)
-    text, data, bss = sizes.stdout.splitlines()[1].split()[:3]
-    return {"text": int(text), "data": int(data), "bss": int(bss)}
-
-
-def _tail(output: str, lines: int = 20) -> str:
-    return "\n".join(output.strip().splitlines()[-lines:])

@@ -168,12 +168,12 @@ def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 
     if build.returncode != 0:
         raise HeartSightError(
             f"the firmware build failed in {work_dir}: fix the C errors below (model in {model_dir})\n"
-            + _tail(build.stdout + build.stderr)
+            + output_tail(build.stdout + build.stderr)
         )
     elf = work_dir / "build" / "app.elf"
     qemu = [*QEMU_COMMAND, "-kernel", str(elf)]
     result = _parse_output(_run(qemu, timeout_s, "QEMU"), qemu)
-    result.update(_section_sizes(elf))
+    result.update(section_sizes(elf))
     return result
 
 
@@ -207,7 +207,7 @@ def _parse_output(run: subprocess.CompletedProcess, command: list[str]) -> dict:
         raise HeartSightError(
             f"the firmware did not finish its checks under QEMU (exit status {run.returncode}, "
             f"{len(per_vector)} vectors reported): run `{' '.join(command)}` to see it\n"
-            + _tail(run.stdout + run.stderr)
+            + output_tail(run.stdout + run.stderr)
         )
     n, exact = summary
     result = {"n": n, "exact": exact, "per_vector": per_vector, "exit_status": run.returncode}
@@ -216,12 +216,12 @@ def _parse_output(run: subprocess.CompletedProcess, command: list[str]) -> dict:
     return result
 
 
-def _section_sizes(elf: Path) -> dict:
+def section_sizes(elf: Path) -> dict:
     """arm-none-eabi-size prints a header line, then `text data bss dec hex filename`."""
     sizes = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True)
     text, data, bss = sizes.stdout.splitlines()[1].split()[:3]
     return {"text": int(text), "data": int(data), "bss": int(bss)}
 
 
-def _tail(output: str, lines: int = 20) -> str:
+def output_tail(output: str, lines: int = 20) -> str:
     return "\n".join(output.strip().splitlines()[-lines:])
