@@ -23,26 +23,25 @@ import random
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
 from playwright.sync_api import sync_playwright
 from tqdm import tqdm
 
 from benchmarks.machine import describe
 from sdk.clinician.accounts import add_user
 from sdk.clinician.listener import Listener
-from sdk.clinician.store import LABELS, Store
+from sdk.clinician.store import LABELS, Store, scratch_schema
 from sdk.clinician.web.server import WebServer
 from sdk.data.records import read_database_record
 from sdk.demo.broker import LocalBroker
 from sdk.device.alerts import Alert, Excerpt
+from sdk.errors import HeartSightError
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import encode_alert
 from sdk.stream.publisher import Publisher
@@ -85,19 +84,13 @@ def bench_alert(device: str, i: int, kind: str = "ventricular_ectopic_beat", tim
 @contextmanager
 def postgres_store():
     """A store URL in a schema of its own, dropped afterwards; None when PostgreSQL is not reachable."""
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        print(f"PostgreSQL not reachable at {POSTGRES}: {str(exc).strip().splitlines()[0]}; skipping it")
-        yield None
-        return
-    schema = f"heartsight_bench_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_schema(POSTGRES, "heartsight_bench"))
+        except HeartSightError as exc:
+            print(f"{exc}; skipping it")
+            url = None
+        yield url
 
 
 @contextmanager

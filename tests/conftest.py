@@ -8,15 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import psycopg
 import pytest
 
 from models.registry import get_spec
@@ -158,18 +156,14 @@ POSTGRES = os.environ.get("HEARTSIGHT_TEST_POSTGRES", "postgresql://postgres@127
 @contextmanager
 def postgres_schema():
     """A store URL whose tables live in a schema of their own, dropped afterwards; skips without PostgreSQL."""
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (set HEARTSIGHT_TEST_POSTGRES): "
-                    f"{str(exc).splitlines()[0]}")
-    schema = f"heartsight_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    from sdk.clinician.store import scratch_schema
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_schema(POSTGRES, "heartsight_test"))
+        except HeartSightError as exc:
+            pytest.skip(f"{exc} (set HEARTSIGHT_TEST_POSTGRES)")
+        yield url
 
 
 # --- a valid alert -------------------------------------------------------------------------------------------------

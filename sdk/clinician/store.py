@@ -19,9 +19,11 @@ import json
 import re
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import psycopg
@@ -436,9 +438,23 @@ class Store:
         return sql.replace("?", "%s") if self._postgres else sql
 
 
-def _connect_postgres(url: str) -> psycopg.Connection:
+@contextmanager
+def scratch_schema(server_url: str, name_prefix: str) -> Iterator[str]:
+    """A store URL on this PostgreSQL database whose tables live in a new schema of their own, dropped afterwards: for
+    tests and benchmarks that share one database. HeartSightError if the server cannot be reached (within 3 s)."""
+    admin = _connect_postgres(server_url, connect_timeout=3)
+    schema = f"{name_prefix}_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        yield f"{server_url}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+def _connect_postgres(url: str, connect_timeout: int = 10) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
     except psycopg.Error as exc:
         parts = urlsplit(url)
         shown = f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
