@@ -6,18 +6,16 @@
  * - Sample arithmetic between the rates: window starts, R peaks and readiness limits at the sensor rate
  *   (sample * fs / model_fs, rounded half to even as np.round / round do, floored or ceiled), excerpt_s * fs.
  * - The model's outputs: the dequantized logits ((q - zero point) * scale) and their softmax (torch on float64), the
- *   probability the policy compares with 0.6; the embedding (sum * scale / length); the trace in real units (int16
- *   step * scale) and its linear interpolation to the sensor rate (np.interp), rounded to float at the end as
- *   Python rounds it.
+ *   probability the policy compares with 0.6; the embedding (sum * scale / length).
  * - The policy and the gate compute in double too (their files say where).
  * On a Cortex-M4F (single-precision FPU only) each double operation is a libgcc routine: some tens of cycles, a
- * division or exp() one to a few hundred. Per classified beat: the softmax (4 exp and a division), the embedding (32
- * products and divisions) and above all the trace's interpolation, about 9 double operations per sensor sample of
- * the window (a division among them, as numpy divides): 2,160 samples at 360 Hz, on the order of a million cycles
- * per beat, 1-2 % of a 64 MHz core at 80 bpm (an estimate, not measured on a device), less than the model's own
- * 1.4 million multiply-accumulates. Per chunk: a few conversions for the readiness checks. Float would change no
- * label, but it would move traces and probabilities in their last bits and could flip the policy's 0.6 threshold.
- * Everything else is float (the signal, the filtered ECG, the windows, the traces as delivered) or integers.
+ * division or exp() one to a few hundred. Per classified beat: the softmax (4 exp and a division) and the embedding
+ * (32 products and divisions); per chunk, a few conversions for the readiness checks. Float there would change no
+ * label, but it would move probabilities in their last bits and could flip the policy's 0.6 threshold.
+ * Float where the FPU makes it natural, equal because Python computes the same operations in float32: the signal,
+ * the filtered ECG, the windows, and the trace's interpolation to the sensor rate (analyze.trace_at_input_rate),
+ * 2,160 samples a beat at 360 Hz, whose positions are exact integer fractions. It was double until it took 2.3
+ * million instructions a beat, a fifth of the model's.
  *
  * Build with -std=c99 (or -ffp-contract=off): the interpolation rounds its product and sum separately, as numpy. */
 #include <math.h>
@@ -426,8 +424,10 @@ static int quality_events(hs_monitor_t *m, int n_events, hs_monitor_on_event_t o
 static void run_model(hs_monitor_t *m, int *label, double *p, int *has_embedding)
 {
     const hs_model_api_t *api = m->model;
-    double zero_point, scale, top, sum, trace_scale, left, right;
-    int best = 0, c, i, left_at;
+    double zero_point, scale, top, sum;
+    float trace_scale;
+    int best = 0, c, i;
+    int32_t j, r;
     api->quantize_input(m->scratch.input, m->quantized);
     (void)api->infer(m->quantized, m->logits);
     for (c = 1; c < m->classes; c++) {
@@ -452,26 +452,21 @@ static void run_model(hs_monitor_t *m, int *label, double *p, int *has_embedding
     }
     *label = best;
     *p = 1.0 / sum;  /* torch: exp(x - max) * (1 / sum), and exp(0) is 1 */
-    /* np.interp(arange(n) * model_fs / fs, arange(window), trace), the model-rate trace being int16 steps * scale:
-     * numpy's arithmetic, each trace value scaled once */
-    trace_scale = (double)api->trace_scale(best);
-    left_at = -1;
-    left = right = 0.0;
-    for (i = 0; i < m->trace_length; i++) {
-        const double x = (double)i * m->model_fs / m->fs;
-        const int32_t j = (int32_t)x;  /* floor: x >= 0 */
-        double value;
+    /* analyze.trace_at_input_rate: sensor sample i lies at i * up / down on the model's axis (the resampler's
+     * factors, model_fs / fs = up / down), step j and remainder r; (trace[j + 1] - trace[j]) * (r / down) + trace[j]
+     * in float, each model-rate value the int16 step times the scale, as numpy computes it in float32 */
+    trace_scale = api->trace_scale(best);
+    for (i = 0, j = 0, r = 0; i < m->trace_length; i++) {
         if (j >= m->window - 1) {
-            value = (double)m->model_trace[m->window - 1] * trace_scale;
+            m->scratch.trace[i] = (float)m->model_trace[m->window - 1] * trace_scale;
         } else {
-            if (j != left_at) {
-                left_at = j;
-                left = (double)m->model_trace[j] * trace_scale;
-                right = (double)m->model_trace[j + 1] * trace_scale;
-            }
-            value = (double)j == x ? left : (right - left) * (x - (double)j) + left;  /* the slope over a step of 1 */
+            const float left = (float)m->model_trace[j] * trace_scale;
+            const float right = (float)m->model_trace[j + 1] * trace_scale;
+            m->scratch.trace[i] = (right - left) * ((float)r / (float)m->resampler.down) + left;
         }
-        m->scratch.trace[i] = (float)value;
+        for (r += m->resampler.up; r >= m->resampler.down; r -= m->resampler.down) {
+            j++;
+        }
     }
 }
 

@@ -111,10 +111,20 @@ def analyze(recording: Recording, model: ModelRef | Runner = "ecg_beat", channel
 
 
 def trace_at_input_rate(trace: np.ndarray, spec, fs_input: float) -> np.ndarray:
-    """A model-rate trace over the model's window, linearly resampled to the input's rate (same time span)."""
+    """A model-rate trace over the model's window, linearly interpolated to the input's rate (same time span).
+
+    Computed in float32 with each input sample's position on the model's axis as an exact fraction (step j, remainder
+    r of the resampling factors), so that a single-precision FPU gives the same bits (hs_monitor.c does this in C):
+    value = (trace[j + 1] - trace[j]) * (r / down) + trace[j], every operation rounded to float32."""
+    up, down = resample_factors(fs_input, spec.fs)
     length = int(round(spec.window * fs_input / spec.fs))
-    positions = np.arange(length) * spec.fs / fs_input  # input samples on the model's time axis
-    return np.interp(positions, np.arange(spec.window), trace)
+    steps = np.arange(length, dtype=np.int64) * up
+    inside = steps // down < spec.window - 1  # past the last model sample, the trace holds its last value
+    left = np.where(inside, steps // down, spec.window - 1)
+    fraction = np.where(inside, steps % down, 0).astype(np.float32) / np.float32(down)
+    y = np.asarray(trace, np.float32)
+    start = y[left]
+    return (y[np.where(inside, left + 1, left)] - start) * fraction + start
 
 
 def _gate(signal: np.ndarray, fs: float, task: str) -> dict:

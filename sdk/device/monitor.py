@@ -422,7 +422,7 @@ class _Task:
 
     def at_sensor_rate(self, trace: np.ndarray) -> np.ndarray:
         """A trace over the model window, at the sensor rate: what events and excerpts carry."""
-        return trace_at_input_rate(trace, self.spec, self.monitor.fs).astype(np.float32)
+        return trace_at_input_rate(trace, self.spec, self.monitor.fs)
 
     def gated(self, start: int, window_start: int, problem: str) -> tuple[Event, Finding]:
         """The same for a window the quality gate kept from the model."""
