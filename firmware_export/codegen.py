@@ -27,15 +27,15 @@ C_SOURCES = tuple(name for name in C_FILES if name.endswith(".c"))
 CODE_BYTES_ESTIMATE = 1600
 # Each convolution kernel a model's layers use (tests/test_firmware_target.py measures them again); the dense and
 # grouped kernels share conv1d_channel.
-CODE_BYTES_BY_KERNEL = {"dense": 114, "grouped": 142, "codebook": 760, "unify": 1048}
-SHARED_CONV_CODE_BYTES = {"conv1d_channel": 630}
+CODE_BYTES_BY_KERNEL = {"dense": 134, "grouped": 168, "codebook": 760, "unify": 1048}
+SHARED_CONV_CODE_BYTES = {"conv1d_channel": 862}
 CODEBOOK_TIME_BLOCK = 16  # HS_CODEBOOK_TIME_BLOCK in hs_kernels.h
 # The deepest call, measured with -fstack-usage: hs_infer (64 B) -> a convolution kernel -> hs_requantize (8 B); the
-# kernels' own stack: hs_conv1d_relu or hs_conv1d_grouped_relu 88 B -> conv1d_channel 344 B (most of it the
-# 64-sample int32 accumulator of one block), hs_conv1d_codebook_relu 152 B (its accumulators are the static
+# kernels' own stack: hs_conv1d_relu 96 B or hs_conv1d_grouped_relu 104 B -> conv1d_channel 136 B (four outputs at a
+# time, their sums in registers), hs_conv1d_codebook_relu 152 B (its accumulators are the static
 # scratch), hs_conv1d_unified_relu 656 B (a block's accumulator and its signed sums).
 INFER_STACK_BYTES = 72
-STACK_BYTES_BY_KERNEL = {"dense": 432, "grouped": 432, "codebook": 152, "unify": 656}
+STACK_BYTES_BY_KERNEL = {"dense": 232, "grouped": 240, "codebook": 152, "unify": 656}
 # Head updates (hs_set_head), measured the same way: hs_head.c 353 B and hs_sha256.c 1,642 B of code, hs_set_head
 # 172 B; the deepest call hs_set_head -> hs_head_check (72 B) -> hs_hmac_sha256 (248 B) -> hs_sha256_final (56 B) ->
 # hs_sha256_update (32 B) -> compress (144 B) needs ~550 B of stack.
@@ -56,14 +56,23 @@ class Tensor:
         return self.channels * self.length
 
 
+def pools_in_kernel(conv: QuantizedConv) -> bool:
+    """Whether the convolution's kernel max-pools its output itself (the dense and grouped kernels' `pool`)."""
+    return conv.pool_after and conv.kind in ("dense", "grouped")
+
+
 def activation_tensors(model: QuantizedModel) -> list[Tensor]:
-    """The arena's tensors in layer order: each conv output, then its pooled copy when the block pools."""
+    """The arena's tensors in layer order: each conv output (pooled when its kernel pools), then its pooled copy when
+    the block pools after a kernel that cannot."""
     tensors, layer, length = [], 0, model.window
     for i, conv in enumerate(model.convs):
         channels = conv.weight.shape[0]
-        tensors.append(Tensor(f"block{i}", channels, length, layer, layer + 1))
+        fused = pools_in_kernel(conv)
+        tensors.append(Tensor(f"block{i}", channels, length // 2 if fused else length, layer, layer + 1))
         layer += 1
-        if conv.pool_after:
+        if fused:
+            length //= 2
+        elif conv.pool_after:
             length //= 2
             tensors.append(Tensor(f"block{i}_pooled", channels, length, layer, layer + 1))
             layer += 1
@@ -436,7 +445,9 @@ int hs_infer(const int8_t *input, int8_t *logits)
         out_channels = conv.weight.shape[0]
         parts.append(f"    {_conv_call(i, conv, source, channels, length, f'hs_arena + {offsets[out.name]}')}\n")
         source, channels = f"hs_arena + {offsets[out.name]}", out_channels
-        if conv.pool_after:
+        if pools_in_kernel(conv):
+            length //= 2
+        elif conv.pool_after:
             pooled = next(tensor_iter)
             parts.append(f"    hs_maxpool2({source}, {channels}, {length}, hs_arena + {offsets[pooled.name]});\n")
             source, length = f"hs_arena + {offsets[pooled.name]}", length // 2
@@ -477,18 +488,20 @@ def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: 
     """The kernel call of convolution i, by its structure."""
     out_channels, _, kernel = conv.weight.shape
     head = f"{source}, {channels}, {length}, {conv.input_zero_point}"
-    tail = (f"conv{i}_bias, conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, {conv.output_zero_point}, "
-            f"{output}")
+    requantization = (f"conv{i}_bias, conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, "
+                      f"{conv.output_zero_point}")
     structure = conv.structure
+    pool = int(pools_in_kernel(conv))
     if conv.kind == "dense":
-        return f"hs_conv1d_relu({head}, conv{i}_weight, {tail});"
+        return f"hs_conv1d_relu({head}, conv{i}_weight, {requantization}, {pool}, {output});"
     if conv.kind == "grouped":
-        return f"hs_conv1d_grouped_relu({head}, conv{i}_weight, conv{i}_inputs, {structure['groups']}, {tail});"
+        return (f"hs_conv1d_grouped_relu({head}, conv{i}_weight, conv{i}_inputs, {structure['groups']}, "
+                f"{requantization}, {pool}, {output});")
     if conv.kind == "codebook":
         return (f"hs_conv1d_codebook_relu({head}, conv{i}_codebook, {len(structure['codebook'])}, conv{i}_index, "
-                f"{codebook_bits(conv)}, {tail}, hs_codebook_scratch, hs_codebook_window);")
+                f"{codebook_bits(conv)}, {requantization}, {output}, hs_codebook_scratch, hs_codebook_window);")
     return (f"hs_conv1d_unified_relu({head}, conv{i}_magnitude, conv{i}_signs, "
-            f"{int(structure['axis'] == 'taps')}, {structure['size']}, {tail});")
+            f"{int(structure['axis'] == 'taps')}, {structure['size']}, {requantization}, {output});")
 
 
 def write_c_library(model: QuantizedModel, out_dir: str | Path, head_updates: bool, int8_sha256: str = "") -> dict:

@@ -3,6 +3,7 @@ firmware built with the ecg_beat_wcam export and ecg_af under the prefix af_ in 
 events the Python Monitor (backend c) gives for the same one-second chunks; its instruction counts add up; and what it
 refuses is said clearly."""
 
+import json
 import shutil
 
 import numpy as np
@@ -76,7 +77,9 @@ def test_the_second_model_runs_in_the_same_image(work):
     elf = build_monitor_firmware(EXPORT, FS, work)  # already built: the map of that image
     groups = read_map(elf.with_suffix(".map"))
     assert {"af_model", "af_kernels", "heartsight_model", "hs_kernels", "hs_monitor"} <= set(groups)
-    assert groups["af_model"]["bss"] >= 15360 and groups["heartsight_model"]["bss"] >= 9216  # two arenas
+    arenas = {name: json.loads((directory / "report.json").read_text())["ram"]["arena"]
+              for name, directory in (("af_model", monitor_target.AF_EXPORT), ("heartsight_model", EXPORT))}
+    assert all(groups[name]["bss"] >= arena for name, arena in arenas.items())  # two arenas
 
 
 @needs_toolchain

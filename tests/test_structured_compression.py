@@ -141,14 +141,14 @@ def _structured_layer(kind: str, kernel: int, rng: np.random.Generator) -> Quant
     return QuantizedConv(weight=np.asarray(weight, np.int8), bias=rng.integers(-20000, 20000, out).astype(np.int32),
                          multiplier=rng.integers(2 ** 30, 2 ** 31, out).astype(np.int32),
                          shift=rng.integers(-12, -6, out).astype(np.int8), input_zero_point=int(rng.integers(-128, 128)),
-                         output_scale=1.0, output_zero_point=int(rng.integers(-128, 0)), pool_after=False,
-                         weight_scale=np.ones(out), structure=structure)
+                         output_scale=1.0, output_zero_point=int(rng.integers(-128, 0)),
+                         pool_after=kind == "grouped-pooled", weight_scale=np.ones(out), structure=structure)
 
 
 def _run_kernel(kernels, layer: QuantizedConv, x: np.ndarray) -> np.ndarray:
     out_channels, in_channels, kernel = layer.weight.shape
     length = x.shape[-1]
-    out = np.zeros((out_channels, length), np.int8)
+    out = np.zeros((out_channels, length // 2 if layer.pool_after else length), np.int8)
     arrays = {k: np.ascontiguousarray(v, dtype={"int8_t": np.int8, "uint8_t": np.uint8}[t])
               for k, (t, v) in conv_storage(layer).items()}
     common = [x.ctypes.data_as(ctypes.c_void_p), in_channels, length, layer.input_zero_point]
@@ -170,11 +170,11 @@ def _run_kernel(kernels, layer: QuantizedConv, x: np.ndarray) -> np.ndarray:
     else:
         kernels.hs_conv1d_grouped_relu(*common, arrays["weight"].ctypes.data_as(ctypes.c_void_p),
                                        arrays["inputs"].ctypes.data_as(ctypes.c_void_p), layer.structure["groups"],
-                                       *tail)
+                                       *tail[:-1], int(layer.pool_after), tail[-1])
     return out
 
 
-@pytest.mark.parametrize("kind", ["codebook", "unify-channels", "unify-taps", "grouped"])
+@pytest.mark.parametrize("kind", ["codebook", "unify-channels", "unify-taps", "grouped", "grouped-pooled"])
 @pytest.mark.parametrize("kernel", [1, 3, 7])
 @pytest.mark.parametrize("length", [1, 5, 16, 17, 70, 131])
 def test_each_structured_kernel_equals_the_dense_reference_at_edges_and_partial_blocks(kernels, kind, kernel, length):

@@ -825,15 +825,11 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {
-    hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 8, 1280, hs_arena + 10240);
-    hs_conv1d_relu(hs_arena + 10240, 8, 640, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 16, 640, hs_arena + 10240);
-    hs_conv1d_relu(hs_arena + 10240, 16, 320, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 16, 320, hs_arena + 12800);
-    hs_conv1d_relu(hs_arena + 12800, 16, 160, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 24, 160, hs_arena + 13440);
-    hs_conv1d_relu(hs_arena + 13440, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
+    hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, 1, hs_arena + 0);
+    hs_conv1d_relu(hs_arena + 0, 8, 640, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, 1, hs_arena + 5120);
+    hs_conv1d_relu(hs_arena + 5120, 16, 320, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, 1, hs_arena + 0);
+    hs_conv1d_relu(hs_arena + 0, 16, 160, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, 1, hs_arena + 8320);
+    hs_conv1d_relu(hs_arena + 8320, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, 0, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 80, -128, hs_sums);
     return hs_linear_from_sums(hs_sums, 32, 80, hs_head.weight, hs_head.bias, hs_head.multiplier,
                                hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);

@@ -828,15 +828,11 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {
-    hs_conv1d_relu(input, 4, 768, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 8, 768, hs_arena + 6144);
-    hs_conv1d_relu(hs_arena + 6144, 8, 384, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 16, 384, hs_arena + 6144);
-    hs_conv1d_relu(hs_arena + 6144, 16, 192, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 16, 192, hs_arena + 7680);
-    hs_conv1d_relu(hs_arena + 7680, 16, 96, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 24, 96, hs_arena + 8064);
-    hs_conv1d_relu(hs_arena + 8064, 24, 48, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
+    hs_conv1d_relu(input, 4, 768, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, 1, hs_arena + 0);
+    hs_conv1d_relu(hs_arena + 0, 8, 384, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, 1, hs_arena + 3072);
+    hs_conv1d_relu(hs_arena + 3072, 16, 192, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, 1, hs_arena + 0);
+    hs_conv1d_relu(hs_arena + 0, 16, 96, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, 1, hs_arena + 4992);
+    hs_conv1d_relu(hs_arena + 4992, 24, 48, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, 0, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 48, -128, hs_sums);
     return hs_linear_from_sums(hs_sums, 32, 48, hs_head.weight, hs_head.bias, hs_head.multiplier,
                                hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);

@@ -1145,11 +1145,9 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {
-    hs_conv1d_relu(input, 9, 384, 12, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 32, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 32, 384, hs_arena + 12288);
-    hs_conv1d_relu(hs_arena + 12288, 32, 192, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 32, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 32, 192, hs_arena + 15360);
-    hs_conv1d_relu(hs_arena + 15360, 32, 96, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 32, 7, -128, hs_arena + 0);
+    hs_conv1d_relu(input, 9, 384, 12, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 32, 7, -128, 1, hs_arena + 0);
+    hs_conv1d_relu(hs_arena + 0, 32, 192, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 32, 7, -128, 1, hs_arena + 6144);
+    hs_conv1d_relu(hs_arena + 6144, 32, 96, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 32, 7, -128, 0, hs_arena + 0);
     hs_channel_sums(hs_arena + 0, 32, 96, -128, hs_sums);
     return hs_linear_from_sums(hs_sums, 32, 96, hs_head.weight, hs_head.bias, hs_head.multiplier,
                                hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
