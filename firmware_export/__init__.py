@@ -104,10 +104,23 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
         with tempfile.TemporaryDirectory() as work:
             target = run_on_qemu(model_dir.resolve(), expected_input, logits, traces, Path(work) / "firmware", head=head)
         result["qemu"] = {"n": target["n"], "exact": target["exact"], "text": target["text"], "data": target["data"],
-                          "bss": target["bss"]}
+                          "bss": target["bss"], **instruction_counts(target["per_vector"], report["macs"])}
         if "head" in target:
             result["qemu"]["head"] = target["head"]
     return result
+
+
+def instruction_counts(per_vector: list[dict], macs: int) -> dict:
+    """What one window costs on the Cortex-M4 (QEMU -icount: instructions, not cycles): hs_infer and hs_explain, the
+    mean over the windows and their range, per MAC, the explainer's share, and the latency at 64 MHz with one cycle
+    per instruction (a lower bound)."""
+    infer = np.array([v["instructions_infer"] for v in per_vector], np.float64)
+    explain = np.array([v["instructions_explain"] for v in per_vector], np.float64)
+    return {"instructions_infer": round(float(infer.mean())), "instructions_explain": round(float(explain.mean())),
+            "instructions_infer_range": [int(infer.min()), int(infer.max())],
+            "instructions_per_mac": round(float(infer.mean()) / macs, 3),
+            "explain_share": round(float(explain.mean() / infer.mean()), 5),
+            "latency_ms_at_64mhz": round(float(infer.mean() + explain.mean()) / 64e3, 3)}
 
 
 def _head_check(quantized: QuantizedModel, x_q: np.ndarray):

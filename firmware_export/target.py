@@ -24,9 +24,16 @@ APT_COMMAND = (
 # Must match the `run` target of examples/firmware/Makefile; QEMU is started directly so that a
 # timeout kills QEMU itself rather than a make process that would leave it running.
 QEMU_COMMAND = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native"]
+# -icount shift=0: QEMU's clock advances 1 ns per executed instruction, and SysTick (mps2-an386's 25 MHz processor
+# clock, 40 ns a tick) counts it, so ticks count instructions (examples/firmware/instruction_count.h).
+ICOUNT_SHIFT = 0
+TICK_NS = 40
+CALIBRATION_TOLERANCE_TICKS = 2  # the loop's own reads of the counter may fall either side of a tick
 ARCH_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 
-_VECTOR_LINE = re.compile(r"^vector (\d+) class (-?\d+) logits_equal ([01]) trace_equal ([01])$")
+_VECTOR_LINE = re.compile(r"^vector (\d+) class (-?\d+) logits_equal ([01]) trace_equal ([01]) "
+                          r"ticks_infer (\d+) ticks_explain (\d+)$")
+_CALIBRATION_LINE = re.compile(r"^calibration instructions (\d+) ticks (\d+)$")
 _SUMMARY_LINE = re.compile(r"^summary n (\d+) exact (\d+)$")
 _HEAD_LINE = re.compile(r"^head status (\d+) refused_tampered ([01]) version (\d+)$")
 _HEAD_SUMMARY_LINE = re.compile(r"^head_summary n (\d+) exact (\d+)$")
@@ -171,7 +178,7 @@ def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 
             + output_tail(build.stdout + build.stderr)
         )
     elf = work_dir / "build" / "app.elf"
-    qemu = [*QEMU_COMMAND, "-kernel", str(elf)]
+    qemu = [*QEMU_COMMAND, "-icount", f"shift={ICOUNT_SHIFT}", "-kernel", str(elf)]
     result = _parse_output(_run(qemu, timeout_s, "QEMU"), qemu)
     result.update(section_sizes(elf))
     return result
@@ -189,31 +196,47 @@ def _run(command: list[str], timeout_s: float, what: str) -> subprocess.Complete
 
 def _parse_output(run: subprocess.CompletedProcess, command: list[str]) -> dict:
     """Exit status 0 or 1 with a summary is a finished run; anything else (a fault: 2) is an error."""
-    per_vector, summary, head = [], None, {}
+    per_vector, summary, head, calibration = [], None, {}, None
     for line in run.stdout.splitlines():
         if match := _HEAD_LINE.match(line.strip()):
             status, refused, version = map(int, match.groups())
             head.update(status=status, refused_tampered=bool(refused), version=version)
         elif match := _HEAD_SUMMARY_LINE.match(line.strip()):
             head.update(zip(("n", "exact"), map(int, match.groups())))
+        elif match := _CALIBRATION_LINE.match(line.strip()):
+            calibration = tuple(map(int, match.groups()))
         if match := _VECTOR_LINE.match(line.strip()):
-            index, predicted, logits_equal, trace_equal = map(int, match.groups())
-            per_vector.append(
-                {"index": index, "class": predicted, "logits_equal": bool(logits_equal), "trace_equal": bool(trace_equal)}
-            )
+            index, predicted, logits_equal, trace_equal, infer, explain = map(int, match.groups())
+            per_vector.append({"index": index, "class": predicted, "logits_equal": bool(logits_equal),
+                               "trace_equal": bool(trace_equal), "ticks_infer": infer, "ticks_explain": explain})
         elif match := _SUMMARY_LINE.match(line.strip()):
             summary = tuple(map(int, match.groups()))
-    if summary is None or run.returncode not in (0, 1) or len(per_vector) != summary[0]:
+    if summary is None or calibration is None or run.returncode not in (0, 1) or len(per_vector) != summary[0]:
         raise HeartSightError(
             f"the firmware did not finish its checks under QEMU (exit status {run.returncode}, "
             f"{len(per_vector)} vectors reported): run `{' '.join(command)}` to see it\n"
             + output_tail(run.stdout + run.stderr)
         )
+    per_tick = instructions_per_tick(*calibration, ICOUNT_SHIFT)
+    for vector in per_vector:
+        vector["instructions_infer"] = round(vector.pop("ticks_infer") * per_tick)
+        vector["instructions_explain"] = round(vector.pop("ticks_explain") * per_tick)
     n, exact = summary
     result = {"n": n, "exact": exact, "per_vector": per_vector, "exit_status": run.returncode}
     if head:
         result["head"] = head
     return result
+
+
+def instructions_per_tick(instructions: int, ticks: int, shift: int) -> float:
+    """Instructions per SysTick tick under -icount shift (TICK_NS / 2^shift), checked against the firmware's
+    calibration loop of a known number of instructions."""
+    per_tick = TICK_NS / 2 ** shift
+    if abs(ticks - instructions / per_tick) > CALIBRATION_TOLERANCE_TICKS:
+        raise HeartSightError(f"SysTick did not count instructions: {ticks} ticks for {instructions} instructions, "
+                              f"expected {instructions / per_tick:g} at -icount shift={shift} (mps2-an386's SysTick "
+                              "at 25 MHz); is this QEMU's mps2-an386 run with -icount?")
+    return per_tick
 
 
 def section_sizes(elf: Path) -> dict:

@@ -390,6 +390,12 @@ def _verify(args) -> int:
                     print(f"{where}: head update applied (status {head['status']}{refused}), {head['exact']}/"
                           f"{head['n']} windows bit-exact with the new head")
         print(f"flash {result['flash_bytes']:,} bytes, RAM {result['ram_bytes']:,} bytes, {result['macs']:,} MACs")
+        if "qemu" in result:
+            q = result["qemu"]
+            print(f"Cortex-M4 (QEMU -icount): hs_infer {q['instructions_infer']:,} instructions "
+                  f"({q['instructions_per_mac']:g} per MAC), hs_explain {q['instructions_explain']:,} "
+                  f"({100 * q['explain_share']:.2f}% of an inference); at least {q['latency_ms_at_64mhz']:g} ms a "
+                  "window at 64 MHz (instructions taken as cycles)")
     checks = [result[w] for w in ("host", "qemu") if w in result]
     heads = [c["head"] for c in checks if "head" in c]
     exact = all(c["exact"] == c["n"] for c in checks + heads)

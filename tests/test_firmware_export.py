@@ -200,6 +200,11 @@ def test_every_shipped_export_is_bit_exact_on_the_host_and_on_a_cortex_m4(export
                                               "exact": 12}, name
         report = json.loads((directory / "report.json").read_text())
         assert result["flash_bytes"] == report["flash_bytes"] >= report["lower_bounds"]["flash_int8_weights"]
+        # instructions per window on the Cortex-M4 (QEMU -icount): the portable kernels' budget, the explainer's
+        qemu = result["qemu"]
+        low, high = qemu["instructions_infer_range"]
+        assert 1.0 < qemu["instructions_per_mac"] <= 6.0 and high - low < 0.01 * low, name
+        assert qemu["explain_share"] <= 0.10, name
 
 
 @needs_mitdb

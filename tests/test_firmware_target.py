@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from firmware_export.codegen import RUNTIME, RUNTIME_FILES
-from firmware_export.target import FIRMWARE_DIR, run_on_qemu, toolchain_missing, write_vectors_c
+from firmware_export.target import FIRMWARE_DIR, instructions_per_tick, run_on_qemu, toolchain_missing, write_vectors_c
 from sdk.errors import HeartSightError
 
 MISSING_TOOLCHAIN = toolchain_missing()
@@ -137,6 +137,31 @@ def test_correct_vectors_all_match_and_exit_with_success(tmp_path):
     assert [v["class"] for v in result["per_vector"]] == logits.astype(int).argmax(axis=1).tolist()
     assert all(v["logits_equal"] and v["trace_equal"] for v in result["per_vector"])
     assert result["text"] > 0 and result["bss"] > 0
+
+
+@needs_toolchain
+def test_instructions_per_inference_are_counted_and_grow_with_the_work(tmp_path):
+    """SysTick under -icount counts instructions (the calibration loop is checked inside run_on_qemu), to a tick (40
+    instructions) either side: the fake model's loops run over the window, so every window of one length costs the
+    same and a window twice as long costs twice the instructions."""
+    tick = 40
+    counts = {}
+    for length in (LENGTH, 2 * LENGTH):
+        inputs = np.random.default_rng(3).integers(-128, 128, size=(3, CHANNELS, length), dtype=np.int8)
+        model = write_fake_model(tmp_path / f"model{length}", length=length)
+        result = run_on_qemu(model, inputs, *fake_reference(inputs), tmp_path / f"work{length}", timeout_s=120)
+        assert result["exact"] == 3
+        counts[length] = np.array([(v["instructions_infer"], v["instructions_explain"]) for v in result["per_vector"]])
+    for length, per_vector in counts.items():
+        assert (per_vector.max(axis=0) - per_vector.min(axis=0) <= 2 * tick).all() and per_vector.min() > length
+    short, long = counts[LENGTH].mean(axis=0), counts[2 * LENGTH].mean(axis=0)
+    assert np.abs(long - 2 * short).max() <= 0.05 * long.max() + 4 * tick
+
+
+def test_a_clock_that_does_not_count_instructions_is_refused():
+    assert instructions_per_tick(200_000, 5_000, 0) == 40 and instructions_per_tick(200_000, 20_001, 2) == 10
+    with pytest.raises(HeartSightError, match="did not count instructions.*-icount"):
+        instructions_per_tick(200_000, 4_517, 0)  # host time, as without -icount
 
 
 @needs_toolchain

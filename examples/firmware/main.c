@@ -1,5 +1,7 @@
 /* Runs the exported model on every test vector and checks that the logits and the explanation trace
- * are bit-exact with the Python integer reference. Prints one line per vector, then a summary; then, when the
+ * are bit-exact with the Python integer reference. Prints one line per vector with the SysTick ticks hs_infer and
+ * hs_explain took (instructions under `qemu -icount`, see instruction_count.h), a calibration line, then a summary;
+ * then, when the
  * vectors hold a head update and the model takes one, checks that a tampered copy is refused, applies it and
  * checks every vector again against the reference with the new head. Exits with status 0 if every value
  * matched, else 1. */
@@ -7,7 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 #include "heartsight_model.h"
+#include "instruction_count.h"
 #include "vectors.h"
+
+#define CALIBRATION_LOOPS 100000u  /* 200,000 instructions: 5,000 ticks at -icount shift=0 */
 
 static int8_t logits[HS_NUM_CLASSES];
 static int16_t trace[HS_INPUT_LENGTH];
@@ -19,11 +24,16 @@ static int check_vectors(const char *prefix, const int8_t (*expected_logits)[HS_
 {
     int exact = 0;
     for (int i = 0; i < hs_test_count; i++) {
+        uint32_t start = instruction_count_read();
         int predicted = hs_infer(hs_test_inputs[i], logits);
+        uint32_t inferred = instruction_count_read();
         hs_explain(predicted, trace);
+        uint32_t explained = instruction_count_read();
         int logits_equal = memcmp(logits, expected_logits[i], sizeof logits) == 0;
         int trace_equal = memcmp(trace, expected_traces[i], sizeof trace) == 0;
-        printf("%s %d class %d logits_equal %d trace_equal %d\n", prefix, i, predicted, logits_equal, trace_equal);
+        printf("%s %d class %d logits_equal %d trace_equal %d ticks_infer %lu ticks_explain %lu\n", prefix, i,
+               predicted, logits_equal, trace_equal, (unsigned long)instruction_count_between(start, inferred),
+               (unsigned long)instruction_count_between(inferred, explained));
         exact += logits_equal && trace_equal;
     }
     return exact;
@@ -33,6 +43,9 @@ int main(void)
 {
     /* Unbuffered, so every line printed so far reaches the console even if a later vector faults. */
     setvbuf(stdout, NULL, _IONBF, 0);
+    instruction_count_start();
+    printf("calibration instructions %lu ticks %lu\n", (unsigned long)(2u * CALIBRATION_LOOPS),
+           (unsigned long)instruction_count_calibrate(CALIBRATION_LOOPS));
     int exact = check_vectors("vector", hs_test_logits, hs_test_traces);
     printf("summary n %d exact %d\n", hs_test_count, exact);
     int head_ok = 1;

@@ -14,6 +14,7 @@
 #include "af_model.h"
 #include "heartsight_model.h"
 #include "hs_monitor.h"
+#include "instruction_count.h"
 #include "semihosting_files.h"
 #include "stage_count.h"
 
@@ -383,7 +384,7 @@ int main(void)
 
     setvbuf(stdout, out_buffer, _IOLBF, sizeof out_buffer);  /* a line at a time: all printed so far survives a fault */
     stage_start();
-    calibration_ticks = stage_calibrate(CALIBRATION_LOOPS);
+    calibration_ticks = instruction_count_calibrate(CALIBRATION_LOOPS);
 
     if (read_config(path, &sensor_fs) != 0) {
         return fail("monitor.cfg: expected one line \\\"<samples file> <sensor rate>\\\"", -1);

@@ -1,10 +1,7 @@
-/* SysTick as an instruction counter under `qemu -icount`; see stage_count.h. */
+/* SysTick as an instruction counter under `qemu -icount` (examples/firmware/instruction_count.c), per stage; see
+ * stage_count.h. */
+#include "instruction_count.h"
 #include "stage_count.h"
-
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
-#define SYST_MASK 0x00FFFFFFu  /* a 24-bit down-counter */
 
 const char *const stage_names[HS_STAGES] = {"glue", "preprocess", "rpeak", "windows", "model", "explainer", "policy",
                                             "harness"};
@@ -16,18 +13,16 @@ static int current = HS_STAGE_HARNESS;
 
 void stage_start(void)
 {
-    SYST_RVR = SYST_MASK;
-    SYST_CVR = 0;   /* any write clears it; it reloads from RVR */
-    SYST_CSR = 5;   /* enable, processor clock, no interrupt */
-    last = SYST_CVR;
+    instruction_count_start();
+    last = instruction_count_read();
     current = HS_STAGE_HARNESS;
 }
 
 int stage_switch(int next)
 {
-    const uint32_t now = SYST_CVR;
+    const uint32_t now = instruction_count_read();
     const int previous = current;
-    ticks[current] += (last - now) & SYST_MASK;  /* counting down; a wrap (every 2^24 ticks) is taken modulo */
+    ticks[current] += instruction_count_between(last, now);
     last = now;
     current = next;
     switches++;
@@ -47,13 +42,4 @@ uint64_t stage_ticks(int stage)
 uint32_t stage_switches(void)
 {
     return switches;
-}
-
-uint32_t stage_calibrate(uint32_t iterations)
-{
-    const uint32_t before = SYST_CVR;
-    uint32_t after;
-    __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+r"(iterations) : : "cc");
-    after = SYST_CVR;
-    return (before - after) & SYST_MASK;
 }

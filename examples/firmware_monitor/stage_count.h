@@ -1,8 +1,6 @@
-/* Instructions spent in each stage of the device path, counted with SysTick.
- *
- * QEMU does not model cycles, but with `-icount shift=N` its virtual clock advances 2^N ns per executed instruction
- * and SysTick (the 25 MHz processor clock on mps2-an386) counts that clock: one tick is 40 / 2^N instructions
- * (stage_calibrate checks it on each run). Without -icount the ticks follow host time and mean nothing.
+/* Instructions spent in each stage of the device path, counted with SysTick under `qemu -icount`
+ * (examples/firmware/instruction_count.h: one tick is 40 / 2^N instructions at shift N, and
+ * instruction_count_calibrate checks it on each run).
  *
  * The program is always in exactly one stage; stage_switch charges the ticks since the last switch to the stage that
  * was current, so the stages add up to the whole run. Without HS_PROFILE only HS_STAGE_GLUE (the whole path, entered
@@ -35,7 +33,5 @@ int stage_current(void);
 /* Ticks charged to a stage so far, and how many switches there were (each may misplace up to one tick). */
 uint64_t stage_ticks(int stage);
 uint32_t stage_switches(void);
-/* Ticks taken by a loop of 2 * iterations instructions (subs, bne): the instructions per tick of this run. */
-uint32_t stage_calibrate(uint32_t iterations);
 
 #endif
