@@ -284,17 +284,31 @@ int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t
 /* Class names in output order. */
 extern const char *const hs_class_names[HS_NUM_CLASSES];
 
+/* What an inference leaves for hs_explain and hs_last_sums: the activations (the arena), the pooled sums and the
+ * explainer's scratch. hs_infer, hs_explain and hs_last_sums use the library's own; the _with functions use the
+ * caller's (sizeof(hs_context_t) bytes, any alignment of the type), so that several streams can run on one library,
+ * each with its context, in memory the caller owns. */
+typedef struct {{
+    int8_t arena[HS_ARENA_BYTES];
+    int32_t sums[HS_LAST_CHANNELS];
+    int16_t coarse[HS_LAST_LENGTH];{_codebook_context(model)}
+}} hs_context_t;
+
 /* x: [HS_INPUT_CHANNELS][HS_INPUT_LENGTH] preprocessed floats -> q: int8 (the only function using float). */
 void hs_quantize_input(const float *x, int8_t *q);
 /* Runs the model; logits: [HS_NUM_CLASSES] int8 (real = (q - hs_logit_zero_point()) * hs_logit_scale()).
  * Returns the arg-max class. */
 int hs_infer(const int8_t *input, int8_t *logits);
-/* The saliency trace of class_index for the input of the last hs_infer: [HS_INPUT_LENGTH] int16 >= 0
- * (real = value * hs_trace_scale(class_index)). An out-of-range class gives an all-zero trace. */
+int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits);
+/* The saliency trace of class_index for the input of the last hs_infer (on this context): [HS_INPUT_LENGTH] int16
+ * >= 0 (real = value * hs_trace_scale(class_index)). An out-of-range class gives an all-zero trace. */
 void hs_explain(int class_index, int16_t *trace);
-/* The last block's activations in the last hs_infer, summed over time: [HS_LAST_CHANNELS] (the embedding the head
- * reads is sum * HS_LAST_SCALE / HS_LAST_LENGTH). An alert carries them, so the clinic can refit the head. */
+void hs_explain_with(hs_context_t *context, int class_index, int16_t *trace);
+/* The last block's activations in the last hs_infer (on this context), summed over time: [HS_LAST_CHANNELS] (the
+ * embedding the head reads is sum * HS_LAST_SCALE / HS_LAST_LENGTH). An alert carries them, so the clinic can refit
+ * the head. */
 void hs_last_sums(int32_t *sums);
+void hs_last_sums_with(const hs_context_t *context, int32_t *sums);
 /* The head in use: its logit quantization, the real value of one trace step of a class (0 out of range), and its
  * version (0: the head the model was exported with). Alerts report the version. */
 float hs_logit_scale(void);
@@ -383,9 +397,7 @@ def _source(model: QuantizedModel, updates: bool, backbone_sha256: str) -> str:
     parts.append(f"""
 const char *const hs_class_names[HS_NUM_CLASSES] = {{{names}}};
 
-static int8_t hs_arena[HS_ARENA_BYTES];{_codebook_scratch(model)}
-static int32_t hs_sums[{last.channels}];
-static int16_t hs_coarse[{last.length}];
+static hs_context_t hs_own_context;  /* hs_infer's, hs_explain's and hs_last_sums' */
 
 void hs_quantize_input(const float *x, int8_t *q)
 {{
@@ -437,39 +449,54 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {{
+    return hs_infer_with(&hs_own_context, input, logits);
+}}
+
+void hs_explain(int class_index, int16_t *trace)
+{{
+    hs_explain_with(&hs_own_context, class_index, trace);
+}}
+
+void hs_last_sums(int32_t *sums)
+{{
+    hs_last_sums_with(&hs_own_context, sums);
+}}
+
+int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits)
+{{
 """)
     source, channels, length = "input", len(model.input_channels), model.window
     tensor_iter = iter(tensors)
     for i, conv in enumerate(model.convs):
         out = next(tensor_iter)
         out_channels = conv.weight.shape[0]
-        parts.append(f"    {_conv_call(i, conv, source, channels, length, f'hs_arena + {offsets[out.name]}')}\n")
-        source, channels = f"hs_arena + {offsets[out.name]}", out_channels
+        parts.append(f"    {_conv_call(i, conv, source, channels, length, f'context->arena + {offsets[out.name]}')}\n")
+        source, channels = f"context->arena + {offsets[out.name]}", out_channels
         if pools_in_kernel(conv):
             length //= 2
         elif conv.pool_after:
             pooled = next(tensor_iter)
-            parts.append(f"    hs_maxpool2({source}, {channels}, {length}, hs_arena + {offsets[pooled.name]});\n")
-            source, length = f"hs_arena + {offsets[pooled.name]}", length // 2
+            parts.append(f"    hs_maxpool2({source}, {channels}, {length}, context->arena + {offsets[pooled.name]});\n")
+            source, length = f"context->arena + {offsets[pooled.name]}", length // 2
     zero_point = model.last.output_zero_point
-    parts.append(f"""    hs_channel_sums({source}, {channels}, {length}, {zero_point}, hs_sums);
-    return hs_linear_from_sums(hs_sums, {channels}, {length}, hs_head.weight, hs_head.bias, hs_head.multiplier,
+    parts.append(f"""    hs_channel_sums({source}, {channels}, {length}, {zero_point}, context->sums);
+    return hs_linear_from_sums(context->sums, {channels}, {length}, hs_head.weight, hs_head.bias, hs_head.multiplier,
                                hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
 }}
 
-void hs_explain(int class_index, int16_t *trace)
+void hs_explain_with(hs_context_t *context, int class_index, int16_t *trace)
 {{
     if (class_index < 0 || class_index >= HS_NUM_CLASSES) {{
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }}
     hs_cam({source}, {channels}, {length}, {zero_point}, hs_head.weight + class_index * {channels},
-           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+           hs_head.trace_shift[class_index], context->coarse, HS_INPUT_LENGTH, trace);
 }}
 
-void hs_last_sums(int32_t *sums)
+void hs_last_sums_with(const hs_context_t *context, int32_t *sums)
 {{
-    memcpy(sums, hs_sums, sizeof(hs_sums));
+    memcpy(sums, context->sums, sizeof(context->sums));
 }}
 """)
     if updates:
@@ -477,11 +504,12 @@ void hs_last_sums(int32_t *sums)
     return "".join(parts)
 
 
-def _codebook_scratch(model: QuantizedModel) -> str:
+def _codebook_context(model: QuantizedModel) -> str:
+    """The kernel-codebook convolutions' scratch, as members of hs_context_t."""
     scratch, window = codebook_buffers(model)
     if not scratch:
         return ""
-    return f"\nstatic int32_t hs_codebook_scratch[{scratch}];\nstatic int16_t hs_codebook_window[{window}];"
+    return f"\n    int32_t codebook_scratch[{scratch}];\n    int16_t codebook_window[{window}];"
 
 
 def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: int, output: str) -> str:
@@ -499,7 +527,7 @@ def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: 
                 f"{requantization}, {pool}, {output});")
     if conv.kind == "codebook":
         return (f"hs_conv1d_codebook_relu({head}, conv{i}_codebook, {len(structure['codebook'])}, conv{i}_index, "
-                f"{codebook_bits(conv)}, {requantization}, {output}, hs_codebook_scratch, hs_codebook_window);")
+                f"{codebook_bits(conv)}, {requantization}, {output}, context->codebook_scratch, context->codebook_window);")
     return (f"hs_conv1d_unified_relu({head}, conv{i}_magnitude, conv{i}_signs, "
             f"{int(structure['axis'] == 'taps')}, {structure['size']}, {requantization}, {output});")
 

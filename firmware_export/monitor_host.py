@@ -50,7 +50,14 @@ class RPeakConfig(ctypes.Structure):
 
 class Config(ctypes.Structure):  # hs_monitor_config_t
     _fields_ = [("fs", ctypes.c_double), ("resampler", ResamplerConfig), ("bandpass", FilterConfig),
-                ("rpeak", RPeakConfig), ("model", ctypes.c_void_p), ("excerpt_s", ctypes.c_double)]
+                ("rpeak", RPeakConfig), ("model", ctypes.c_void_p), ("model_context", ctypes.c_void_p),
+                ("excerpt_s", ctypes.c_double)]
+
+
+class ModelApi(ctypes.Structure):  # hs_model_api_t, up to the size of the model's context
+    _fields_ = [("fs", ctypes.c_double), ("input_channels", ctypes.c_int), ("input_length", ctypes.c_int),
+                ("classes", ctypes.c_int), ("class_names", ctypes.c_void_p), ("embedding_length", ctypes.c_int),
+                ("last_length", ctypes.c_int), ("last_scale", ctypes.c_float), ("context_bytes", ctypes.c_size_t)]
 
 
 class QualityEventC(ctypes.Structure):
@@ -151,20 +158,31 @@ def monitor_config(library: ctypes.CDLL, fs: float, excerpt_s: float = EXCERPT_S
     zi = np.ascontiguousarray(t.bandpass_zi, np.float64)
     rpeak = RPeakConfig(float(ECG_FS), (ctypes.c_double * 3)(*t.qrs_b), (ctypes.c_double * 2)(*t.qrs_a),
                         (ctypes.c_double * 2)(*t.qrs_zi), t.qrs_delay)
+    context = model_context(library)
     config = Config(float(fs), ResamplerConfig(t.up, t.down, len(taps) if t.up != t.down else 0, taps.ctypes.data),
                     FilterConfig(len(sos), sos.ctypes.data, zi.ctypes.data), rpeak, model_api(library),
-                    float(excerpt_s))
-    config._keep = (taps, sos, zi)  # the C reads the tables: they live as long as the config
+                    ctypes.addressof(context), float(excerpt_s))
+    config._keep = (taps, sos, zi, context)  # the C reads them: they live as long as the config
     return config
 
 
+def model_context(library: ctypes.CDLL) -> ctypes.Array:
+    """Zeroed memory for one stream's model context (hs_model_api.context_bytes), 8-byte aligned."""
+    size = ModelApi.from_address(model_api(library)).context_bytes
+    return (ctypes.c_uint64 * ((size + 7) // 8))()
+
+
 def config_for(library: ctypes.CDLL, fs: float) -> Config:
-    """The configuration the library's own tables give for fs (hs_monitor_config_for), as a firmware gets it."""
+    """The configuration the library's own tables give for fs (hs_monitor_config_for), with a model context of its
+    own, as a firmware sets it up."""
     config = Config()
     status = library.hs_monitor_config_for(float(fs), ctypes.byref(config))
     if status != CODE["OK"]:
         raise HeartSightError(f"the device path's tables have no sensor rate {fs:g} Hz (hs_monitor_config_for returned "
                               f"{status}); export with --sensor-fs {fs:g}")
+    context = model_context(library)  # the firmware's own hs_context_t
+    config.model_context = ctypes.addressof(context)
+    config._keep = (context,)
     return config
 
 

@@ -11,6 +11,8 @@ import ctypes
 import itertools
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -186,6 +188,29 @@ def test_equals_the_python_monitor_on_mitdb(lib, one_thread, monkeypatch, record
         assert seen["alerts"] >= 10
 
 
+def test_two_streams_run_at_once_on_one_model_library_each_with_its_own_context(lib):
+    """Two monitors in two threads at the same time on the same model library (ctypes lets go of the GIL in C): each
+    infers on its own model context (config.model_context), so each gives what it gives alone. With the library's one
+    static arena, as before, their inferences overwrote each other's activations."""
+    signals = [synthetic.synthetic_ecg(60, 360.0, heart_rate=70, ectopic={"V": 0.2}, seed=1).signal,
+               synthetic.synthetic_ecg(60, 360.0, heart_rate=95, ectopic={"S": 0.2}, seed=2).signal]
+    signals = [x.astype(np.float32) for x in signals]
+
+    def run(x: np.ndarray, start: threading.Barrier | None = None) -> list:
+        monitor = CMonitor(lib, 360.0)
+        if start is not None:
+            start.wait()
+        return [e for chunk in chunks_of(x) for e in monitor.feed(chunk)] + monitor.finish()
+
+    alone = [run(x) for x in signals]
+    start = threading.Barrier(2)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(run, signals, [start, start]))
+    for got, expected in zip(together, alone):
+        assert sum(kind == "beat" for kind, _ in got) > 60 and kinds(got) == kinds(expected)
+        assert [str(event) for event in got] == [str(event) for event in expected]
+
+
 def test_equals_the_python_monitor_through_a_dropout(lib, one_thread, monkeypatch):
     """tests/test_monitor.py's synthetic ECG with a 1 s NaN dropout: the two quality events, the gated beats, the same
     for chunks of 1 sample (every call's rounding in the detector) and of 360."""
@@ -314,9 +339,10 @@ def test_configurations_are_checked(lib):
     config = monitor_config(lib, 360.0)
     config.rpeak.fs = 360.0  # the detector runs at the model rate
     assert lib.hs_monitor_init(state, ctypes.byref(config)) == CODE["ERR_CONFIG"]
-    config = monitor_config(lib, 360.0)
-    config.model = None
-    assert lib.hs_monitor_init(state, ctypes.byref(config)) == CODE["ERR_NULL"]
+    for field in ("model", "model_context"):
+        config = monitor_config(lib, 360.0)
+        setattr(config, field, None)
+        assert lib.hs_monitor_init(state, ctypes.byref(config)) == CODE["ERR_NULL"], field
     # a failed init leaves a state nothing accepts
     assert lib.hs_monitor_feed(state, None, 0, ON_EVENT(lambda *_: None), None) == CODE["ERR_STATE"]
     assert lib.hs_monitor_finish(state, ON_EVENT(lambda *_: None), None) == CODE["ERR_STATE"]

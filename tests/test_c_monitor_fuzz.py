@@ -21,10 +21,12 @@ DRIVER = r"""
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "heartsight_model.h"
 #include "hs_monitor.h"
 
 
 static hs_monitor_t monitor;
+static hs_context_t model_context;
 static float samples[2 * HS_MONITOR_MAX_CHUNK + 8];
 static int16_t counts[2 * HS_MONITOR_MAX_CHUNK + 8];
 static unsigned long events;
@@ -78,6 +80,7 @@ int main(int argc, char **argv)
                 round == 0) { printf("feed before init accepted\n"); return 1; }
             continue;
         }
+        config.model_context = &model_context;
         if ((next() % 10u) == 0u) config.excerpt_s = (next() & 1u) ? -1.0 : 100.0;  /* a bad excerpt_s */
         status = hs_monitor_init(&monitor, &config);
         if (status != HS_MONITOR_OK) {

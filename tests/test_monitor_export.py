@@ -61,6 +61,7 @@ def program(prefixes: list[str]) -> str:
         parts.append(f"""
 int {p}monitor_config_for(double fs, {p}monitor_config_t *config);  /* {p}monitor_tables.c */
 static {p}monitor_t {p}state;
+static {p}context_t {p}model_context;
 static unsigned long {p}counts[3];
 static void {p}on_event(const {p}monitor_event_t *event, void *user)
 {{
@@ -87,6 +88,7 @@ int main(int argc, char **argv)
         uint32_t overflows = 0;
         if (argc < 2 || (file = fopen(argv[1], "rb")) == NULL) return 2;
         if ({p}monitor_config_for(360.0, &config) != {P}MONITOR_OK) return 3;
+        config.model_context = &{p}model_context;
         if ({p}monitor_init(&{p}state, &config) != {P}MONITOR_OK) return 4;
         while ((n = fread(chunk, sizeof(float), 360, file)) > 0) {{
             int status = {p}monitor_feed(&{p}state, chunk, (int)n, {p}on_event, NULL);

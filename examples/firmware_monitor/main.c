@@ -46,6 +46,7 @@ typedef struct {
 } queued_alert_t;
 
 static hs_monitor_t monitor;         /* the whole state of the path (hs_monitor.h: ~124 KB at 360 Hz) */
+static hs_context_t model_context;   /* the model's activations for this stream */
 static float chunk[HS_MONITOR_MAX_CHUNK];
 static queued_event_t queued[MAX_QUEUED];
 static queued_alert_t queued_alerts[MAX_QUEUED_ALERTS];
@@ -393,6 +394,7 @@ int main(void)
     if (status != HS_MONITOR_OK) {
         return fail("hs_monitor_config_for: no tables for this rate", status);
     }
+    config.model_context = &model_context;
     status = hs_monitor_init(&monitor, &config);
     if (status != HS_MONITOR_OK || hs_monitor_max_chunk(&monitor, &max_chunk) != HS_MONITOR_OK) {
         return fail("hs_monitor_init", status);

@@ -8,6 +8,7 @@
 #ifndef SIZE_BASELINE
 
 static hs_monitor_t monitor;
+static hs_context_t model_context;
 static float chunk[HS_MONITOR_MAX_CHUNK];
 static volatile int events;
 static volatile float input;  /* keeps the compiler from assuming anything about the samples */
@@ -24,8 +25,11 @@ int main(void)
 #ifndef SIZE_BASELINE
     hs_monitor_config_t config;
     int i, max_chunk = 0;
-    if (hs_monitor_config_for((double)HS_MONITOR_MAX_FS, &config) != HS_MONITOR_OK
-        || hs_monitor_init(&monitor, &config) != HS_MONITOR_OK
+    if (hs_monitor_config_for((double)HS_MONITOR_MAX_FS, &config) != HS_MONITOR_OK) {
+        return 1;
+    }
+    config.model_context = &model_context;
+    if (hs_monitor_init(&monitor, &config) != HS_MONITOR_OK
         || hs_monitor_max_chunk(&monitor, &max_chunk) != HS_MONITOR_OK) {
         return 1;
     }

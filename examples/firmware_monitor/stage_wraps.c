@@ -3,7 +3,7 @@
  * to __wrap_NAME (ld --wrap=NAME, see the Makefile), which switches the stage counter around __real_NAME.
  *
  * A stage is charged from the monitor's call to its return. Only calls made from the monitor's own code (the glue)
- * switch: a part calling another would keep its stage (none does today). hs_explain does not switch back: the
+ * switch: a part calling another would keep its stage (none does today). hs_explain_with does not switch back: the
  * explainer stage runs on through the monitor's softmax and its interpolation of the trace to the sensor rate, up to
  * the beat's event (the callback switches to the harness, then back to the glue). The softmax, 4 exp() and a
  * division, is a small part of that stage.
@@ -84,8 +84,9 @@ WRAP(HS_STAGE_WINDOWS, int, hs_channels_beat_window, (const hs_channels_t *s, in
 
 /* the model */
 WRAP_VOID(HS_STAGE_MODEL, hs_quantize_input, (const float *x, int8_t *q), (x, q))
-WRAP(HS_STAGE_MODEL, int, hs_infer, (const int8_t *input, int8_t *logits), (input, logits))
-WRAP_VOID(HS_STAGE_MODEL, hs_last_sums, (int32_t *sums), (sums))
+WRAP(HS_STAGE_MODEL, int, hs_infer_with, (hs_context_t *context, const int8_t *input, int8_t *logits),
+     (context, input, logits))
+WRAP_VOID(HS_STAGE_MODEL, hs_last_sums_with, (const hs_context_t *context, int32_t *sums), (context, sums))
 
 /* the policy */
 WRAP(HS_STAGE_POLICY, int, hs_policy_beat, (hs_policy_t *p, const hs_policy_finding_t *f, hs_policy_alert_t *a,
@@ -96,10 +97,10 @@ WRAP(HS_STAGE_POLICY, int, hs_policy_finish, (hs_policy_t *p, hs_policy_alert_t 
      (p, a, capacity, raised))
 
 /* the explainer: switched to, not back (see the top) */
-void __real_hs_explain(int class_index, int16_t *trace);
-void __wrap_hs_explain(int class_index, int16_t *trace);
-void __wrap_hs_explain(int class_index, int16_t *trace)
+void __real_hs_explain_with(hs_context_t *context, int class_index, int16_t *trace);
+void __wrap_hs_explain_with(hs_context_t *context, int class_index, int16_t *trace);
+void __wrap_hs_explain_with(hs_context_t *context, int class_index, int16_t *trace)
 {
     (void)enter(HS_STAGE_EXPLAINER);
-    __real_hs_explain(class_index, trace);
+    __real_hs_explain_with(context, class_index, trace);
 }

@@ -200,7 +200,7 @@ int hs_monitor_init(hs_monitor_t *m, const hs_monitor_config_t *config)
     hs_policy_config_t policy;
     int block;
     int status;
-    if (m == NULL || config == NULL || config->model == NULL) {
+    if (m == NULL || config == NULL || config->model == NULL || config->model_context == NULL) {
         return HS_MONITOR_ERR_NULL;
     }
     m->magic = 0;  /* a failed init leaves a state no call accepts */
@@ -247,6 +247,7 @@ int hs_monitor_init(hs_monitor_t *m, const hs_monitor_config_t *config)
         return HS_MONITOR_ERR_CONFIG;
     }
     m->model = api;
+    m->model_context = config->model_context;
     m->fs = config->fs;
     m->model_fs = api->fs;
     m->window = api->input_length;
@@ -429,7 +430,7 @@ static void run_model(hs_monitor_t *m, int *label, double *p, int *has_embedding
     int best = 0, c, i;
     int32_t j, r;
     api->quantize_input(m->scratch.input, m->quantized);
-    (void)api->infer(m->quantized, m->logits);
+    (void)api->infer(m->model_context, m->quantized, m->logits);
     for (c = 1; c < m->classes; c++) {
         if (m->logits[c] > m->logits[best]) {
             best = c;
@@ -437,12 +438,12 @@ static void run_model(hs_monitor_t *m, int *label, double *p, int *has_embedding
     }
     *has_embedding = best != m->normal_class && api->embedding_length > 0;
     if (*has_embedding) {
-        api->last_sums(m->sums);
+        api->last_sums(m->model_context, m->sums);
         for (i = 0; i < api->embedding_length; i++) {
             m->embedding[i] = (double)m->sums[i] * (double)api->last_scale / (double)api->last_length;
         }
     }
-    api->explain(best, m->model_trace);
+    api->explain(m->model_context, best, m->model_trace);
     zero_point = (double)api->logit_zero_point();
     scale = (double)api->logit_scale();
     top = ((double)m->logits[best] - zero_point) * scale;

@@ -6,8 +6,8 @@
  *   a window the gate passes -> the model (hs_model_api_t): label, probability, trace, embedding;
  *   beats and quality problems -> hs_policy -> alerts, with their excerpts and beat marks.
  *
- * Use: fill an hs_monitor_config_t (the sensor rate, the tables the exporter writes for it, the model's functions),
- * hs_monitor_init, then hs_monitor_feed (or hs_monitor_feed_int16) every chunk as it arrives and hs_monitor_finish at
+ * Use: fill an hs_monitor_config_t (the sensor rate, the tables the exporter writes for it, the model's functions and
+ * the stream's own model context), hs_monitor_init, then hs_monitor_feed (or hs_monitor_feed_int16) every chunk as it arrives and hs_monitor_finish at
  * the end of the signal. Events come through the caller's callback, in the order the Python Monitor returns them:
  * a chunk's quality events (each followed by its alert, if any), then its beats (each followed by its alerts).
  * Everything an event points to (trace, excerpt, embedding, beat marks) lives in the monitor's state and is valid only
@@ -18,7 +18,8 @@
  * chunks are the Python Monitor's chunks. Probabilities, traces and embeddings agree to about 1e-7 (relative): the
  * generated library gives its scales as float, where Python multiplies by the same scales in float64.
  *
- * Memory: all state lives in the caller's hs_monitor_t (no allocation, no static state); its size is fixed by the
+ * Memory: all state lives in the caller's hs_monitor_t and model context (no allocation, no static state); the state's
+ * size is fixed by the
  * maxima below: 147,944 bytes with the defaults (sensor rates up to 500 Hz), 124,424 bytes built with
  * -DHS_MONITOR_MAX_FS=360 (hs_monitor_state_size() says it). At 360 Hz: the ventricular-run excerpt 34.6 KB (signal
  * and trace), the raw signal kept 24.5 KB, the model's window 12.3 KB (its trace at the sensor rate shares it) and
@@ -121,10 +122,12 @@ typedef struct {
     int embedding_length;             /* HS_LAST_CHANNELS (at most HS_MONITOR_MAX_EMBEDDING); 0: no embeddings */
     int last_length;                  /* HS_LAST_LENGTH: embedding = sum * last_scale / last_length */
     float last_scale;                 /* HS_LAST_SCALE */
+    size_t context_bytes;             /* sizeof(hs_context_t): one stream's working memory for the model */
     void (*quantize_input)(const float *x, int8_t *q);     /* hs_quantize_input */
-    int (*infer)(const int8_t *input, int8_t *logits);     /* hs_infer */
-    void (*explain)(int class_index, int16_t *trace);      /* hs_explain */
-    void (*last_sums)(int32_t *sums);                      /* hs_last_sums; NULL when embedding_length is 0 */
+    /* hs_infer_with, hs_explain_with and hs_last_sums_with on the stream's context (hs_monitor_config_t.model_context) */
+    int (*infer)(void *context, const int8_t *input, int8_t *logits);
+    void (*explain)(void *context, int class_index, int16_t *trace);
+    void (*last_sums)(const void *context, int32_t *sums);  /* NULL when embedding_length is 0 */
     float (*logit_scale)(void);                            /* hs_logit_scale */
     int32_t (*logit_zero_point)(void);                     /* hs_logit_zero_point */
     float (*trace_scale)(int class_index);                 /* hs_trace_scale */
@@ -139,6 +142,10 @@ typedef struct {
     hs_filter_config_t bandpass;          /* preprocess.ecg_bandpass at the model rate */
     hs_rpeak_config_t rpeak;              /* RPeakDetector at the model rate */
     const hs_model_api_t *model;
+    void *model_context;                  /* the model's working memory for this stream, model->context_bytes bytes
+                                           * owned by the caller (a static hs_context_t of the export): activations
+                                           * and explainer scratch. Two monitors running at the same time need two;
+                                           * hs_monitor_config_for leaves it NULL for the caller to set. */
     double excerpt_s;                     /* signal each side of a beat in beat alerts, and before a quality problem
                                            * in its alert: (0, half the model window]; the Monitor's default is 3 */
 } hs_monitor_config_t;
@@ -201,6 +208,7 @@ typedef struct {
     int32_t broken;               /* a part failed: HS_MONITOR_ERR_INTERNAL until the next init */
     int32_t finished;
     const hs_model_api_t *model;
+    void *model_context;
     /* configuration */
     double fs;
     double model_fs;

@@ -31,17 +31,31 @@
 /* Class names in output order. */
 extern const char *const hs_class_names[HS_NUM_CLASSES];
 
+/* What an inference leaves for hs_explain and hs_last_sums: the activations (the arena), the pooled sums and the
+ * explainer's scratch. hs_infer, hs_explain and hs_last_sums use the library's own; the _with functions use the
+ * caller's (sizeof(hs_context_t) bytes, any alignment of the type), so that several streams can run on one library,
+ * each with its context, in memory the caller owns. */
+typedef struct {
+    int8_t arena[HS_ARENA_BYTES];
+    int32_t sums[HS_LAST_CHANNELS];
+    int16_t coarse[HS_LAST_LENGTH];
+} hs_context_t;
+
 /* x: [HS_INPUT_CHANNELS][HS_INPUT_LENGTH] preprocessed floats -> q: int8 (the only function using float). */
 void hs_quantize_input(const float *x, int8_t *q);
 /* Runs the model; logits: [HS_NUM_CLASSES] int8 (real = (q - hs_logit_zero_point()) * hs_logit_scale()).
  * Returns the arg-max class. */
 int hs_infer(const int8_t *input, int8_t *logits);
-/* The saliency trace of class_index for the input of the last hs_infer: [HS_INPUT_LENGTH] int16 >= 0
- * (real = value * hs_trace_scale(class_index)). An out-of-range class gives an all-zero trace. */
+int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits);
+/* The saliency trace of class_index for the input of the last hs_infer (on this context): [HS_INPUT_LENGTH] int16
+ * >= 0 (real = value * hs_trace_scale(class_index)). An out-of-range class gives an all-zero trace. */
 void hs_explain(int class_index, int16_t *trace);
-/* The last block's activations in the last hs_infer, summed over time: [HS_LAST_CHANNELS] (the embedding the head
- * reads is sum * HS_LAST_SCALE / HS_LAST_LENGTH). An alert carries them, so the clinic can refit the head. */
+void hs_explain_with(hs_context_t *context, int class_index, int16_t *trace);
+/* The last block's activations in the last hs_infer (on this context), summed over time: [HS_LAST_CHANNELS] (the
+ * embedding the head reads is sum * HS_LAST_SCALE / HS_LAST_LENGTH). An alert carries them, so the clinic can refit
+ * the head. */
 void hs_last_sums(int32_t *sums);
+void hs_last_sums_with(const hs_context_t *context, int32_t *sums);
 /* The head in use: its logit quantization, the real value of one trace step of a class (0 out of range), and its
  * version (0: the head the model was exported with). Alerts report the version. */
 float hs_logit_scale(void);

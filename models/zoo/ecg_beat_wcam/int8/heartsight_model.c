@@ -774,9 +774,7 @@ static hs_head_t hs_head = {
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"N", "S", "V", "F"};
 
-static int8_t hs_arena[HS_ARENA_BYTES];
-static int32_t hs_sums[32];
-static int16_t hs_coarse[48];
+static hs_context_t hs_own_context;  /* hs_infer's, hs_explain's and hs_last_sums' */
 
 void hs_quantize_input(const float *x, int8_t *q)
 {
@@ -828,29 +826,44 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {
-    hs_conv1d_relu(input, 4, 768, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, 1, hs_arena + 0);
-    hs_conv1d_relu(hs_arena + 0, 8, 384, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, 1, hs_arena + 3072);
-    hs_conv1d_relu(hs_arena + 3072, 16, 192, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, 1, hs_arena + 0);
-    hs_conv1d_relu(hs_arena + 0, 16, 96, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, 1, hs_arena + 4992);
-    hs_conv1d_relu(hs_arena + 4992, 24, 48, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, 0, hs_arena + 0);
-    hs_channel_sums(hs_arena + 0, 32, 48, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 48, hs_head.weight, hs_head.bias, hs_head.multiplier,
-                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
+    return hs_infer_with(&hs_own_context, input, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
+{
+    hs_explain_with(&hs_own_context, class_index, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    hs_last_sums_with(&hs_own_context, sums);
+}
+
+int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits)
+{
+    hs_conv1d_relu(input, 4, 768, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, 1, context->arena + 0);
+    hs_conv1d_relu(context->arena + 0, 8, 384, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, 1, context->arena + 3072);
+    hs_conv1d_relu(context->arena + 3072, 16, 192, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, 1, context->arena + 0);
+    hs_conv1d_relu(context->arena + 0, 16, 96, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, 1, context->arena + 4992);
+    hs_conv1d_relu(context->arena + 4992, 24, 48, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, 0, context->arena + 0);
+    hs_channel_sums(context->arena + 0, 32, 48, -128, context->sums);
+    return hs_linear_from_sums(context->sums, 32, 48, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
+}
+
+void hs_explain_with(hs_context_t *context, int class_index, int16_t *trace)
 {
     if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 48, -128, hs_head.weight + class_index * 32,
-           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(context->arena + 0, 32, 48, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], context->coarse, HS_INPUT_LENGTH, trace);
 }
 
-void hs_last_sums(int32_t *sums)
+void hs_last_sums_with(const hs_context_t *context, int32_t *sums)
 {
-    memcpy(sums, hs_sums, sizeof(hs_sums));
+    memcpy(sums, context->sums, sizeof(context->sums));
 }
 
 static const uint8_t hs_backbone_sha256[32] = {0x7a, 0x69, 0xee, 0x51, 0xa1, 0x5b, 0xb0, 0x23, 0x04, 0x8c, 0xfe, 0xd4, 0x99, 0x85, 0x2f, 0x79, 0xef, 0x24, 0x94, 0x7b, 0x1c, 0x8d, 0xe2, 0x3b, 0x58, 0x4f, 0x11, 0xcc, 0x63, 0xa9, 0x62, 0x37};
