@@ -393,7 +393,6 @@ def _source(model: QuantizedModel, updates: bool, backbone_sha256: str) -> str:
                   _array("int8_t", f"conv{i}_shift", conv.shift)]
     parts.append(_head_state(model, updates))
     names = ", ".join(_c_string(c) for c in model.classes)
-    last = tensors[-1]
     parts.append(f"""
 const char *const hs_class_names[HS_NUM_CLASSES] = {{{names}}};
 
