@@ -768,23 +768,28 @@ static int check_feed(const hs_monitor_t *m, const void *samples, int n)
 static int feed(hs_monitor_t *m, const float *x, int n, hs_monitor_on_event_t on_event, void *user)
 {
     int held = 0, i, done = 0, taken = 0, n_events = 0, n_out = 0, status;
+    float *kept;
     if (n == 0) {
         return HS_MONITOR_OK;
     }
-    /* _hold_last_finite: no filter state is poisoned by a dropout (the gate flags it; nothing over it is classified) */
+    /* a sample out of range is a dropout (m->chunk: the samples as the gate reads them); _hold_last_finite: the kept
+     * signal holds dropouts at the last finite value, so that no filter state is poisoned by them (the gate flags
+     * them; nothing over them is classified) */
+    kept = kept_extend(&m->raw_kept, m->raw, HS_MONITOR_RAW_CAPACITY, n);
     for (i = 0; i < n; i++) {
-        if (isfinite(x[i])) {
-            m->last_finite = x[i];
+        const float value = x[i];
+        if (isfinite(value) && fabsf(value) <= HS_MONITOR_MAX_ABS_MV) {
+            m->last_finite = value;
+            m->chunk[i] = value;
         } else {
             held = 1;
+            m->chunk[i] = NAN;
         }
-        m->chunk[i] = m->last_finite;
+        kept[i] = m->last_finite;
     }
-    memcpy(kept_extend(&m->raw_kept, m->raw, HS_MONITOR_RAW_CAPACITY, n), m->chunk, (size_t)n * sizeof(float));
     m->n_in += n;
-    /* the gate reads the samples as they came, dropouts included */
     do {
-        status = hs_quality_process(&m->quality, x + done, n - done,
+        status = hs_quality_process(&m->quality, m->chunk + done, n - done,
                                     m->quality_events, HS_QUALITY_MAX_PENDING, &n_events, &taken);
         if (status != HS_QUALITY_OK && status != HS_QUALITY_OUTPUT_FULL) {
             return internal_error(m);
@@ -794,7 +799,7 @@ static int feed(hs_monitor_t *m, const float *x, int n, hs_monitor_on_event_t on
             return HS_MONITOR_ERR_INTERNAL;
         }
     } while (status == HS_QUALITY_OUTPUT_FULL);
-    if (hs_resampler_process(&m->resampler, m->chunk, n, m->resampled, HS_RPEAK_MAX_CHUNK, &n_out) != HS_DSP_OK) {
+    if (hs_resampler_process(&m->resampler, kept, n, m->resampled, HS_RPEAK_MAX_CHUNK, &n_out) != HS_DSP_OK) {
         return internal_error(m);
     }
     status = analyse(m, n_out, on_event, user);
@@ -806,14 +811,9 @@ static int feed(hs_monitor_t *m, const float *x, int n, hs_monitor_on_event_t on
 
 int hs_monitor_feed(hs_monitor_t *m, const float *samples, int n, hs_monitor_on_event_t on_event, void *user)
 {
-    int status = check_feed(m, samples, n), i;
+    int status = check_feed(m, samples, n);
     if (status != HS_MONITOR_OK) {
         return status;
-    }
-    for (i = 0; i < n; i++) {
-        if (isfinite(samples[i]) && fabsf(samples[i]) > HS_MONITOR_MAX_ABS_MV) {
-            return HS_MONITOR_ERR_RANGE;
-        }
     }
     return feed(m, samples, n, on_event, user);
 }

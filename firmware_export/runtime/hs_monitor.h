@@ -39,15 +39,16 @@
 #include "hs_rpeak.h"
 
 #define HS_MONITOR_OK 0
-#define HS_MONITOR_HELD 1                 /* not an error: the chunk held NaN or infinite samples, which were held at
-                                           * the last finite value; the gate reports them as a "nan" problem */
+#define HS_MONITOR_HELD 1                 /* not an error: the chunk held NaN, infinite or out-of-range samples (beyond
+                                           * +-HS_MONITOR_MAX_ABS_MV), which were held at the last finite value; the
+                                           * gate reports them as a "nan" problem */
 #define HS_MONITOR_ERR_NULL (-1)          /* a pointer the call needs is NULL */
 #define HS_MONITOR_ERR_CONFIG (-2)        /* a table, a model or excerpt_s that is not what the Python Monitor has */
 #define HS_MONITOR_ERR_UNSUPPORTED (-3)   /* a sensor rate below 80 Hz (the ECG band) or above HS_MONITOR_MAX_FS, or
                                            * a model larger than this build holds */
 #define HS_MONITOR_ERR_LENGTH (-4)        /* a negative chunk, or one longer than hs_monitor_max_chunk */
-#define HS_MONITOR_ERR_RANGE (-5)         /* a finite sample beyond +-HS_MONITOR_MAX_ABS_MV, or a gain that is not
-                                           * finite, positive and at most HS_MONITOR_MAX_ABS_MV / 32768 */
+#define HS_MONITOR_ERR_RANGE (-5)         /* a gain that is not finite, positive and at most
+                                           * HS_MONITOR_MAX_ABS_MV / 32768 */
 #define HS_MONITOR_ERR_FINISHED (-6)      /* samples after hs_monitor_finish: the signal has ended */
 #define HS_MONITOR_ERR_STATE (-7)         /* a state no init has accepted */
 #define HS_MONITOR_ERR_BUILD (-8)         /* a part compiled with other sizes than this file (a -D flag not given to
@@ -76,7 +77,8 @@
  * chunk by chunk (tests/test_c_rpeak.py), so only the Python Monitor's own chunks give its exact beats; a caller with
  * a longer buffer feeds it in pieces of at most that, and the Python Monitor fed the same pieces agrees. */
 #define HS_MONITOR_MAX_CHUNK HS_MONITOR_MAX_FS
-#define HS_MONITOR_MAX_ABS_MV 1.0e6f      /* far past any ECG (the gate calls 10 mV noise): a wrong unit or garbage */
+#define HS_MONITOR_MAX_ABS_MV 1.0e6f      /* far past any ECG (the gate calls 10 mV noise): a wrong unit or garbage,
+                                           * taken as a dropout (monitor.MAX_ABS_MV) */
 /* Signal held back: the beats wait for the settled signal 3 s past them and for the R-peak detector, which after
  * long pauses may take several seconds to settle. The Python Monitor keeps ~7 s of filtered signal and 8 s of raw
  * signal on MIT-BIH; past HS_MONITOR_KEPT_S the oldest is dropped, counted in hs_monitor_overflows, and a beat whose

@@ -49,6 +49,9 @@ from sdk.errors import HeartSightError
 
 REACH = int(4 * preprocess.BUMP_SIGMA)  # a beat's rhythm-track bump reaches this far: a window needs the beats
 # this far past its end
+# A sample beyond this (mV) is no heartbeat but a wrong unit or garbage: it is taken as a dropout, as NaN is (held
+# at the last finite value, reported by the quality gate), so that no filter or statistic sees it (hs_monitor.c too).
+MAX_ABS_MV = 1.0e6
 RAW_MARGIN_S = 5.0  # raw signal kept beyond excerpt_s for signal-quality alerts, which come up to ~3 s late
 # Classified beats remembered for alerts' beat marks: the model's task forgets beats its windows no longer read, but
 # an isolated V alert is raised a beat later and a run's at its end (at most SUSTAINED_RUN_S plus its excerpts).
@@ -238,6 +241,7 @@ class Monitor:
         x = self._checked(chunk)
         if not len(x):
             return []
+        x = np.where(np.abs(x) > np.float32(MAX_ABS_MV), np.float32(np.nan), x)
         clean = self._hold_last_finite(x)
         self._raw.append(clean)
         self._n_in += len(x)
