@@ -16,13 +16,14 @@ import numpy as np
 
 from firmware_export import reference
 from firmware_export.artifact import check_writable, load_artifact, write_artifact
-from firmware_export.codegen import format_report, static_report
+from firmware_export.codegen import check_kernels, format_report, static_report, write_c_library
 from firmware_export.head_update import TASKS as HEAD_UPDATE_TASKS
 from firmware_export.quantize import CALIBRATIONS, QuantizedModel, quantize_model
 from models.registry import load_fold, load_model
 from sdk.data.datasets import CALIBRATION_WINDOWS, calibration_description, sample_windows
 from sdk.errors import HeartSightError
 
+CMSIS_NN_SUBDIRECTORY = "cmsis_nn"  # where --kernels cmsis-nn writes the C library on CMSIS-NN
 TEST_WINDOWS = 256  # held-out windows the ONNX graphs are checked on at export
 
 
@@ -31,11 +32,13 @@ class DoesNotFit(HeartSightError):
 
 
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None, calibration: str = "minmax",
-           max_flash: int | None = None, max_ram: int | None = None, head_updates: bool = True) -> dict:
+           max_flash: int | None = None, max_ram: int | None = None, head_updates: bool = True,
+           kernels: str = "portable") -> dict:
     """Quantize once and write the int8 artifact (firmware_export.artifact) to out_dir; returns its report.
 
     head_updates: a beat or rhythm model's library can replace its head at run time (hs_set_head), for ~2.2 KB of
-    code and its head in RAM; without, the head is const in flash.
+    code and its head in RAM; without, the head is const in flash. kernels "cmsis-nn": also out_dir/cmsis_nn, the
+    same library with its layers on Arm's CMSIS-NN (the portable one stays: the host runs and scores it).
 
     Refuses (DoesNotFit) an export over the flash or RAM budget before writing anything. A cross-validated
     model's fold models are exported beside it (out_dir/folds), quantized with the same calibration windows.
@@ -49,6 +52,7 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
     source = calibration_description(spec)
     quantized = quantize_model(zoo, calibration_x, calibration, source)
     head_updates = head_updates and spec.task in HEAD_UPDATE_TASKS
+    check_kernels(quantized, kernels)  # before anything is written
     report = static_report(quantized, head_updates)
     over = [f"{what} {report[key]:,} bytes > {limit:,}" for what, key, limit in
             (("flash", "flash_bytes", max_flash), ("RAM", "ram_bytes", max_ram)) if limit is not None and report[key] > limit]
@@ -59,6 +63,9 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, data_root=None,
                          + format_report(report))
     test_x = sample_windows(spec, "test", data_root, TEST_WINDOWS)
     report = write_artifact(zoo, quantized, out_dir, test_x, head_updates=head_updates)
+    if kernels == "cmsis-nn":
+        write_c_library(quantized, Path(out_dir) / CMSIS_NN_SUBDIRECTORY, head_updates, report["int8_sha256"],
+                        kernels=kernels)
     for k in range(len(zoo.card.get("folds", []))):
         fold_zoo = load_fold(zoo, k)
         write_artifact(fold_zoo, quantize_model(fold_zoo, calibration_x, calibration, source),
@@ -107,6 +114,15 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
                           "bss": target["bss"], **instruction_counts(target["per_vector"], report["macs"])}
         if "head" in target:
             result["qemu"]["head"] = target["head"]
+        if (model_dir / CMSIS_NN_SUBDIRECTORY).is_dir():  # the same model on CMSIS-NN's kernels, its head too
+            with tempfile.TemporaryDirectory() as work:
+                target = run_on_qemu((model_dir / CMSIS_NN_SUBDIRECTORY).resolve(), expected_input, logits, traces,
+                                     Path(work) / "firmware", head=head)
+            result["qemu_cmsis_nn"] = {"n": target["n"], "exact": target["exact"], "text": target["text"],
+                                       "data": target["data"], "bss": target["bss"],
+                                       **instruction_counts(target["per_vector"], report["macs"])}
+            if "head" in target:
+                result["qemu_cmsis_nn"]["head"] = target["head"]
     return result
 
 

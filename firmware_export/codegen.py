@@ -16,11 +16,15 @@ import numpy as np
 from firmware_export.head_update import backbone_sha256
 from firmware_export.quantize import QuantizedConv, QuantizedModel
 from models.structured import weight_blocks
+from sdk.errors import HeartSightError
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("hs_kernels.h", "hs_kernels.c", "hs_head.h", "hs_head.c", "hs_sha256.h", "hs_sha256.c")
 C_FILES = ("heartsight_model.h", "heartsight_model.c", *RUNTIME_FILES)  # what a firmware build compiles
 C_SOURCES = tuple(name for name in C_FILES if name.endswith(".c"))
+# `--kernels cmsis-nn`: the convolutions and max-pooling on Arm's CMSIS-NN (runtime/hs_cmsis.c), with these files too.
+KERNELS = ("portable", "cmsis-nn")
+CMSIS_FILES = ("hs_cmsis.h", "hs_cmsis.c")
 # Measured with arm-none-eabi-gcc 12.2 -O2 -mcpu=cortex-m4 -mthumb (the reference firmware's flags, which link only
 # the functions used): the kernels but the convolutions (~0.8 KB) and the generated hs_infer/hs_explain/
 # hs_quantize_input (~0.7 KB); `verify-firmware --qemu` reports the exact image sizes.
@@ -79,6 +83,50 @@ def activation_tensors(model: QuantizedModel) -> list[Tensor]:
     last = tensors[-1]
     tensors[-1] = Tensor(last.name, last.channels, last.length, last.produced, layer + 1)  # read by sums and hs_explain
     return tensors
+
+
+def cmsis_tensors(model: QuantizedModel) -> list[Tensor]:
+    """The arena's tensors for CMSIS-NN, channels-last: the input transposed, each conv output and its pooled copy,
+    then the last block transposed back to channel-major for the sums and the explainer (HeartSight's)."""
+    tensors, layer, length = [Tensor("input_channels_last", len(model.input_channels), model.window, 0, 1)], 1, \
+        model.window
+    for i, conv in enumerate(model.convs):
+        channels = conv.weight.shape[0]
+        tensors.append(Tensor(f"block{i}", channels, length, layer, layer + 1))
+        layer += 1
+        if conv.pool_after:
+            length //= 2
+            tensors.append(Tensor(f"block{i}_pooled", channels, length, layer, layer + 1))
+            layer += 1
+    tensors.append(Tensor("last_channel_major", tensors[-1].channels, length, layer, layer + 2))
+    return tensors
+
+
+def cmsis_buffer_bytes(model: QuantizedModel) -> int:
+    """The scratch arm_convolve_wrapper_s8 asks for, the most over the layers, for Cortex-M with the DSP extension
+    (2 im2col columns of int16) or with MVE (4 columns of int8 in 16-byte lanes, or the 1xN kernel's padded row);
+    hs_cmsis_conv1d_relu checks it against CMSIS-NN's own arm_convolve_wrapper_s8_get_buffer_size at run time."""
+    sizes = []
+    for conv in model.convs:
+        out_channels, in_channels, kernel = conv.weight.shape
+        columns = kernel * in_channels
+        sizes += [2 * (columns + (-columns) % 4) * 2, 4 * ((columns + 15) // 16) * 16,
+                  (kernel + kernel // 2) * in_channels]
+    return max(sizes)
+
+
+def check_kernels(model: QuantizedModel, kernels: str) -> None:
+    """Refuse, before anything is written, a kernel backend that cannot run this model exactly."""
+    if kernels not in KERNELS:
+        raise HeartSightError(f"unknown --kernels {kernels!r}: choose one of {', '.join(KERNELS)}")
+    if kernels == "cmsis-nn":
+        for i, conv in enumerate(model.convs):
+            if conv.kind != "dense":
+                raise HeartSightError(f"--kernels cmsis-nn runs dense convolutions only, and conv {i} is {conv.kind}: "
+                                      "export this model with the portable kernels (--kernels portable)")
+            if (np.asarray(conv.shift) > 0).any():
+                raise HeartSightError(f"conv {i} has a requantization multiplier above 1, which CMSIS-NN shifts "
+                                      "without saturating: export it with the portable kernels (--kernels portable)")
 
 
 def arena_layout(tensors: list[Tensor]) -> tuple[dict[str, int], int, int]:
@@ -164,9 +212,11 @@ def kernel_kinds(model: QuantizedModel) -> list[str]:
     return sorted({c.kind for c in model.convs})
 
 
-def static_report(model: QuantizedModel, head_updates: bool) -> dict:
-    """Flash, RAM and MACs of the generated library; with head_updates the head lives in RAM (hs_set_head)."""
-    tensors = activation_tensors(model)
+def static_report(model: QuantizedModel, head_updates: bool, kernels: str = "portable") -> dict:
+    """Flash, RAM and MACs of the generated library; with head_updates the head lives in RAM (hs_set_head). For
+    CMSIS-NN kernels the code and stack are those of the portable build (CMSIS-NN's own are measured on the target:
+    verify-firmware --qemu)."""
+    tensors = cmsis_tensors(model) if kernels == "cmsis-nn" else activation_tensors(model)
     _, arena, peak = arena_layout(tensors)
     out_channels = sum(c.weight.shape[0] for c in model.convs) + len(model.classes)
     conv_weights = sum(weight_storage_bytes(c) for c in model.convs)
@@ -177,7 +227,8 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
     # per channel an int32 multiplier and an int8 shift (the head's shift and trace shift are int32: hs_head_t)
     requantization = 5 * out_channels + 7 * len(model.classes)
     # channel sums, coarse CAM, and the codebook kernel's scratch
-    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + 4 * codebook_scratch + 2 * codebook_window
+    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + 4 * codebook_scratch + 2 * codebook_window \
+        + (cmsis_buffer_bytes(model) if kernels == "cmsis-nn" else 0)
     kinds = kernel_kinds(model)
     code = CODE_BYTES_ESTIMATE + sum(CODE_BYTES_BY_KERNEL[k] for k in kinds) \
         + (SHARED_CONV_CODE_BYTES["conv1d_channel"] if {"dense", "grouped"} & set(kinds) else 0) \
@@ -195,6 +246,7 @@ def static_report(model: QuantizedModel, head_updates: bool) -> dict:
         "ram_bytes": ram,
         "ram": {"arena": arena, "scratch": scratch, "head": head, "stack_estimate": stack},
         "head_updates": head_updates,
+        "kernels": kernels,
         "macs": model.macs(),
         "conv_weights": {"count": conv_weight_count, "stored_bytes": conv_weights,
                          "bits_per_weight": round(8 * conv_weights / conv_weight_count, 4),
@@ -243,6 +295,7 @@ def _bytes_literal(hex_digest: str) -> str:
 
 
 def _header(model: QuantizedModel, report: dict, int8_sha256: str, backbone_sha256: str) -> str:
+    kernels = report["kernels"]
     classes, channels = len(model.classes), model.last.weight.shape[0]
     updates = report["head_updates"]
     set_head = """
@@ -277,6 +330,8 @@ int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t
 #define HS_INPUT_SCALE {float_literal(model.input_scale)}
 #define HS_INPUT_ZERO_POINT {model.input_zero_point}
 #define HS_ARENA_BYTES {report['ram']['arena']}
+/* The convolution kernels: {kernels}{" (Arm CMSIS-NN, hs_cmsis.c; build with CMSIS_NN_DIR)" if kernels == "cmsis-nn" else ""}. */
+#define HS_KERNELS {_c_string(kernels)}
 /* 1 when the head can be replaced at run time (hs_set_head); a blob for it is HS_HEAD_BLOB_BYTES long. */
 #define HS_HEAD_UPDATES {int(updates)}
 #define HS_HEAD_BLOB_BYTES HS_HEAD_BLOB_SIZE(HS_NUM_CLASSES, HS_LAST_CHANNELS)
@@ -291,7 +346,7 @@ extern const char *const hs_class_names[HS_NUM_CLASSES];
 typedef struct {{
     int8_t arena[HS_ARENA_BYTES];
     int32_t sums[HS_LAST_CHANNELS];
-    int16_t coarse[HS_LAST_LENGTH];{_codebook_context(model)}
+    int16_t coarse[HS_LAST_LENGTH];{_context_scratch(model, kernels)}
 }} hs_context_t;
 
 /* x: [HS_INPUT_CHANNELS][HS_INPUT_LENGTH] preprocessed floats -> q: int8 (the only function using float). */
@@ -382,15 +437,20 @@ int hs_set_head(const uint8_t *blob, uint32_t size, const uint8_t *key, uint32_t
 """
 
 
-def _source(model: QuantizedModel, updates: bool, backbone_sha256: str) -> str:
-    tensors = activation_tensors(model)
+def _source(model: QuantizedModel, updates: bool, backbone_sha256: str, kernels: str) -> str:
+    cmsis = kernels == "cmsis-nn"
+    tensors = cmsis_tensors(model) if cmsis else activation_tensors(model)
     offsets, _, _ = arena_layout(tensors)
     parts = ['/* Generated by `heartsight export`; do not edit. */\n#include <string.h>\n#include "heartsight_model.h"\n'
-             '#include "hs_kernels.h"\n\n']
+             '#include "hs_kernels.h"\n' + ('#include "hs_cmsis.h"\n\n' if cmsis else '\n')]
     for i, conv in enumerate(model.convs):
-        parts += [_array(c_type, f"conv{i}_{suffix}", values) for suffix, (c_type, values) in conv_storage(conv).items()]
+        if cmsis:  # CMSIS-NN's filter layout [out][kernel][in], and its int32 shifts
+            parts += [_array("int8_t", f"conv{i}_weight", conv.weight.transpose(0, 2, 1))]
+        else:
+            parts += [_array(c_type, f"conv{i}_{suffix}", values)
+                      for suffix, (c_type, values) in conv_storage(conv).items()]
         parts += [_array("int32_t", f"conv{i}_bias", conv.bias), _array("int32_t", f"conv{i}_multiplier", conv.multiplier),
-                  _array("int8_t", f"conv{i}_shift", conv.shift)]
+                  _array("int32_t" if cmsis else "int8_t", f"conv{i}_shift", conv.shift)]
     parts.append(_head_state(model, updates))
     names = ", ".join(_c_string(c) for c in model.classes)
     parts.append(f"""
@@ -466,7 +526,11 @@ int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits)
 """)
     source, channels, length = "input", len(model.input_channels), model.window
     tensor_iter = iter(tensors)
-    for i, conv in enumerate(model.convs):
+    if cmsis:
+        parts.append(_cmsis_layers(model, tensors, offsets))
+        source, channels, length = (f"context->arena + {offsets['last_channel_major']}", tensors[-1].channels,
+                                    tensors[-1].length)
+    for i, conv in enumerate(model.convs if not cmsis else []):
         out = next(tensor_iter)
         out_channels = conv.weight.shape[0]
         parts.append(f"    {_conv_call(i, conv, source, channels, length, f'context->arena + {offsets[out.name]}')}\n")
@@ -503,12 +567,35 @@ void hs_last_sums_with(const hs_context_t *context, int32_t *sums)
     return "".join(parts)
 
 
-def _codebook_context(model: QuantizedModel) -> str:
-    """The kernel-codebook convolutions' scratch, as members of hs_context_t."""
+def _context_scratch(model: QuantizedModel, kernels: str) -> str:
+    """The kernels' scratch as members of hs_context_t: the kernel-codebook convolutions', CMSIS-NN's."""
+    if kernels == "cmsis-nn":
+        return f"\n    int8_t cmsis_buffer[{cmsis_buffer_bytes(model)}];  /* arm_convolve_wrapper_s8's */"
     scratch, window = codebook_buffers(model)
     if not scratch:
         return ""
     return f"\n    int32_t codebook_scratch[{scratch}];\n    int16_t codebook_window[{window}];"
+
+
+def _cmsis_layers(model: QuantizedModel, tensors: list[Tensor], offsets: dict[str, int]) -> str:
+    """hs_infer_with's layers on CMSIS-NN: input to channels-last, each conv (and pool) on CMSIS-NN, the last block
+    back to channel-major; a refusal by CMSIS-NN returns -1."""
+    at = {t.name: f"context->arena + {offsets[t.name]}" for t in tensors}
+    source, channels, length = at["input_channels_last"], len(model.input_channels), model.window
+    calls = []
+    for i, conv in enumerate(model.convs):
+        out_channels, _, kernel = conv.weight.shape
+        calls.append(f"hs_cmsis_conv1d_relu(context->cmsis_buffer, (int32_t)sizeof(context->cmsis_buffer), {source}, "
+                     f"{length}, {channels}, {conv.input_zero_point}, conv{i}_weight, conv{i}_bias, "
+                     f"conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, {conv.output_zero_point}, "
+                     f"{at[f'block{i}']}) != 0")
+        source, channels = at[f"block{i}"], out_channels
+        if conv.pool_after:
+            calls.append(f"hs_cmsis_maxpool2({source}, {length}, {channels}, {at[f'block{i}_pooled']}) != 0")
+            source, length = at[f"block{i}_pooled"], length // 2
+    return (f"    hs_transpose(input, {len(model.input_channels)}, {model.window}, {at['input_channels_last']});\n"
+            "    if (" + "\n        || ".join(calls) + ") {\n        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */\n"
+            f"    }}\n    hs_transpose({source}, {length}, {channels}, {at['last_channel_major']});\n")
 
 
 def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: int, output: str) -> str:
@@ -531,27 +618,50 @@ def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: 
             f"{int(structure['axis'] == 'taps')}, {structure['size']}, {requantization}, {output});")
 
 
-def write_c_library(model: QuantizedModel, out_dir: str | Path, head_updates: bool, int8_sha256: str = "") -> dict:
+def write_c_library(model: QuantizedModel, out_dir: str | Path, head_updates: bool, int8_sha256: str = "",
+                    kernels: str = "portable") -> dict:
     """Write heartsight_model.h/.c and the runtime into out_dir; returns the static report (also report.json).
     int8_sha256 names the integer model in the header (firmware_export.artifact passes it); with head_updates the
-    library has hs_set_head (firmware_export.head_update)."""
+    library has hs_set_head (firmware_export.head_update); kernels "cmsis-nn" runs the layers on CMSIS-NN."""
     import json
 
+    check_kernels(model, kernels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = static_report(model, head_updates)
+    report = static_report(model, head_updates, kernels)
     backbone = backbone_sha256(model)
     (out / "heartsight_model.h").write_text(_header(model, report, int8_sha256, backbone))
-    (out / "heartsight_model.c").write_text(_source(model, head_updates, backbone))
-    for name in RUNTIME_FILES:
+    (out / "heartsight_model.c").write_text(_source(model, head_updates, backbone, kernels))
+    extra = CMSIS_FILES if kernels == "cmsis-nn" else ()
+    for name in (*RUNTIME_FILES, *extra):
         shutil.copyfile(RUNTIME / name, out / name)
-    write_cmake_lists(out, "heartsight_model", [name for name in C_FILES if name.endswith(".c")])
+    write_cmake_lists(out, "heartsight_model", [name for name in (*C_FILES, *extra) if name.endswith(".c")],
+                      cmsis_nn=kernels == "cmsis-nn")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
+# What an export on CMSIS-NN adds to its CMakeLists.txt: the firmware's own CMSIS-NN and CMSIS-Core, by path.
+CMSIS_NN_CMAKE = """
+# The layers run on Arm's CMSIS-NN: point the build at your copy of it (its Include/ and Source/) and at CMSIS-Core's
+# CMSIS/Core/Include (cmake -DCMSIS_NN_DIR=... -DCMSIS_CORE_DIR=...). Only the int8 kernels it needs are compiled.
+set(CMSIS_NN_DIR "" CACHE PATH "CMSIS-NN: the directory holding Include/ and Source/")
+set(CMSIS_CORE_DIR "" CACHE PATH "CMSIS-Core: the directory holding CMSIS/Core/Include")
+if(NOT CMSIS_NN_DIR OR NOT CMSIS_CORE_DIR)
+  message(FATAL_ERROR "<target> runs on CMSIS-NN: configure with -DCMSIS_NN_DIR=path/to/CMSIS-NN "
+                      "-DCMSIS_CORE_DIR=path/to/CMSIS-Core (or export with --kernels portable)")
+endif()
+file(GLOB HS_CMSIS_NN_SOURCES ${CMSIS_NN_DIR}/Source/ConvolutionFunctions/*_s8*.c
+     ${CMSIS_NN_DIR}/Source/PoolingFunctions/*_s8.c ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_s8*.c
+     ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_offset.c)
+list(REMOVE_DUPLICATES HS_CMSIS_NN_SOURCES)
+target_sources(<target> PRIVATE ${HS_CMSIS_NN_SOURCES})
+target_include_directories(<target> PUBLIC ${CMSIS_NN_DIR}/Include ${CMSIS_CORE_DIR}/CMSIS/Core/Include)
+"""
+
+
 def write_cmake_lists(out_dir: Path, target: str, sources: list[str], notes: list[str] = (),
-                      libraries: list[str] = ()) -> None:
+                      libraries: list[str] = (), cmsis_nn: bool = False) -> None:
     """CMakeLists.txt: the library as a CMake target, for firmware that adds the directory with add_subdirectory; and
     zephyr/module.yml with its zephyr/CMakeLists.txt, so that a Zephyr application lists the directory in
     ZEPHYR_EXTRA_MODULES and links it (not built here: no Zephyr SDK on the build machines). notes: comment lines
@@ -575,4 +685,4 @@ project({target} C)
 add_library({target} STATIC {" ".join(sources)})
 target_include_directories({target} PUBLIC ${{CMAKE_CURRENT_SOURCE_DIR}})
 set_target_properties({target} PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
-{linked}""")
+{linked}{CMSIS_NN_CMAKE.replace("<target>", target) if cmsis_nn else ""}""")

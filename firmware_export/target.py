@@ -5,6 +5,7 @@ Bit-exactness on the real instruction set (not the host compiler) is what shows 
 computes what was validated in Python.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -167,8 +168,10 @@ def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 
     shutil.rmtree(work_dir / "build", ignore_errors=True)  # never test a stale image
     write_vectors_c(work_dir / "vectors.c", inputs, logits, traces, head)
 
+    cmsis = [f"{name}={path}" for name, path in cmsis_directories().items()] if (model_dir / "hs_cmsis.c").exists() \
+        else []
     build = _run(
-        ["make", "-C", str(work_dir), f"MODEL_DIR={model_dir}", "VECTORS=vectors.c", "build/app.elf"],
+        ["make", "-C", str(work_dir), "-j", f"MODEL_DIR={model_dir}", "VECTORS=vectors.c", *cmsis, "build/app.elf"],
         timeout_s,
         "the firmware build",
     )
@@ -182,6 +185,19 @@ def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 
     result = _parse_output(_run(qemu, timeout_s, "QEMU"), qemu)
     result.update(section_sizes(elf))
     return result
+
+
+def cmsis_directories() -> dict[str, Path]:
+    """The firmware's own CMSIS-NN and CMSIS-Core, from the environment (CMSIS_NN_DIR, CMSIS_CORE_DIR), for exports
+    made with --kernels cmsis-nn."""
+    found = {name: Path(os.environ.get(name, "")) for name in ("CMSIS_NN_DIR", "CMSIS_CORE_DIR")}
+    checks = {"CMSIS_NN_DIR": "Include/arm_nnfunctions.h", "CMSIS_CORE_DIR": "CMSIS/Core/Include/cmsis_compiler.h"}
+    for name, path in found.items():
+        if not os.environ.get(name) or not (path / checks[name]).is_file():
+            raise HeartSightError(f"this export runs on CMSIS-NN: set {name} to your copy of "
+                                  f"{'CMSIS-NN' if name == 'CMSIS_NN_DIR' else 'CMSIS-Core'} (the directory holding "
+                                  f"{checks[name]}; got {os.environ.get(name) or 'nothing'})")
+    return {name: path.resolve() for name, path in found.items()}
 
 
 def _run(command: list[str], timeout_s: float, what: str) -> subprocess.CompletedProcess:

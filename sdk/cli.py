@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", default="minmax", help="minmax or percentile (training windows)")
     export.add_argument("--max-flash", type=int, metavar="BYTES", help="refuse an export needing more flash")
     export.add_argument("--max-ram", type=int, metavar="BYTES", help="refuse an export needing more RAM")
+    export.add_argument("--kernels", default="portable", choices=["portable", "cmsis-nn"],
+                        help="cmsis-nn: also write OUT/cmsis_nn, the C library with its layers on Arm's CMSIS-NN "
+                             "(build it with CMSIS_NN_DIR and CMSIS_CORE_DIR)")
     export.add_argument("--head-updates", action=argparse.BooleanOptionalAction, default=True,
                         help="beat and rhythm models: the head can be replaced at run time by a signed update "
                              "(hs_set_head; ~2.2 KB of code, the head in RAM). Default on")
@@ -351,7 +354,7 @@ def _export(args) -> int:
         model = load_model(args.model)
         check_monitor_task(model.card.get("name", model.spec.name), model.spec.task)
     report = export(args.model, args.out, args.data_dir, args.calibration, args.max_flash, args.max_ram,
-                    args.head_updates)
+                    args.head_updates, args.kernels)
     print(format_report(report))
     scores = evaluate(args.out, "c", data_root=args.data_dir)  # the export's own scores, by the model's protocol
     record_scores(args.out, scores)
@@ -390,13 +393,17 @@ def _verify(args) -> int:
                     print(f"{where}: head update applied (status {head['status']}{refused}), {head['exact']}/"
                           f"{head['n']} windows bit-exact with the new head")
         print(f"flash {result['flash_bytes']:,} bytes, RAM {result['ram_bytes']:,} bytes, {result['macs']:,} MACs")
+        if "qemu_cmsis_nn" in result:
+            q = result["qemu_cmsis_nn"]
+            print(f"qemu, CMSIS-NN kernels: {q['exact']}/{q['n']} windows bit-exact; hs_infer "
+                  f"{q['instructions_infer']:,} instructions ({q['instructions_per_mac']:g} per MAC)")
         if "qemu" in result:
             q = result["qemu"]
             print(f"Cortex-M4 (QEMU -icount): hs_infer {q['instructions_infer']:,} instructions "
                   f"({q['instructions_per_mac']:g} per MAC), hs_explain {q['instructions_explain']:,} "
                   f"({100 * q['explain_share']:.2f}% of an inference); at least {q['latency_ms_at_64mhz']:g} ms a "
                   "window at 64 MHz (instructions taken as cycles)")
-    checks = [result[w] for w in ("host", "qemu") if w in result]
+    checks = [result[w] for w in ("host", "qemu", "qemu_cmsis_nn") if w in result]
     heads = [c["head"] for c in checks if "head" in c]
     exact = all(c["exact"] == c["n"] for c in checks + heads)
     return 0 if exact and all(h["status"] == 0 and h.get("refused_tampered", True) for h in heads) else 1

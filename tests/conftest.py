@@ -32,6 +32,8 @@ HAS_SVDB = DATA is not None and (DATA / "svdb" / "801.hea").exists()
 needs_mitdb = pytest.mark.skipif(not HAS_MITDB, reason="MIT-BIH not found: set HEARTSIGHT_DATA")
 needs_wrist = pytest.mark.skipif(not HAS_WRIST, reason="wrist PPG database not found: set HEARTSIGHT_DATA")
 needs_svdb = pytest.mark.skipif(not HAS_SVDB, reason="MIT-BIH Supraventricular not found: set HEARTSIGHT_DATA")
+needs_cmsis_nn = pytest.mark.skipif(not (os.environ.get("CMSIS_NN_DIR") and os.environ.get("CMSIS_CORE_DIR")),
+                                    reason="CMSIS-NN not found: set CMSIS_NN_DIR and CMSIS_CORE_DIR (.ci/run does)")
 needs_mosquitto = pytest.mark.skipif(mosquitto_binary() is None,
                                      reason="mosquitto not installed (apt-get install -y mosquitto)")
 

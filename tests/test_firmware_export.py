@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, needs_mitdb, needs_wrist
+from conftest import DATA, needs_cmsis_nn, needs_mitdb, needs_wrist
 from firmware_export import reference, verify
 from firmware_export.codegen import RUNTIME, Tensor, activation_tensors, arena_layout, write_c_library
 from firmware_export.host import HOST_OPTIMISATION, STRICT_FLAGS, CModel, build_shared_library
@@ -113,6 +113,26 @@ def test_the_integer_model_follows_the_float_model_and_its_explanation():
     assert np.abs(traces * scale - float_traces.numpy()).max() < 0.1 * float_traces.max().item()
 
 
+def test_cmsis_nn_kernels_are_refused_for_layers_they_cannot_run_exactly(tmp_path):
+    quantized = quantize_model(_toy_zoo(), np.random.default_rng(0).normal(
+        size=(16, len(TOY_SPEC.input_channels), 96)).astype(np.float32))
+    with pytest.raises(HeartSightError, match="unknown --kernels 'cmsis'"):
+        write_c_library(quantized, tmp_path / "a", head_updates=False, kernels="cmsis")
+    grouped = replace(quantized, convs=[replace(quantized.convs[0], structure={"kind": "grouped", "groups": 1,
+                                                                                 "input_order": [0]}),
+                                        *quantized.convs[1:]])
+    with pytest.raises(HeartSightError, match="dense convolutions only, and conv 0 is grouped.*--kernels portable"):
+        write_c_library(grouped, tmp_path / "b", head_updates=False, kernels="cmsis-nn")
+    amplifying = replace(quantized, convs=[replace(quantized.convs[0], shift=quantized.convs[0].shift + 40),
+                                           *quantized.convs[1:]])
+    with pytest.raises(HeartSightError, match="conv 0 has a requantization multiplier above 1"):
+        write_c_library(amplifying, tmp_path / "c", head_updates=False, kernels="cmsis-nn")
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+    report = write_c_library(quantized, tmp_path / "ok", head_updates=False, kernels="cmsis-nn")
+    assert report["kernels"] == "cmsis-nn" and (tmp_path / "ok" / "hs_cmsis.c").exists()
+    assert "CMSIS_NN_DIR" in (tmp_path / "ok" / "CMakeLists.txt").read_text()
+
+
 def test_the_arena_holds_every_pair_of_live_tensors_without_overlap():
     tensors = [Tensor("a", 4, 100, 0, 1), Tensor("b", 4, 50, 1, 2), Tensor("c", 8, 50, 2, 3), Tensor("d", 8, 25, 3, 5)]
     offsets, arena, peak = arena_layout(tensors)
@@ -184,6 +204,7 @@ def exported_zoo():
 
 @needs_mitdb
 @needs_wrist
+@needs_cmsis_nn
 @pytest.mark.skipif(toolchain_missing() is not None, reason=str(toolchain_missing()))
 def test_every_shipped_export_is_bit_exact_on_the_host_and_on_a_cortex_m4(exported_zoo):
     assert {"ecg_beat", "ecg_beat_wcam", "ecg_af", "ppg_hr"} <= set(exported_zoo)
@@ -205,6 +226,12 @@ def test_every_shipped_export_is_bit_exact_on_the_host_and_on_a_cortex_m4(export
         low, high = qemu["instructions_infer_range"]
         assert 1.0 < qemu["instructions_per_mac"] <= 6.0 and high - low < 0.01 * low, name
         assert qemu["explain_share"] <= 0.10, name
+        if name == "ecg_beat_wcam":  # the device model ships on CMSIS-NN too: the same integers, fewer instructions
+            cmsis = result["qemu_cmsis_nn"]
+            assert cmsis["n"] == cmsis["exact"] == 12 and cmsis["head"]["exact"] == 12
+            assert cmsis["instructions_per_mac"] < 0.75 * qemu["instructions_per_mac"]
+        else:
+            assert "qemu_cmsis_nn" not in result, name
 
 
 @needs_mitdb
