@@ -71,7 +71,7 @@ GROUPS = {  # probe map groups -> what they are
     "hs_monitor": "hs_monitor", "hs_dsp": "hs_dsp (resampler, band-pass)", "hs_rpeak": "hs_rpeak",
     "hs_channels": "hs_channels", "hs_quality": "hs_quality", "hs_policy": "hs_policy",
     "libgcc": "libgcc (soft double: the M4F has a single-precision FPU)", "libm": "libm (exp, rint, floor, fma...)",
-    "libc": "libc (memcpy, memmove, memset, strcmp)", "size_probe": "hs_monitor_t state + one input chunk",
+    "libc": "libc (memcpy, memmove, memset, strcmp)", "size_probe": "hs_monitor_t state, the model's context, one input chunk",
 }
 
 
@@ -424,6 +424,8 @@ def report(results: dict) -> str:
     helpers = sum(sum(groups[g][k] for k in ("text", "rodata", "data")) for g in ("libgcc", "libm", "libc")
                   if g in groups)
     share = [r["profiled_instructions_per_s"]["model"] / r["profiled_instructions_per_s"]["path"] for r in rows]
+    model_ram = json.loads((EXPORT / "report.json").read_text())["ram"]
+    context = model_ram["arena"] + model_ram["scratch"]  # sizeof(hs_context_t): the caller's, in size_probe.c
     lines += [
         "",
         "**Biggest consumers.** RAM: the monitor's state, "
@@ -431,7 +433,8 @@ def report(results: dict) -> str:
         f"({_kb(state['run_signal'] + state['run_trace'])}, float), the raw signal kept for excerpts "
         f"({_kb(state['raw'])}), the R-peak detector ({_kb(state['rpeak'])}), the model's float window "
         f"({_kb(state['scratch'])}), the quality gate ({_kb(state['quality'])}), the filtered signal "
-        f"({_kb(state['filtered'])}); then the model's arena and head ({_kb(groups['heartsight_model']['bss'])}). "
+        f"({_kb(state['filtered'])}); then the model's context, its activations and the explainer's scratch "
+        f"({_kb(context)}), and its head ({_kb(groups['heartsight_model']['data'])}). "
         f"Flash: the model ({_kb(model_flash)}, {_kb(groups['heartsight_model']['rodata'])} of it weights and "
         f"requantization), the runtime's code ({_kb(runtime_code)}: hs_monitor {_kb(groups['hs_monitor']['text'])}, "
         f"hs_rpeak {_kb(groups['hs_rpeak']['text'])}, hs_quality {_kb(groups['hs_quality']['text'])}), the sensor "
@@ -440,8 +443,9 @@ def report(results: dict) -> str:
         + ", ".join(f"{v:.0%}" for v in share) + " of the path's instructions, the explainer most of the rest. "
         "Not tried, as they change code rather than flags: keeping the excerpts and the raw signal as int16 instead "
         "of float would roughly halve the three largest buffers (the wire format sends them as int16 anyway, but the "
-        "excerpts would no longer be bit-equal to Python's); a SIMD (SMLAD) convolution kernel would cut the "
-        "model's instructions per MAC.",
+        "excerpts would no longer be bit-equal to Python's); a SIMD (SMLAD) convolution kernel, or the model's "
+        "CMSIS-NN build (`--kernels cmsis-nn`, benchmarks/results/firmware.md), would cut the model's instructions "
+        "per MAC.",
     ]
     af = results["second_model"]
     lines += [

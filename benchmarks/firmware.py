@@ -38,7 +38,8 @@ def main(argv: list[str]) -> None:
         rows.append({"model": name, "quantization": report["quantization"], "flash_bytes": report["flash_bytes"],
                      "weights_bytes": report["flash"]["weights"], "ram_bytes": report["ram_bytes"],
                      "arena_bytes": report["ram"]["arena"], "macs": report["macs"], "host": check["host"],
-                     "qemu": check["qemu"], "int8_sha256": report["int8_sha256"],
+                     "qemu": check["qemu"], "qemu_cmsis_nn": check.get("qemu_cmsis_nn"),
+                     "int8_sha256": report["int8_sha256"],
                      "float": _headline(evaluate(name, "torch", data_root=data_root)),
                      "int8_c": _headline(evaluate(name, "c", data_root=data_root)),
                      "int8_onnxruntime": _headline(evaluate(name, "onnxruntime", data_root=data_root))})
@@ -72,6 +73,26 @@ def markdown(rows: list[dict]) -> str:
                      f"{r['ram_bytes']:,} | {r['arena_bytes']:,} | {r['macs']:,} | {r['host']['exact']}/{r['host']['n']} | "
                      f"{r['qemu']['exact']}/{r['qemu']['n']} | {_head_check(r)} | {scores[0]} | {scores[1]} | "
                      f"{scores[2]} |")
+    lines += ["", "## Instructions per window on the Cortex-M4", "",
+              "Counted under QEMU `-icount shift=0` (one instruction advances the virtual clock 1 ns) with SysTick "
+              "(mps2-an386's 25 MHz processor clock: 40 instructions a tick), read before and after `hs_infer` and "
+              "`hs_explain` for every window (examples/firmware/instruction_count.c); each run first times a "
+              "`subs`/`bne` loop of 200,000 instructions and is refused unless it reads 5,000 ticks. Means over the "
+              f"{VERIFY_WINDOWS} windows (every window within 1% of it). Latency at 64 MHz takes an instruction as a "
+              "cycle: a lower bound (loads, multiplies and branches take more on a Cortex-M4). Portable: the generated "
+              "C (hs_kernels.c); CMSIS-NN: `--kernels cmsis-nn` on the unmodified CMSIS-NN with its DSP-extension "
+              "paths (-mcpu=cortex-m4), bit-exact with the same reference.", "",
+              "| model | MACs | portable: hs_infer | per MAC | hs_explain | explain share | ms at 64 MHz | "
+              "CMSIS-NN: hs_infer | per MAC | exact | ms at 64 MHz | CMSIS-NN / portable |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        q, c = r["qemu"], r["qemu_cmsis_nn"]
+        cmsis = ("— (not exported) | | | | |" if c is None else
+                 f"{c['instructions_infer']:,} | {c['instructions_per_mac']:.2f} | {c['exact']}/{c['n']} | "
+                 f"{c['latency_ms_at_64mhz']:.1f} | {c['instructions_infer'] / q['instructions_infer']:.2f} |")
+        lines.append(f"| {r['model']} | {r['macs']:,} | {q['instructions_infer']:,} | {q['instructions_per_mac']:.2f} | "
+                     f"{q['instructions_explain']:,} | {100 * q['explain_share']:.2f}% | "
+                     f"{q['latency_ms_at_64mhz']:.1f} | {cmsis}")
     return "\n".join(lines) + "\n"
 
 

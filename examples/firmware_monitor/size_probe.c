@@ -3,6 +3,7 @@
  * counter, the second model). Built twice by `make size`: as is, and with -DSIZE_BASELINE (the same startup and an
  * empty main); the path is the difference. Never run: its sizes are read from the image and its map file. */
 #include <stddef.h>
+#include "heartsight_model.h"
 #include "hs_monitor.h"
 
 #ifndef SIZE_BASELINE
