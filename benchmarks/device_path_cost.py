@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -214,6 +215,10 @@ def evaluate(record: str, seconds: float, data_root, work: Path) -> dict:
     small = run_monitor_qemu(EXPORT, x, fs, work_dir=work, size_flags=REDUCED_FLAGS, optimisation="-Os",
                              icount_shift=0)
     signal_s = len(x) / fs
+    cmsis = None  # the same path with the model on CMSIS-NN (the export's cmsis_nn/), where CMSIS-NN is at hand
+    if (EXPORT / "cmsis_nn").is_dir() and os.environ.get("CMSIS_NN_DIR") and os.environ.get("CMSIS_CORE_DIR"):
+        run = run_monitor_qemu(EXPORT / "cmsis_nn", x, fs, work_dir=work, icount_shift=0)
+        cmsis = {"equality": compare(run, python), "instructions_per_s": run["instructions"]["path"] / signal_s}
     per_second = {stage: profiled["instructions"][stage] / signal_s for stage in STAGES}
     per_second["path"] = profiled["instructions"]["path"] / signal_s
     classified = plain["summary"]["classified"]
@@ -238,7 +243,7 @@ def evaluate(record: str, seconds: float, data_root, work: Path) -> dict:
         "stack_bytes_reduced": reduced["summary"]["stack_bytes"],
         "stack_bytes_reduced_os": small["summary"]["stack_bytes"],
         "state_bytes": plain["summary"]["state_bytes"], "state_bytes_reduced": reduced["summary"]["state_bytes"],
-        "af": plain["af"], "image": plain["sizes"],
+        "af": plain["af"], "image": plain["sizes"], "cmsis_nn": cmsis,
     }
 
 
@@ -337,6 +342,10 @@ def report(results: dict) -> str:
         f"**{r['profiled_instructions_per_s']['path'] / CLOCK_HZ:.1%}**" for r in rows) + " |")
     lines.append("| whole path (plain build, no wrappers) | " + " | ".join(
         f"{_m(r['path_instructions_per_s'])} | {r['path_instructions_per_s'] / CLOCK_HZ:.1%}" for r in rows) + " |")
+    if all(r["cmsis_nn"] for r in rows):
+        lines.append("| whole path, the model on CMSIS-NN (`--kernels cmsis-nn`) | " + " | ".join(
+            f"{_m(r['cmsis_nn']['instructions_per_s'])} | {r['cmsis_nn']['instructions_per_s'] / CLOCK_HZ:.1%}"
+            + ("" if r["cmsis_nn"]["equality"]["equal"] else " (NOT EQUAL)") for r in rows) + " |")
     worst = max(r["path_instructions_per_s"] for r in rows) / CLOCK_HZ
     lines += [
         "",
@@ -353,7 +362,12 @@ def report(results: dict) -> str:
         "The wrappers add " + ", ".join(f"{r['profile_overhead_per_s'] / 1e3:.1f} k" for r in rows)
         + " instructions a second (the difference of the two whole-path rows); each stage boundary may misplace up "
         "to one tick (40 instructions) between neighbouring stages, "
-        + ", ".join(f"{r['switches']:,}" for r in rows) + " switches in all.",
+        + ", ".join(f"{r['switches']:,}" for r in rows) + " switches in all."
+        + ("" if not all(r["cmsis_nn"] for r in rows) else
+           " With the model on CMSIS-NN (the export's cmsis_nn/ library with Arm's int8 kernels and their DSP-extension "
+           "paths, built from the unmodified CMSIS-NN at CMSIS_NN_DIR) every event is again equal to the Python "
+           "Monitor's and the path takes "
+           + ", ".join(f"{r['cmsis_nn']['instructions_per_s'] / CLOCK_HZ:.1%}" for r in rows) + " of the core."),
         "",
         "## Flash and RAM of the path",
         "",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.device_path_cost import EXPORT, af_on_host, compare, python_events
-from conftest import ecg_with_quality_problems, needs_mitdb
+from conftest import ecg_with_quality_problems, needs_cmsis_nn, needs_mitdb
 from firmware_export import monitor_target
 from firmware_export.monitor_target import build_monitor_firmware, read_map, run_monitor_qemu
 from firmware_export.target import toolchain_missing
@@ -52,6 +52,22 @@ def test_five_minutes_of_mitdb_equal_the_python_monitor(work, record):
         assert seen["alerts"] >= 10 and {a["type"] for a in qemu["alerts"]} >= {"ventricular_run",
                                                                                 "high_ectopy_burden"}
     assert 0 < summary["stack_bytes"] < summary["stack_painted_bytes"]
+
+
+@needs_toolchain
+@needs_mitdb
+@needs_cmsis_nn
+def test_the_path_with_the_model_on_cmsis_nn_equals_the_python_monitor_in_fewer_instructions(work):
+    """The export's cmsis_nn/ library (Arm's kernels, their DSP-extension paths) in the device path: the same events
+    as the Python Monitor on 2 minutes of 233, and fewer instructions than the portable kernels."""
+    x = mitdb("233", 120.0)
+    python = python_events(x, FS, int(FS))
+    runs = {name: run_monitor_qemu(directory, x, FS, work_dir=work, icount_shift=0)
+            for name, directory in (("portable", EXPORT), ("cmsis-nn", EXPORT / "cmsis_nn"))}
+    for name, run in runs.items():
+        seen = compare(run, python)
+        assert seen["equal"] and seen["classified"] > 150, (name, seen["first_difference"])
+    assert runs["cmsis-nn"]["instructions"]["path"] < 0.85 * runs["portable"]["instructions"]["path"]
 
 
 @needs_toolchain
