@@ -771,9 +771,7 @@ static hs_head_t hs_head = {
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"non-AF", "AF"};
 
-static int8_t hs_arena[HS_ARENA_BYTES];
-static int32_t hs_sums[32];
-static int16_t hs_coarse[80];
+static hs_context_t hs_own_context;  /* hs_infer's, hs_explain's and hs_last_sums' */
 
 void hs_quantize_input(const float *x, int8_t *q)
 {
@@ -825,33 +823,44 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {
-    hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 8, 1280, hs_arena + 10240);
-    hs_conv1d_relu(hs_arena + 10240, 8, 640, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 16, 640, hs_arena + 10240);
-    hs_conv1d_relu(hs_arena + 10240, 16, 320, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 16, 320, hs_arena + 12800);
-    hs_conv1d_relu(hs_arena + 12800, 16, 160, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 24, 160, hs_arena + 13440);
-    hs_conv1d_relu(hs_arena + 13440, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, hs_arena + 0);
-    hs_channel_sums(hs_arena + 0, 32, 80, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 80, hs_head.weight, hs_head.bias, hs_head.multiplier,
-                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
+    return hs_infer_with(&hs_own_context, input, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
+{
+    hs_explain_with(&hs_own_context, class_index, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    hs_last_sums_with(&hs_own_context, sums);
+}
+
+int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits)
+{
+    hs_conv1d_relu(input, 3, 1280, 20, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, 1, context->arena + 0);
+    hs_conv1d_relu(context->arena + 0, 8, 640, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, 1, context->arena + 5120);
+    hs_conv1d_relu(context->arena + 5120, 16, 320, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, 1, context->arena + 0);
+    hs_conv1d_relu(context->arena + 0, 16, 160, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, 1, context->arena + 8320);
+    hs_conv1d_relu(context->arena + 8320, 24, 80, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, 0, context->arena + 0);
+    hs_channel_sums(context->arena + 0, 32, 80, -128, context->sums);
+    return hs_linear_from_sums(context->sums, 32, 80, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
+}
+
+void hs_explain_with(hs_context_t *context, int class_index, int16_t *trace)
 {
     if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 80, -128, hs_head.weight + class_index * 32,
-           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(context->arena + 0, 32, 80, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], context->coarse, HS_INPUT_LENGTH, trace);
 }
 
-void hs_last_sums(int32_t *sums)
+void hs_last_sums_with(const hs_context_t *context, int32_t *sums)
 {
-    memcpy(sums, hs_sums, sizeof(hs_sums));
+    memcpy(sums, context->sums, sizeof(context->sums));
 }
 
 static const uint8_t hs_backbone_sha256[32] = {0x23, 0x87, 0xe3, 0xd0, 0x82, 0xf5, 0x9a, 0x77, 0xe0, 0xc3, 0x3b, 0x0d, 0x55, 0x39, 0xc2, 0x8e, 0xf5, 0x76, 0x56, 0xcc, 0xa1, 0xb9, 0x1c, 0x77, 0xee, 0xad, 0x16, 0x00, 0xb5, 0x27, 0x2d, 0xc3};

@@ -79,85 +79,134 @@ static int interior_end(int length, int kernel)
     return length - (kernel - 1 - pad) > pad ? length - (kernel - 1 - pad) : pad;
 }
 
-/* One output channel of a dense convolution over the input rows `rows` (NULL: all in order). */
+/* Four neighbouring interior outputs t .. t + 3 of one output channel, without bias: each weight and each sample is
+ * loaded once and the four sums stay in registers, over a sliding window of four samples whose roles rotate; four taps
+ * bring them back to where they started, so those need no register moves. */
+static void conv_four(const int8_t *input, const uint8_t *rows, int in_channels, int length, const int8_t *w_out,
+                      int kernel, int t, int32_t *acc)
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int i, k;
+    for (i = 0; i < in_channels; i++) {
+        const int8_t *x = input_row(input, rows, i, length) + t - kernel / 2;
+        const int8_t *w = w_out + i * kernel;
+        int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3, w_k;
+        for (k = 0; k + 4 <= kernel; k += 4) {
+            w_k = w[k];
+            x3 = x[k + 3];
+            a0 += w_k * x0;
+            a1 += w_k * x1;
+            a2 += w_k * x2;
+            a3 += w_k * x3;
+            w_k = w[k + 1];
+            x0 = x[k + 4];
+            a0 += w_k * x1;
+            a1 += w_k * x2;
+            a2 += w_k * x3;
+            a3 += w_k * x0;
+            w_k = w[k + 2];
+            x1 = x[k + 5];
+            a0 += w_k * x2;
+            a1 += w_k * x3;
+            a2 += w_k * x0;
+            a3 += w_k * x1;
+            w_k = w[k + 3];
+            x2 = x[k + 6];
+            a0 += w_k * x3;
+            a1 += w_k * x0;
+            a2 += w_k * x1;
+            a3 += w_k * x2;
+        }
+        for (; k < kernel; k++) {  /* the last kernel % 4 taps */
+            w_k = w[k];
+            x3 = x[k + 3];
+            a0 += w_k * x0;
+            a1 += w_k * x1;
+            a2 += w_k * x2;
+            a3 += w_k * x3;
+            x0 = x1;
+            x1 = x2;
+            x2 = x3;
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* One output channel of a dense convolution over the input rows `rows` (NULL: all in order), max-pooled by 2 when
+ * `pool` (requantization is monotone, so pooling the sums or the int8 outputs gives the same; an odd last sample is
+ * dropped). Outputs go in blocks of four from t = 0, so that pooled pairs never straddle a block; a block that
+ * reaches into the padding is computed sample by sample. */
 static void conv1d_channel(const int8_t *input, const uint8_t *rows, int in_channels, int length,
                            int32_t input_zero_point, const int8_t *w_out, int32_t bias, int32_t multiplier,
-                           int32_t shift, int kernel, int32_t output_zero_point, int8_t *out)
+                           int32_t shift, int kernel, int32_t output_zero_point, int pool, int8_t *out)
 {
     const int pad = kernel / 2;
     const int32_t low = output_zero_point > HS_INT8_MIN ? output_zero_point : HS_INT8_MIN;
     const int end = interior_end(length, kernel);
+    const int computed = pool ? length - length % 2 : length;
     int32_t weight_sum = 0;
     int32_t interior_bias;
-    int t, i, k, j;
+    int32_t acc[4];
+    int8_t value[4];
+    int t, k, j;
     for (k = 0; k < in_channels * kernel; k++) {
         weight_sum += w_out[k];
     }
     /* sum w * (x - z) = sum w * x - z * sum w: the zero point leaves the inner loop */
     interior_bias = bias - input_zero_point * weight_sum;
-    for (t = 0; t < length; t++) {  /* the edges, sample by sample */
-        if (t >= pad && t < end) {
-            t = end - 1;
-            continue;
-        }
-        out[t] = clamp_int8(hs_requantize(bias + conv_at_edge(input, rows, in_channels, length, input_zero_point,
-                                                              w_out, kernel, t),
-                                          multiplier, shift) + output_zero_point, low);
-    }
-    /* The interior in blocks of HS_TIME_BLOCK outputs that accumulate together: each weight is loaded once
-     * per block, and the innermost loop runs along time over contiguous samples, which compilers vectorize. */
-    for (t = pad; t < end; t += HS_TIME_BLOCK) {
-        const int block = end - t < HS_TIME_BLOCK ? end - t : HS_TIME_BLOCK;
-        int32_t acc[HS_TIME_BLOCK];
-        for (j = 0; j < HS_TIME_BLOCK; j++) {
-            acc[j] = interior_bias;
-        }
-        for (i = 0; i < in_channels; i++) {
-            const int8_t *x_row = input_row(input, rows, i, length) + t - pad;
-            const int8_t *w = w_out + i * kernel;
-            for (k = 0; k < kernel; k++) {
-                const int32_t w_k = w[k];
-                const int8_t *x = x_row + k;
-                if (block == HS_TIME_BLOCK) {
-                    for (j = 0; j < HS_TIME_BLOCK; j++) {
-                        acc[j] += w_k * (int32_t)x[j];
-                    }
-                } else {
-                    for (j = 0; j < block; j++) {
-                        acc[j] += w_k * (int32_t)x[j];
-                    }
-                }
+    for (t = 0; t < computed; t += 4) {
+        const int block = computed - t < 4 ? computed - t : 4;
+        if (block == 4 && t >= pad && t + 4 <= end) {
+            conv_four(input, rows, in_channels, length, w_out, kernel, t, acc);
+            for (j = 0; j < 4; j++) {
+                acc[j] += interior_bias;
+            }
+        } else {
+            for (j = 0; j < block; j++) {
+                acc[j] = bias + conv_at_edge(input, rows, in_channels, length, input_zero_point, w_out, kernel, t + j);
             }
         }
         for (j = 0; j < block; j++) {
-            out[t + j] = clamp_int8(hs_requantize(acc[j], multiplier, shift) + output_zero_point, low);
+            value[j] = clamp_int8(hs_requantize(acc[j], multiplier, shift) + output_zero_point, low);
+        }
+        for (j = 0; j < block; j++) {
+            if (!pool) {
+                out[t + j] = value[j];
+            } else if (j % 2 == 1) {
+                out[(t + j) / 2] = value[j - 1] > value[j] ? value[j - 1] : value[j];
+            }
         }
     }
 }
 
 void hs_conv1d_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
                     const int8_t *weight, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                    int out_channels, int kernel, int32_t output_zero_point, int8_t *output)
+                    int out_channels, int kernel, int32_t output_zero_point, int pool, int8_t *output)
 {
+    const int out_length = pool ? length / 2 : length;
     int o;
     for (o = 0; o < out_channels; o++) {
         conv1d_channel(input, 0, in_channels, length, input_zero_point, weight + o * in_channels * kernel, bias[o],
-                       multiplier[o], shift[o], kernel, output_zero_point, output + o * length);
+                       multiplier[o], shift[o], kernel, output_zero_point, pool, output + o * out_length);
     }
 }
 
 void hs_conv1d_grouped_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
                             const int8_t *weight, const uint8_t *input_order, int groups, const int32_t *bias,
                             const int32_t *multiplier, const int8_t *shift, int out_channels, int kernel,
-                            int32_t output_zero_point, int8_t *output)
+                            int32_t output_zero_point, int pool, int8_t *output)
 {
     const int in_per_group = in_channels / groups;
     const int out_per_group = out_channels / groups;
+    const int out_length = pool ? length / 2 : length;
     int o;
     for (o = 0; o < out_channels; o++) {
         conv1d_channel(input, input_order + (o / out_per_group) * in_per_group, in_per_group, length,
                        input_zero_point, weight + o * in_per_group * kernel, bias[o], multiplier[o], shift[o],
-                       kernel, output_zero_point, output + o * length);
+                       kernel, output_zero_point, pool, output + o * out_length);
     }
 }
 

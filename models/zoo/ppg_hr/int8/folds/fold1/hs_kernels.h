@@ -10,10 +10,12 @@
 int32_t hs_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 
 /* 'same' 1D convolution (stride 1, zero padding at the input's zero point), int32 bias, per-output-channel
- * requantization, ReLU fused as the clamp at the output zero point. weight: [out][in][kernel]. */
+ * requantization, ReLU fused as the clamp at the output zero point. weight: [out][in][kernel].
+ * pool 1: followed by hs_maxpool2 in the same pass, output [out][length / 2] (the full-length output never exists,
+ * which halves the arena's largest pair); pool 0: output [out][length]. */
 void hs_conv1d_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
                     const int8_t *weight, const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                    int out_channels, int kernel, int32_t output_zero_point, int8_t *output);
+                    int out_channels, int kernel, int32_t output_zero_point, int pool, int8_t *output);
 
 /* The same convolution with its channels in groups (MPDCompress): output channel o belongs to group
  * o / (out_channels / groups) and reads that group's in_channels / groups inputs, listed in input_order (group 0's
@@ -21,7 +23,7 @@ void hs_conv1d_relu(const int8_t *input, int in_channels, int length, int32_t in
 void hs_conv1d_grouped_relu(const int8_t *input, int in_channels, int length, int32_t input_zero_point,
                             const int8_t *weight, const uint8_t *input_order, int groups, const int32_t *bias,
                             const int32_t *multiplier, const int8_t *shift, int out_channels, int kernel,
-                            int32_t output_zero_point, int8_t *output);
+                            int32_t output_zero_point, int pool, int8_t *output);
 
 /* Output samples a kernel-codebook convolution computes together; its scratch holds
  * HS_CODEBOOK_SCRATCH(out_channels, codes) int32 and its window HS_CODEBOOK_WINDOW(kernel) int16. */

@@ -1091,9 +1091,7 @@ static const hs_head_t hs_head = {
 
 const char *const hs_class_names[HS_NUM_CLASSES] = {"hr_bpm"};
 
-static int8_t hs_arena[HS_ARENA_BYTES];
-static int32_t hs_sums[32];
-static int16_t hs_coarse[96];
+static hs_context_t hs_own_context;  /* hs_infer's, hs_explain's and hs_last_sums' */
 
 void hs_quantize_input(const float *x, int8_t *q)
 {
@@ -1145,27 +1143,40 @@ float hs_trace_scale(int class_index)
 
 int hs_infer(const int8_t *input, int8_t *logits)
 {
-    hs_conv1d_relu(input, 9, 384, 12, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 32, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 32, 384, hs_arena + 12288);
-    hs_conv1d_relu(hs_arena + 12288, 32, 192, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 32, 7, -128, hs_arena + 0);
-    hs_maxpool2(hs_arena + 0, 32, 192, hs_arena + 15360);
-    hs_conv1d_relu(hs_arena + 15360, 32, 96, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 32, 7, -128, hs_arena + 0);
-    hs_channel_sums(hs_arena + 0, 32, 96, -128, hs_sums);
-    return hs_linear_from_sums(hs_sums, 32, 96, hs_head.weight, hs_head.bias, hs_head.multiplier,
-                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
+    return hs_infer_with(&hs_own_context, input, logits);
 }
 
 void hs_explain(int class_index, int16_t *trace)
+{
+    hs_explain_with(&hs_own_context, class_index, trace);
+}
+
+void hs_last_sums(int32_t *sums)
+{
+    hs_last_sums_with(&hs_own_context, sums);
+}
+
+int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits)
+{
+    hs_conv1d_relu(input, 9, 384, 12, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 32, 7, -128, 1, context->arena + 0);
+    hs_conv1d_relu(context->arena + 0, 32, 192, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 32, 7, -128, 1, context->arena + 6144);
+    hs_conv1d_relu(context->arena + 6144, 32, 96, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 32, 7, -128, 0, context->arena + 0);
+    hs_channel_sums(context->arena + 0, 32, 96, -128, context->sums);
+    return hs_linear_from_sums(context->sums, 32, 96, hs_head.weight, hs_head.bias, hs_head.multiplier,
+                               hs_head.shift, HS_NUM_CLASSES, hs_head.logit_zero_point, logits);
+}
+
+void hs_explain_with(hs_context_t *context, int class_index, int16_t *trace)
 {
     if (class_index < 0 || class_index >= HS_NUM_CLASSES) {
         memset(trace, 0, sizeof(int16_t) * HS_INPUT_LENGTH);
         return;
     }
-    hs_cam(hs_arena + 0, 32, 96, -128, hs_head.weight + class_index * 32,
-           hs_head.trace_shift[class_index], hs_coarse, HS_INPUT_LENGTH, trace);
+    hs_cam(context->arena + 0, 32, 96, -128, hs_head.weight + class_index * 32,
+           hs_head.trace_shift[class_index], context->coarse, HS_INPUT_LENGTH, trace);
 }
 
-void hs_last_sums(int32_t *sums)
+void hs_last_sums_with(const hs_context_t *context, int32_t *sums)
 {
-    memcpy(sums, hs_sums, sizeof(hs_sums));
+    memcpy(sums, context->sums, sizeof(context->sums));
 }
