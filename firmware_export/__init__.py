@@ -82,6 +82,10 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
         raise HeartSightError(f"--n must be at least 1, got {n}")
     model_dir = Path(model_dir)
     artifact = load_artifact(model_dir)
+    if qemu and (model_dir / CMSIS_NN_SUBDIRECTORY).is_dir():
+        from firmware_export.target import cmsis_directories
+
+        cmsis_directories()  # CMSIS-NN missing is said before the minutes of work
     quantized = artifact.quantized
     x = sample_windows(artifact.spec, "test", data_root, n)[:n]
     expected_input = reference.quantize_input(quantized, x)
