@@ -21,20 +21,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import BrokerConfig, json_properties
-from sdk.device.alerts import Alert, Excerpt
+from sdk.device.alerts import Alert, Excerpt, alert_id
 from sdk.stream.payload import SCHEMA, encode_alert, to_bytes
 from sdk.stream.topics import alerts_topic
 
-SITE = "bench"
+SITE, STREAM = "bench", "bench"
 EXCERPT_S, FS = 3.0, 360  # the Monitor's alert excerpt: 3 s of ECG and its trace
-_PLACEHOLDER_TIME = "2000-01-01T00:00:00.000Z"  # replaced by the moment of publishing, same width
+_PLACEHOLDER_TIME = "2000-01-01T00:00:00.000Z"  # bench_alert's time; the simulator stamps the moment of publishing
 
 
 def bench_alert(device: str, i: int) -> dict:
     """An alert of the Monitor's size: a 3-s excerpt at 360 Hz with its saliency trace."""
     t = np.arange(int(EXCERPT_S * FS)) / FS
     excerpt = Excerpt(FS * i, np.sin(2 * np.pi * 1.2 * t), np.exp(-((t - 1.5) / 0.1) ** 2))
-    return encode_alert(Alert(device=device, site=SITE, stream="bench", type="ventricular_ectopic_beat",
+    return encode_alert(Alert(device=device, site=SITE, stream=STREAM, type="ventricular_ectopic_beat",
                               time=datetime.fromisoformat(_PLACEHOLDER_TIME), sample_index=FS * i, confidence=0.9,
                               label="V", model={"name": "ecg_beat", "version": "1.0.0", "sha256": "ab" * 32,
                                                 "backend": "c"}, fs=FS, excerpt=excerpt, details={"bench": i}))
@@ -44,12 +44,21 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _payload(template: dict, device: str, i: int) -> bytes:
+    """bench_alert(device, i) stamped with the moment of publishing: the template's excerpt is reused, because encoding
+    and checking one costs ~1 ms, and 10,000 devices' alerts made in advance would not fit in memory."""
+    start = FS * i
+    return to_bytes({**template, "device": device, "time": _now_text(), "sample_index": start, "details": {"bench": i},
+                     "id": alert_id(device, SITE, template["model"]["sha256"], STREAM, start, template["type"]),
+                     "signal": {**template["signal"], "start_sample": start}})
+
+
 def _simulate(broker: BrokerConfig, devices: list[str], phases: list[float], seconds: int, ready, start,
               results) -> None:
     """One process: connect every device, wait for `start`, publish on schedule, wait for every PUBACK."""
     props = json_properties()
     props.UserProperty = [("schema", SCHEMA)]
-    payloads = {d: [to_bytes(bench_alert(d, i)) for i in range(seconds)] for d in devices}
+    template = bench_alert(devices[0], 0)
     acked, refused = [0], [0]
 
     def on_publish(client, userdata, mid, reason_code, properties):
@@ -60,6 +69,7 @@ def _simulate(broker: BrokerConfig, devices: list[str], phases: list[float], sec
 
     selector = selectors.DefaultSelector()
     clients = {}
+    writing = set()  # clients whose last packet the socket did not take whole (paho writes it at publishing)
     for device in devices:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{device}", protocol=mqtt.MQTTv5)
         client.on_publish = on_publish
@@ -71,15 +81,18 @@ def _simulate(broker: BrokerConfig, devices: list[str], phases: list[float], sec
     def pump(timeout: float) -> None:
         for key, _ in selector.select(timeout):
             key.data.loop_read()
-        for client in clients.values():
-            if client.want_write():
-                client.loop_write()
+            if key.data.want_write():  # a PINGREQ or PUBACK answer
+                writing.add(key.data)
+        for client in list(writing):
+            client.loop_write()
+            if not client.want_write():
+                writing.discard(client)
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not all(c.is_connected() for c in clients.values()):
         if time.monotonic() > deadline:
             raise HeartSightError(f"only {sum(c.is_connected() for c in clients.values())} of {len(clients)} "
-                                  f"simulated devices connected to {broker.url} within 60 s")
+                                  f"simulated devices connected to {broker.url} within 120 s")
         pump(0.05)
     ready.put(len(clients))
     start.wait()
@@ -92,8 +105,10 @@ def _simulate(broker: BrokerConfig, devices: list[str], phases: list[float], sec
         while (now := time.monotonic() - began) < due:
             pump(min(due - now, 0.01))
         lateness.append(now - due)
-        payload = payloads[device][second].replace(_PLACEHOLDER_TIME.encode(), _now_text().encode(), 1)
-        clients[device].publish(alerts_topic(SITE, device), payload, qos=1, properties=props)
+        client = clients[device]
+        client.publish(alerts_topic(SITE, device), _payload(template, device, second), qos=1, properties=props)
+        if client.want_write():
+            writing.add(client)
         if time.monotonic() - last_misc > 1:
             for client in clients.values():
                 client.loop_misc()

@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--client-id", help="the broker keeps this id's session (and the alerts queued for it) across "
                                             "restarts; default heartsight-listener[-USER][-GROUP]: give each listener "
                                             "of one account in one shared group its own")
+    listen.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="run N listeners in the --shared group, one process each (client ids ID-0 .. ID-N-1), "
+                             "so storing uses N cores; give them a PostgreSQL --db (default 1)")
     listen.set_defaults(run=_listen)
     review = clinician_commands.add_parser("review", help="write the HTML review pages")
     review.add_argument("--db", required=True)
@@ -251,6 +254,19 @@ def _parser() -> argparse.ArgumentParser:
                                help="save the broker's state after every N changes (default 1: every change)")
     broker_config.add_argument("--dynsec-plugin", metavar="PATH", help="mosquitto_dynamic_security.so (default: found)")
     broker_config.set_defaults(run=_broker_config)
+
+    bench = commands.add_parser("bench", help="run a benchmark of the source checkout (benchmarks/), writing "
+                                              "benchmarks/results/")
+    bench_commands = bench.add_subparsers(required=True, metavar="NAME")
+    bench_stream = bench_commands.add_parser(
+        "stream", help="fleet delivery: simulated devices publish alerts to a Mosquitto of its own, listener processes "
+                       "store them; against Mosquitto's own ceiling measured in the same run")
+    bench_stream.add_argument("--devices", metavar="N[,N...]", help="fleet sizes (default 1000,5000,10000)")
+    bench_stream.add_argument("--seconds", type=int, help="how long each fleet publishes, one alert per device per "
+                                                          "second (default 10)")
+    bench_stream.add_argument("--listeners", type=int, help="listener processes in one shared subscription "
+                                                            "(default 2)")
+    bench_stream.set_defaults(run=_bench_stream)
 
     demo = commands.add_parser("demo", help="the main job on embedded defaults")
     _data_dir_option(demo)
@@ -455,19 +471,84 @@ def _stream(args) -> int:
 
 
 def _listen(args) -> int:
-    from sdk.clinician.listener import Listener
-    from sdk.clinician.store import Store
-
     # SIGTERM is how systemd and docker stop a service: a normal end that prints the counts and exits 0.
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     broker = _broker(args)
-    store = Store(args.db)
-    listener = Listener(broker, store, args.shared, client_id=args.client_id)
-    counts = listener.run(duration_s=args.duration, stop_when=stopping.is_set)
+    if args.processes < 1:
+        raise HeartSightError(f"--processes must be at least 1, got {args.processes}")
+    if args.processes == 1:
+        counts = _listen_one(broker, args.db, args.shared, args.client_id, args.duration, stopping.is_set)
+    else:
+        counts = _listen_processes(args, broker, stopping)
     print(json.dumps(counts))
-    store.close()
     return 0
+
+
+def _listen_one(broker, db: str, shared: str | None, client_id: str | None, duration: float | None,
+                stop_when) -> dict:
+    from sdk.clinician.listener import Listener
+    from sdk.clinician.store import Store
+
+    with Store(db) as store:
+        return Listener(broker, store, shared, client_id=client_id).run(duration_s=duration, stop_when=stop_when)
+
+
+def _listen_processes(args, broker, stopping: threading.Event) -> dict:
+    """N listener processes in one shared group, each with a client id (a session at the broker) of its own: one
+    Python process checks about 1,400 alerts/s, so more alerts need more cores. Stopped together; counts summed."""
+    import multiprocessing
+
+    from sdk.clinician.listener import default_client_id
+
+    if not args.shared:
+        raise HeartSightError("--processes N splits the alerts between N listeners of a shared subscription: name "
+                              "its group with --shared GROUP")
+    base = args.client_id or default_client_id(broker, args.shared)
+    context = multiprocessing.get_context("spawn")
+    stop, results = context.Event(), context.Queue()
+    workers = [context.Process(target=_listener_process, args=(broker, args.db, args.shared, f"{base}-{i}",
+                                                                args.duration, stop, results))
+               for i in range(args.processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        while not stopping.wait(0.2) and all(worker.exitcode is None for worker in workers):
+            pass  # until SIGTERM, --duration or a listener's failure
+    finally:  # Ctrl-C too: the listeners ignore SIGINT and stop when told, after acknowledging what they stored
+        stop.set()
+        for worker in workers:
+            worker.join()
+    outcomes = [results.get() for _ in range(results.qsize())]
+    failed = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    if failed or len(outcomes) < len(workers):
+        raise HeartSightError(failed[0] if failed else "a listener process died; its error is above")
+    return {key: sum(counts[key] for counts in outcomes) for key in outcomes[0]}
+
+
+def _listener_process(broker, db: str, shared: str, client_id: str, duration: float | None, stop, results) -> None:
+    """One of _listen_processes' listeners: its counts, or its error as text, go to results."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())  # a service manager stops the whole group
+    try:
+        results.put(_listen_one(broker, db, shared, client_id, duration, stop.is_set))
+    except HeartSightError as exc:
+        results.put(f"listener {client_id}: {exc}")
+
+
+def _bench_stream(args) -> int:
+    """The benchmarks come with the source checkout, not the installed package, and run in a process of their own
+    (they use the SDK; the SDK never imports them)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "stream.py").exists():
+        raise HeartSightError(f"no benchmarks/stream.py in {root}: the benchmarks come with the source checkout "
+                              "(git clone), not the installed package")
+    options = [(f"--{name}", value) for name in ("devices", "seconds", "listeners")
+               if (value := getattr(args, name)) is not None]
+    command = [sys.executable, "-m", "benchmarks.stream", "--fleet-only", *[str(x) for pair in options for x in pair]]
+    return subprocess.run(command, cwd=root).returncode
 
 
 def _review(args) -> int:

@@ -14,12 +14,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import (DEADLINE_S, ConfiguredMosquitto, eventually, has_dynamic_security_plugin, postgres_schema,
                       sample_alert)
@@ -30,7 +32,9 @@ from sdk.demo.broker import free_port, mosquitto_binary, wait_until
 from sdk.stream.broker_setup import write_broker_config
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.outbox import Backlog
+from sdk.stream.payload import to_bytes
 from sdk.stream.publisher import Publisher
+from sdk.stream.topics import alerts_topic
 
 REPO = Path(__file__).resolve().parents[1]
 SITE, DEVICE = "s1", "dev-a"
@@ -175,6 +179,42 @@ def test_listener_process_killed_mid_batch_then_restarted(broker, tmp_path):
     assert_exactly_once(db, ids)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_listener_killed_mid_batch_loses_nothing_the_broker_redelivers_what_it_did_not_acknowledge(broker, tmp_path,
+                                                                                                  kind):
+    """Alerts queued at the broker for the clinic's session, published without an outbox (nothing but the broker can
+    send them again): the listener is killed with SIGKILL while storing them in batches, and a new one on the same
+    session stores the rest; each alert is in the store once."""
+    with ExitStack() as stack:
+        db = stack.enter_context(postgres_schema()) if kind == "postgresql" else tmp_path / "store.sqlite"
+        listen = ("clinician", "listen", "--broker", broker.clinic.url, "--username", "clinic",
+                  "--password", broker.clinic.password, "--db", db)
+        Store(db).close()  # its tables, read while the listener writes
+        open_clinic_session(broker, tmp_path)
+        alerts = [sample_alert(DEVICE, SITE, i=i) for i in range(1500)]
+        device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-device", protocol=mqtt.MQTTv5)
+        broker.device.apply(device)
+        device.connect(broker.device.host, broker.device.port)
+        device.loop_start()
+        infos = [device.publish(alerts_topic(SITE, DEVICE), to_bytes(alert), qos=1) for alert in alerts]
+        for info in infos:
+            info.wait_for_publish(DEADLINE_S)
+        device.loop_stop()
+        device.disconnect()
+        log = tmp_path / "listener.log"
+        listener = heartsight_process(*listen, log=log)
+        try:
+            assert wait_until(lambda: len(stored_ids(db)) > 0, DEADLINE_S), log.read_text()
+            kill9(listener)
+            assert len(stored_ids(db)) < len(alerts), "every alert was stored before the listener was killed"
+            listener = heartsight_process(*listen, log=log)
+            assert wait_until(lambda: len(stored_ids(db)) >= len(alerts), DEADLINE_S), log.read_text()
+        finally:
+            listener.terminate()
+            listener.wait(DEADLINE_S)
+        assert_exactly_once(db, [a["id"] for a in alerts])
+
+
 # --- the device ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("outbox_after_crash", ["the same outbox", "a fresh outbox"])
@@ -235,7 +275,7 @@ def test_an_insert_that_fails_is_redelivered_and_stored_once_when_the_store_is_b
             for alert in then:
                 publisher.publish(alert)
             assert listener.wait(DEADLINE_S) == 2
-            assert "could not store a message" in log.read_text() and "stays unacknowledged" in log.read_text()
+            assert "could not store a batch" in log.read_text() and "stays unacknowledged" in log.read_text()
             assert publisher.backlog().total == len(then)  # none acknowledged by the clinic
             listener = heartsight_process(*listen, log=log)  # as a service manager restarts it
             assert publisher.flush(DEADLINE_S) == Backlog(0, 0), publisher.status()

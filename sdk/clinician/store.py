@@ -100,6 +100,7 @@ SEVERITY = {"ventricular_run": 3, "af_start": 3, "hr_out_of_range": 2, "high_ect
 ROLES = ("clinician", "admin")
 INBOX_COLUMNS = ("id", "device", "site", "type", "time", "label", "confidence", "severity", "status")
 MAX_LIST = 10_000  # alerts one listing may return
+_ROWS_PER_INSERT = 500  # alerts per INSERT statement: 5,000 parameters, within both databases' limits
 
 
 def severity(alert: dict) -> int:
@@ -138,22 +139,42 @@ class Store:
                                       "pass a writable SQLite file path or a postgresql:// URL") from None
 
     def add(self, alert: dict) -> bool:
-        """Store a (validated) alert; False if its id is already stored. Never raises on duplicates.
+        """Store a (validated) alert; False if its id is already stored. See add_many."""
+        return self.add_many([alert])[0]
 
-        Raises UnstorableAlert for content the database refuses (NaN, a time out of its range, U+0000 in
-        PostgreSQL); a database that is down or broken raises its own error, so the alert is retried later.
+    def add_many(self, alerts: list[dict]) -> list[bool]:
+        """Store (validated) alerts in one transaction, one commit for a listener's whole batch; for each alert, True if
+        it is new, False if its id is already stored or came earlier in the batch (redeliveries, several listeners).
+
+        Raises UnstorableAlert, storing none of them, if the database refuses one's content (NaN, a time out of its
+        range, U+0000 in PostgreSQL): add them one at a time to find it. A database that is down or broken raises its
+        own error, so the alerts are retried later.
         """
+        if not alerts:
+            return []
+        received_at = _now()
+        first: dict[str, int] = {}
+        rows = []
         try:
-            row = (alert["id"], alert["device"], alert["site"], alert["type"], _utc(alert["time"]), _now(),
-                   json.dumps(alert, separators=(",", ":"), allow_nan=False), severity(alert), alert["label"],
-                   float(alert["confidence"]))
-            inserted = self._execute("INSERT INTO alerts (id, device, site, type, time, received_at, payload, "
-                                     "severity, label, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                                     "ON CONFLICT (id) DO NOTHING", row)
+            for i, alert in enumerate(alerts):
+                if alert["id"] not in first:
+                    first[alert["id"]] = i
+                    rows.append((alert["id"], alert["device"], alert["site"], alert["type"], _utc(alert["time"]),
+                                 received_at, json.dumps(alert, separators=(",", ":"), allow_nan=False),
+                                 severity(alert), alert["label"], float(alert["confidence"])))
+            inserted = set()
+            with self._transaction():
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[start: start + _ROWS_PER_INSERT]
+                    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    inserted.update(alert_id for (alert_id,) in self._query(
+                        "INSERT INTO alerts (id, device, site, type, time, received_at, payload, severity, label, "
+                        f"confidence) VALUES {values} ON CONFLICT (id) DO NOTHING RETURNING id",
+                        tuple(value for row in chunk for value in row)))
         except (ValueError, psycopg.DataError) as exc:  # psycopg.DataError: SQLSTATE class 22, a bad value
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnstorableAlert(f"the store refuses this alert: {reason}") from None
-        return inserted == 1
+        return [first[alert["id"]] == i and alert["id"] in inserted for i, alert in enumerate(alerts)]
 
     def add_dead_letter(self, topic: str, raw: bytes, reason: str) -> None:
         """Keep a message that was not stored as an alert, with why, for an operator to inspect.
