@@ -24,6 +24,8 @@
 #define HS_INPUT_SCALE 0.0329822712f
 #define HS_INPUT_ZERO_POINT 12
 #define HS_ARENA_BYTES 9216
+/* The convolution kernels: portable. */
+#define HS_KERNELS "portable"
 /* 1 when the head can be replaced at run time (hs_set_head); a blob for it is HS_HEAD_BLOB_BYTES long. */
 #define HS_HEAD_UPDATES 0
 #define HS_HEAD_BLOB_BYTES HS_HEAD_BLOB_SIZE(HS_NUM_CLASSES, HS_LAST_CHANNELS)
