@@ -54,10 +54,11 @@ class Tensor:
     length: int
     produced: int  # index of the layer that writes it
     last_read: int  # index of the last layer that reads it (a past-the-end index keeps it live for hs_explain)
+    pad: tuple[int, int] = (0, 0)  # rows of room before and after the data (a CMSIS-NN convolution's input)
 
     @property
     def size(self) -> int:
-        return self.channels * self.length
+        return self.channels * (self.pad[0] + self.length + self.pad[1])
 
 
 def pools_in_kernel(conv: QuantizedConv) -> bool:
@@ -68,20 +69,23 @@ def pools_in_kernel(conv: QuantizedConv) -> bool:
 def activation_tensors(model: QuantizedModel, kernels: str = "portable") -> list[Tensor]:
     """The arena's tensors in layer order: each conv output (pooled when its kernel pools), then its pooled copy when
     the block pools after a kernel that cannot. For CMSIS-NN, channels-last: first the input transposed, last the
-    last block transposed back to channel-major for the sums and the explainer (HeartSight's)."""
+    last block transposed back to channel-major for the sums and the explainer (HeartSight's); each convolution's
+    input has its 'same' padding as rows of room around it (cmsis_padding)."""
     cmsis = kernels == "cmsis-nn"
-    tensors = [Tensor("input_channels_last", len(model.input_channels), model.window, 0, 1)] if cmsis else []
+    pads = [cmsis_padding(conv) if cmsis else (0, 0) for conv in model.convs] + [(0, 0)]
+    tensors = [Tensor("input_channels_last", len(model.input_channels), model.window, 0, 1, pads[0])] if cmsis else []
     layer, length = len(tensors), model.window
     for i, conv in enumerate(model.convs):
         channels = conv.weight.shape[0]
         fused = not cmsis and pools_in_kernel(conv)
-        tensors.append(Tensor(f"block{i}", channels, length // 2 if fused else length, layer, layer + 1))
+        tensors.append(Tensor(f"block{i}", channels, length // 2 if fused else length, layer, layer + 1,
+                              (0, 0) if conv.pool_after else pads[i + 1]))
         layer += 1
         if fused:
             length //= 2
         elif conv.pool_after:
             length //= 2
-            tensors.append(Tensor(f"block{i}_pooled", channels, length, layer, layer + 1))
+            tensors.append(Tensor(f"block{i}_pooled", channels, length, layer, layer + 1, pads[i + 1]))
             layer += 1
     last = tensors[-1]
     if cmsis:
@@ -91,17 +95,12 @@ def activation_tensors(model: QuantizedModel, kernels: str = "portable") -> list
     return tensors
 
 
-def cmsis_buffer_bytes(model: QuantizedModel) -> int:
-    """The scratch arm_convolve_wrapper_s8 asks for, the most over the layers, for Cortex-M with the DSP extension
-    (2 im2col columns of int16) or with MVE (4 columns of int8 in 16-byte lanes, or the 1xN kernel's padded row);
-    hs_cmsis_conv1d_relu checks it against CMSIS-NN's own arm_convolve_wrapper_s8_get_buffer_size at run time."""
-    sizes = []
-    for conv in model.convs:
-        out_channels, in_channels, kernel = conv.weight.shape
-        columns = kernel * in_channels
-        sizes += [2 * (columns + (-columns) % 4) * 2, 4 * ((columns + 15) // 16) * 16,
-                  (kernel + kernel // 2) * in_channels]
-    return max(sizes)
+def cmsis_padding(conv: QuantizedConv) -> tuple[int, int]:
+    """Rows of the input's 'same' padding before and after, as hs_conv1d_relu pads: kernel / 2 before, the rest
+    after. On CMSIS-NN the padding lives in the arena around the input, so that every output's receptive field is one
+    contiguous run of input rows (hs_cmsis_conv1d_relu)."""
+    kernel = conv.weight.shape[2]
+    return kernel // 2, kernel - 1 - kernel // 2
 
 
 def check_kernels(model: QuantizedModel, kernels: str) -> None:
@@ -216,8 +215,7 @@ def static_report(model: QuantizedModel, head_updates: bool, kernels: str = "por
     # per channel an int32 multiplier and an int8 shift (the head's shift and trace shift are int32: hs_head_t)
     requantization = 5 * out_channels + 7 * len(model.classes)
     # channel sums, coarse CAM, and the codebook kernel's scratch
-    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + 4 * codebook_scratch + 2 * codebook_window \
-        + (cmsis_buffer_bytes(model) if kernels == "cmsis-nn" else 0)
+    scratch = 4 * model.last.weight.shape[0] + 2 * model.last_length + 4 * codebook_scratch + 2 * codebook_window
     kinds = kernel_kinds(model)
     code = CODE_BYTES_ESTIMATE + sum(CODE_BYTES_BY_KERNEL[k] for k in kinds) \
         + (SHARED_CONV_CODE_BYTES["conv1d_channel"] if {"dense", "grouped"} & set(kinds) else 0) \
@@ -543,9 +541,9 @@ void hs_last_sums_with(const hs_context_t *context, int32_t *sums)
 
 
 def _context_scratch(model: QuantizedModel, kernels: str) -> str:
-    """The kernels' scratch as members of hs_context_t: the kernel-codebook convolutions', CMSIS-NN's."""
+    """The kernels' scratch as members of hs_context_t: the kernel-codebook convolutions' (CMSIS-NN needs none)."""
     if kernels == "cmsis-nn":
-        return f"\n    int8_t cmsis_buffer[{cmsis_buffer_bytes(model)}];  /* arm_convolve_wrapper_s8's */"
+        return ""
     scratch, window = codebook_buffers(model)
     if not scratch:
         return ""
@@ -571,23 +569,24 @@ def _portable_layers(model: QuantizedModel, tensors: list[Tensor], offsets: dict
 
 def _cmsis_layers(model: QuantizedModel, tensors: list[Tensor], offsets: dict[str, int]) -> str:
     """hs_infer_with's layers on CMSIS-NN: input to channels-last, each conv (and pool) on CMSIS-NN, the last block
-    back to channel-major; a refusal by CMSIS-NN returns -1."""
-    at = {t.name: f"context->arena + {offsets[t.name]}" for t in tensors}
-    source, channels, length = at["input_channels_last"], len(model.input_channels), model.window
+    back to channel-major; a refusal by CMSIS-NN returns -1. A tensor with padding rows is passed whole to the
+    convolution that reads it, and written from its first data row."""
+    start = {t.name: f"context->arena + {offsets[t.name]}" for t in tensors}
+    data = {t.name: f"context->arena + {offsets[t.name] + t.pad[0] * t.channels}" for t in tensors}
+    source, channels, length = "input_channels_last", len(model.input_channels), model.window
     calls = []
     for i, conv in enumerate(model.convs):
         out_channels, _, kernel = conv.weight.shape
-        calls.append(f"hs_cmsis_conv1d_relu(context->cmsis_buffer, (int32_t)sizeof(context->cmsis_buffer), {source}, "
-                     f"{length}, {channels}, {conv.input_zero_point}, conv{i}_weight, conv{i}_bias, "
-                     f"conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, {conv.output_zero_point}, "
-                     f"{at[f'block{i}']}) != 0")
-        source, channels = at[f"block{i}"], out_channels
+        calls.append(f"hs_cmsis_conv1d_relu({start[source]}, {length}, {channels}, {conv.input_zero_point}, "
+                     f"conv{i}_weight, conv{i}_bias, conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, "
+                     f"{conv.output_zero_point}, {data[f'block{i}']}) != 0")
+        source, channels = f"block{i}", out_channels
         if conv.pool_after:
-            calls.append(f"hs_cmsis_maxpool2({source}, {length}, {channels}, {at[f'block{i}_pooled']}) != 0")
-            source, length = at[f"block{i}_pooled"], length // 2
-    return (f"    hs_transpose(input, {len(model.input_channels)}, {model.window}, {at['input_channels_last']});\n"
+            calls.append(f"hs_cmsis_maxpool2({data[source]}, {length}, {channels}, {data[f'block{i}_pooled']}) != 0")
+            source, length = f"block{i}_pooled", length // 2
+    return (f"    hs_transpose(input, {len(model.input_channels)}, {model.window}, {data['input_channels_last']});\n"
             "    if (" + "\n        || ".join(calls) + ") {\n        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */\n"
-            f"    }}\n    hs_transpose({source}, {length}, {channels}, {at['last_channel_major']});\n")
+            f"    }}\n    hs_transpose({data[source]}, {length}, {channels}, {data['last_channel_major']});\n")
 
 
 def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: int, output: str) -> str:
@@ -643,10 +642,8 @@ if(NOT CMSIS_NN_DIR OR NOT CMSIS_CORE_DIR)
   message(FATAL_ERROR "<target> runs on CMSIS-NN: configure with -DCMSIS_NN_DIR=path/to/CMSIS-NN "
                       "-DCMSIS_CORE_DIR=path/to/CMSIS-Core (or export with --kernels portable)")
 endif()
-file(GLOB HS_CMSIS_NN_SOURCES ${CMSIS_NN_DIR}/Source/ConvolutionFunctions/*_s8*.c
-     ${CMSIS_NN_DIR}/Source/PoolingFunctions/*_s8.c ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_s8*.c
-     ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_offset.c)
-list(REMOVE_DUPLICATES HS_CMSIS_NN_SOURCES)
+file(GLOB HS_CMSIS_NN_SOURCES ${CMSIS_NN_DIR}/Source/PoolingFunctions/*_s8.c
+     ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_s8*.c)
 target_sources(<target> PRIVATE ${HS_CMSIS_NN_SOURCES})
 target_include_directories(<target> PUBLIC ${CMSIS_NN_DIR}/Include ${CMSIS_CORE_DIR}/CMSIS/Core/Include)
 """

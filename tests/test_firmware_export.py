@@ -133,6 +133,28 @@ def test_cmsis_nn_kernels_are_refused_for_layers_they_cannot_run_exactly(tmp_pat
     assert "CMSIS_NN_DIR" in (tmp_path / "ok" / "CMakeLists.txt").read_text()
 
 
+
+@needs_cmsis_nn
+@pytest.mark.skipif(toolchain_missing() is not None, reason=str(toolchain_missing()))
+def test_cmsis_nn_layers_are_bit_exact_for_odd_widths_lengths_and_an_even_kernel_on_a_cortex_m4(tmp_path):
+    """The CMSIS-NN convolution pads in the arena (kernel / 2 rows before, the rest after) and multiplies overlapping
+    rows: odd channel counts and lengths leave CMSIS-NN's leftover rows and columns, an even kernel pads unevenly."""
+    from firmware_export.target import run_on_qemu
+
+    spec = replace(TOY_SPEC, window=90, widths=(5, 7, 9))
+    torch.manual_seed(1)
+    zoo = ZooModel(spec, GapCnn(len(spec.input_channels), spec.widths, 7, 4).eval(), {"name": "toy"}, Path("."))
+    x = np.random.default_rng(1).normal(size=(8, len(spec.input_channels), spec.window)).astype(np.float32)
+    quantized = quantize_model(zoo, x)
+    middle = quantized.convs[1]
+    quantized = replace(quantized, convs=[quantized.convs[0], replace(middle, weight=middle.weight[:, :, :6].copy()),
+                                          *quantized.convs[2:]])  # a 6-tap kernel: 3 rows of padding before, 2 after
+    x_q = reference.quantize_input(quantized, x)
+    logits, traces = reference.infer_and_explain(quantized, x_q)
+    for kernels in ("portable", "cmsis-nn"):
+        write_c_library(quantized, tmp_path / kernels, head_updates=False, kernels=kernels)
+        result = run_on_qemu(tmp_path / kernels, x_q, logits, traces, tmp_path / f"firmware-{kernels}")
+        assert result["n"] == result["exact"] == 8, kernels
 def test_the_arena_holds_every_pair_of_live_tensors_without_overlap():
     tensors = [Tensor("a", 4, 100, 0, 1), Tensor("b", 4, 50, 1, 2), Tensor("c", 8, 50, 2, 3), Tensor("d", 8, 25, 3, 5)]
     offsets, arena, peak = arena_layout(tensors)

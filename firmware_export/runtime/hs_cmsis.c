@@ -1,6 +1,8 @@
 /* HeartSight's layers on CMSIS-NN; see hs_cmsis.h. */
 #include "hs_cmsis.h"
+#include <string.h>
 #include "arm_nnfunctions.h"
+#include "arm_nnsupportfunctions.h"
 
 void hs_transpose(const int8_t *x, int rows, int cols, int8_t *y)
 {
@@ -22,34 +24,20 @@ static cmsis_nn_dims dims(int32_t n, int32_t w, int32_t c)
     return d;
 }
 
-int hs_cmsis_conv1d_relu(int8_t *buffer, int32_t buffer_bytes, const int8_t *input, int length, int in_channels,
-                         int32_t input_zero_point, const int8_t *weight, const int32_t *bias, const int32_t *multiplier,
-                         const int32_t *shift, int out_channels, int kernel, int32_t output_zero_point, int8_t *output)
+int hs_cmsis_conv1d_relu(int8_t *padded, int length, int in_channels, int32_t input_zero_point, const int8_t *weight,
+                         const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int out_channels,
+                         int kernel, int32_t output_zero_point, int8_t *output)
 {
-    cmsis_nn_context scratch;
-    cmsis_nn_conv_params conv;
-    cmsis_nn_per_channel_quant_params quant;
-    const cmsis_nn_dims in = dims(1, length, in_channels), filter = dims(out_channels, kernel, in_channels);
-    const cmsis_nn_dims bias_dims = dims(1, 1, out_channels), out = dims(1, length, out_channels);
-    scratch.buf = buffer;
-    scratch.size = buffer_bytes;
-    conv.input_offset = -input_zero_point;
-    conv.output_offset = output_zero_point;
-    conv.stride.w = 1;
-    conv.stride.h = 1;
-    conv.padding.w = kernel / 2;  /* as hs_conv1d_relu: kernel / 2 before, the rest after */
-    conv.padding.h = 0;
-    conv.dilation.w = 1;
-    conv.dilation.h = 1;
-    conv.activation.min = output_zero_point > -128 ? output_zero_point : -128;  /* the fused ReLU */
-    conv.activation.max = 127;
-    quant.multiplier = (int32_t *)multiplier;  /* CMSIS-NN reads them only */
-    quant.shift = (int32_t *)shift;
-    if (arm_convolve_wrapper_s8_get_buffer_size(&conv, &in, &filter, &out) > buffer_bytes) {
-        return -1;
-    }
-    return arm_convolve_wrapper_s8(&scratch, &conv, &quant, &in, input, &filter, weight, &bias_dims, bias, &out,
-                                   output) == ARM_CMSIS_NN_SUCCESS ? 0 : -1;
+    const int before = kernel / 2, after = kernel - 1 - kernel / 2;
+    /* The padding rows hold the input's zero point: with the offset -zero_point they add nothing, as 'same' zero
+     * padding of the real values. Output t's receptive field is then rows t..t+kernel-1 of padded: a matrix whose
+     * rows are kernel * in_channels long and start in_channels apart. */
+    memset(padded, (int)input_zero_point, (size_t)(before * in_channels));
+    memset(padded + (before + length) * in_channels, (int)input_zero_point, (size_t)(after * in_channels));
+    return arm_nn_mat_mult_nt_t_s8(padded, weight, bias, output, multiplier, shift, length, out_channels,
+                                   kernel * in_channels, -input_zero_point, output_zero_point,
+                                   output_zero_point > -128 ? output_zero_point : -128,  /* the fused ReLU */
+                                   127, out_channels, in_channels) == ARM_CMSIS_NN_SUCCESS ? 0 : -1;
 }
 
 int hs_cmsis_maxpool2(const int8_t *input, int length, int channels, int8_t *output)

@@ -1,5 +1,5 @@
 /* The layers of an export made with `heartsight export --kernels cmsis-nn`, on Arm's CMSIS-NN kernels
- * (arm_convolve_wrapper_s8, arm_max_pool_s8; with their DSP-extension paths on a Cortex-M4/M7). CMSIS-NN works on
+ * (arm_nn_mat_mult_nt_t_s8, arm_max_pool_s8; with their DSP-extension paths on a Cortex-M4/M7). CMSIS-NN works on
  * channels-last tensors ([length][channels]); the explainer and the head stay HeartSight's (hs_kernels.h), on
  * channel-major tensors. Its requantization is TensorFlow Lite's, as hs_kernels', so the results are the integer
  * reference's bit for bit (firmware_export/reference.py; checked under QEMU). Build with CMSIS-NN's Include and
@@ -12,13 +12,15 @@
 /* y[c][r] = x[r][c]: x has rows x cols int8 values, row-major. */
 void hs_transpose(const int8_t *x, int rows, int cols, int8_t *y);
 
-/* 'same' 1D convolution with fused ReLU on channels-last tensors (input [length][in_channels], weight
- * [out][kernel][in], output [length][out]), per-output-channel requantization, through arm_convolve_wrapper_s8 with
- * `buffer` (buffer_bytes) as its scratch. Returns 0, or -1 when CMSIS-NN refuses the arguments (a scratch too small
- * for this CMSIS-NN build: re-export). */
-int hs_cmsis_conv1d_relu(int8_t *buffer, int32_t buffer_bytes, const int8_t *input, int length, int in_channels,
-                         int32_t input_zero_point, const int8_t *weight, const int32_t *bias, const int32_t *multiplier,
-                         const int32_t *shift, int out_channels, int kernel, int32_t output_zero_point, int8_t *output);
+/* 'same' 1D convolution with fused ReLU on channels-last tensors (weight [out][kernel][in], output [length][out]),
+ * per-output-channel requantization. padded holds rows of in_channels values: kernel / 2 rows of room, the input's
+ * length rows, then kernel - 1 - kernel / 2 rows of room; the rows of room are filled here with the input zero point. The convolution is then one matrix product whose rows overlap (each output's receptive field
+ * is a contiguous run of input rows), CMSIS-NN's arm_nn_mat_mult_nt_t_s8 with in_channels between rows: what
+ * CMSIS-NN's own 1xN convolution does on Cortex-M55, without the int16 im2col copies its Cortex-M4 path makes.
+ * Returns 0, or -1 when CMSIS-NN refuses the arguments. */
+int hs_cmsis_conv1d_relu(int8_t *padded, int length, int in_channels, int32_t input_zero_point, const int8_t *weight,
+                         const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int out_channels,
+                         int kernel, int32_t output_zero_point, int8_t *output);
 
 /* Max pooling by 2 along time on a channels-last tensor ([length][channels] -> [length / 2][channels]) through
  * arm_max_pool_s8. Returns 0, or -1 when CMSIS-NN refuses the arguments. */
