@@ -22,7 +22,7 @@ RUNTIME = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("hs_kernels.h", "hs_kernels.c", "hs_head.h", "hs_head.c", "hs_sha256.h", "hs_sha256.c")
 C_FILES = ("heartsight_model.h", "heartsight_model.c", *RUNTIME_FILES)  # what a firmware build compiles
 C_SOURCES = tuple(name for name in C_FILES if name.endswith(".c"))
-# `--kernels cmsis-nn`: the convolutions and max-pooling on Arm's CMSIS-NN (runtime/hs_cmsis.c), with these files too.
+# `--kernels cmsis-nn`: the convolutions on Arm's CMSIS-NN (runtime/hs_cmsis.c), with these files too.
 KERNELS = ("portable", "cmsis-nn")
 CMSIS_FILES = ("hs_cmsis.h", "hs_cmsis.c")
 # Measured with arm-none-eabi-gcc 12.2 -O2 -mcpu=cortex-m4 -mthumb (the reference firmware's flags, which link only
@@ -568,25 +568,26 @@ def _portable_layers(model: QuantizedModel, tensors: list[Tensor], offsets: dict
 
 
 def _cmsis_layers(model: QuantizedModel, tensors: list[Tensor], offsets: dict[str, int]) -> str:
-    """hs_infer_with's layers on CMSIS-NN: input to channels-last, each conv (and pool) on CMSIS-NN, the last block
-    back to channel-major; a refusal by CMSIS-NN returns -1. A tensor with padding rows is passed whole to the
-    convolution that reads it, and written from its first data row."""
+    """hs_infer_with's layers on CMSIS-NN: input to channels-last, each conv on CMSIS-NN (a refusal returns -1) and
+    its pooling, the last block back to channel-major. A tensor with padding rows is passed whole to the convolution
+    that reads it, and written from its first data row."""
     start = {t.name: f"context->arena + {offsets[t.name]}" for t in tensors}
     data = {t.name: f"context->arena + {offsets[t.name] + t.pad[0] * t.channels}" for t in tensors}
     source, channels, length = "input_channels_last", len(model.input_channels), model.window
-    calls = []
+    lines = [f"    hs_transpose(input, {channels}, {length}, {data[source]});\n"]
     for i, conv in enumerate(model.convs):
         out_channels, _, kernel = conv.weight.shape
-        calls.append(f"hs_cmsis_conv1d_relu({start[source]}, {length}, {channels}, {conv.input_zero_point}, "
+        lines.append(f"    if (hs_cmsis_conv1d_relu({start[source]}, {length}, {channels}, {conv.input_zero_point}, "
                      f"conv{i}_weight, conv{i}_bias, conv{i}_multiplier, conv{i}_shift, {out_channels}, {kernel}, "
-                     f"{conv.output_zero_point}, {data[f'block{i}']}) != 0")
+                     f"{conv.output_zero_point}, {data[f'block{i}']}) != 0) {{\n"
+                     "        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */\n    }\n")
         source, channels = f"block{i}", out_channels
         if conv.pool_after:
-            calls.append(f"hs_cmsis_maxpool2({data[source]}, {length}, {channels}, {data[f'block{i}_pooled']}) != 0")
+            lines.append(f"    hs_maxpool2_channels_last({data[source]}, {length}, {channels}, "
+                         f"{data[f'block{i}_pooled']});\n")
             source, length = f"block{i}_pooled", length // 2
-    return (f"    hs_transpose(input, {len(model.input_channels)}, {model.window}, {data['input_channels_last']});\n"
-            "    if (" + "\n        || ".join(calls) + ") {\n        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */\n"
-            f"    }}\n    hs_transpose({data[source]}, {length}, {channels}, {data['last_channel_major']});\n")
+    lines.append(f"    hs_transpose({data[source]}, {length}, {channels}, {data['last_channel_major']});\n")
+    return "".join(lines)
 
 
 def _conv_call(i: int, conv: QuantizedConv, source: str, channels: int, length: int, output: str) -> str:
@@ -635,15 +636,14 @@ def write_c_library(model: QuantizedModel, out_dir: str | Path, head_updates: bo
 # What an export on CMSIS-NN adds to its CMakeLists.txt: the firmware's own CMSIS-NN and CMSIS-Core, by path.
 CMSIS_NN_CMAKE = """
 # The layers run on Arm's CMSIS-NN: point the build at your copy of it (its Include/ and Source/) and at CMSIS-Core's
-# CMSIS/Core/Include (cmake -DCMSIS_NN_DIR=... -DCMSIS_CORE_DIR=...). Only the int8 kernels it needs are compiled.
+# CMSIS/Core/Include (cmake -DCMSIS_NN_DIR=... -DCMSIS_CORE_DIR=...). Only its int8 support functions are compiled.
 set(CMSIS_NN_DIR "" CACHE PATH "CMSIS-NN: the directory holding Include/ and Source/")
 set(CMSIS_CORE_DIR "" CACHE PATH "CMSIS-Core: the directory holding CMSIS/Core/Include")
 if(NOT CMSIS_NN_DIR OR NOT CMSIS_CORE_DIR)
   message(FATAL_ERROR "<target> runs on CMSIS-NN: configure with -DCMSIS_NN_DIR=path/to/CMSIS-NN "
                       "-DCMSIS_CORE_DIR=path/to/CMSIS-Core (or export with --kernels portable)")
 endif()
-file(GLOB HS_CMSIS_NN_SOURCES ${CMSIS_NN_DIR}/Source/PoolingFunctions/*_s8.c
-     ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_s8*.c)
+file(GLOB HS_CMSIS_NN_SOURCES ${CMSIS_NN_DIR}/Source/NNSupportFunctions/*_s8*.c)
 target_sources(<target> PRIVATE ${HS_CMSIS_NN_SOURCES})
 target_include_directories(<target> PUBLIC ${CMSIS_NN_DIR}/Include ${CMSIS_CORE_DIR}/CMSIS/Core/Include)
 """

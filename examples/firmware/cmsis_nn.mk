@@ -14,8 +14,7 @@ $(error $(MODEL_DIR) runs on CMSIS-NN: pass CMSIS_NN_DIR=path/to/CMSIS-NN and CM
 endif
 CMSIS_MODEL := 1
 CMSIS_INCLUDES := -I$(CMSIS_NN_DIR)/Include -I$(CMSIS_CORE_DIR)/CMSIS/Core/Include
-CMSIS_SRCS := $(sort $(wildcard $(CMSIS_NN_DIR)/Source/PoolingFunctions/*_s8.c \
-                               $(CMSIS_NN_DIR)/Source/NNSupportFunctions/*_s8*.c))
+CMSIS_SRCS := $(sort $(wildcard $(CMSIS_NN_DIR)/Source/NNSupportFunctions/*_s8*.c))
 CMSIS_OBJS := $(patsubst $(CMSIS_NN_DIR)/Source/%.c,$(CMSIS_OBJ_DIR)/%.o,$(CMSIS_SRCS))
 
 $(CMSIS_OBJ_DIR)/%.o: $(CMSIS_NN_DIR)/Source/%.c

@@ -1,8 +1,10 @@
 /* HeartSight's layers on CMSIS-NN; see hs_cmsis.h. */
 #include "hs_cmsis.h"
 #include <string.h>
-#include "arm_nnfunctions.h"
 #include "arm_nnsupportfunctions.h"
+#if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
+#include <arm_acle.h>
+#endif
 
 void hs_transpose(const int8_t *x, int rows, int cols, int8_t *y)
 {
@@ -12,16 +14,6 @@ void hs_transpose(const int8_t *x, int rows, int cols, int8_t *y)
             y[c * rows + r] = x[r * cols + c];
         }
     }
-}
-
-static cmsis_nn_dims dims(int32_t n, int32_t w, int32_t c)
-{
-    cmsis_nn_dims d;
-    d.n = n;
-    d.h = 1;
-    d.w = w;
-    d.c = c;
-    return d;
 }
 
 int hs_cmsis_conv1d_relu(int8_t *padded, int length, int in_channels, int32_t input_zero_point, const int8_t *weight,
@@ -40,18 +32,25 @@ int hs_cmsis_conv1d_relu(int8_t *padded, int length, int in_channels, int32_t in
                                    127, out_channels, in_channels) == ARM_CMSIS_NN_SUCCESS ? 0 : -1;
 }
 
-int hs_cmsis_maxpool2(const int8_t *input, int length, int channels, int8_t *output)
+void hs_maxpool2_channels_last(const int8_t *input, int length, int channels, int8_t *output)
 {
-    cmsis_nn_context none;
-    cmsis_nn_pool_params pool;
-    const cmsis_nn_dims in = dims(1, length, channels), filter = dims(1, 2, 1), out = dims(1, length / 2, channels);
-    none.buf = 0;
-    none.size = 0;
-    pool.stride.w = 2;
-    pool.stride.h = 1;
-    pool.padding.w = 0;
-    pool.padding.h = 0;
-    pool.activation.min = -128;
-    pool.activation.max = 127;
-    return arm_max_pool_s8(&none, &pool, &in, input, &filter, &out, output) == ARM_CMSIS_NN_SUCCESS ? 0 : -1;
+    int t, c;
+    for (t = 0; t + 1 < length; t += 2) {
+        const int8_t *first = input + t * channels, *second = first + channels;
+        c = 0;
+#if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
+        for (; c + 4 <= channels; c += 4) {  /* four channels at once: SSUB8 sets a flag per byte, SEL picks by it */
+            uint32_t a, b, larger;
+            memcpy(&a, first + c, 4);
+            memcpy(&b, second + c, 4);
+            (void)__ssub8((int32_t)a, (int32_t)b);
+            larger = __sel(a, b);
+            memcpy(output + c, &larger, 4);
+        }
+#endif
+        for (; c < channels; c++) {
+            output[c] = first[c] > second[c] ? first[c] : second[c];
+        }
+        output += channels;
+    }
 }

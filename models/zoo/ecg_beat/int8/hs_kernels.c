@@ -1,4 +1,5 @@
 /* HeartSight int8 kernels; see hs_kernels.h. */
+#include <string.h>
 #include "hs_kernels.h"
 
 #define HS_INT8_MIN (-128)
@@ -427,19 +428,79 @@ int hs_linear_from_sums(const int32_t *sums, int channels, int length, const int
     return best;
 }
 
+/* The coarse trace's value from a time step's class activation: ReLU, the class's shift, int16. */
+static int16_t coarse_value(int32_t cam, int32_t trace_shift)
+{
+    const int32_t value = rounding_divide_by_pot(cam > 0 ? cam : 0, trace_shift);
+    return (int16_t)(value > HS_INT16_MAX ? HS_INT16_MAX : value);
+}
+
+#if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
+#include <arm_acle.h>
+
+static uint32_t rotate_right_8(uint32_t x)
+{
+    return (x >> 8) | (x << 24);  /* one ROR (GCC 12's arm_acle.h has no __ror) */
+}
+
+/* The class activation of time steps t..t+3 at once with the DSP extension's dual 16-bit multiply-accumulate
+ * (SMLAD): two channels' int8 activations at one time step, sign-extended into the halves of a word (SXTB16 and
+ * packing), against the two channels' weights. Returns the sums of weight * activation (no zero point). */
+static void cam_four_steps(const int8_t *activations, int channels, int length, const int8_t *class_weight, int t,
+                           int32_t *cam)
+{
+    int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+    int k;
+    for (k = 0; k + 2 <= channels; k += 2) {
+        uint32_t row0, row1;
+        memcpy(&row0, activations + k * length + t, 4);  /* one unaligned word load */
+        memcpy(&row1, activations + (k + 1) * length + t, 4);
+        const uint32_t even0 = (uint32_t)__sxtb16(row0), odd0 = (uint32_t)__sxtb16(rotate_right_8(row0));
+        const uint32_t even1 = (uint32_t)__sxtb16(row1), odd1 = (uint32_t)__sxtb16(rotate_right_8(row1));
+        const int32_t weights = (int32_t)((uint16_t)class_weight[k] | ((uint32_t)(uint16_t)class_weight[k + 1] << 16));
+        acc0 = __smlad((int32_t)((even0 & 0xFFFFu) | (even1 << 16)), weights, acc0);
+        acc1 = __smlad((int32_t)((odd0 & 0xFFFFu) | (odd1 << 16)), weights, acc1);
+        acc2 = __smlad((int32_t)((even0 >> 16) | (even1 & 0xFFFF0000u)), weights, acc2);
+        acc3 = __smlad((int32_t)((odd0 >> 16) | (odd1 & 0xFFFF0000u)), weights, acc3);
+    }
+    for (; k < channels; k++) {
+        const int8_t *row = activations + k * length + t;
+        acc0 += class_weight[k] * row[0];
+        acc1 += class_weight[k] * row[1];
+        acc2 += class_weight[k] * row[2];
+        acc3 += class_weight[k] * row[3];
+    }
+    cam[0] = acc0;
+    cam[1] = acc1;
+    cam[2] = acc2;
+    cam[3] = acc3;
+}
+#endif
+
 void hs_cam(const int8_t *activations, int channels, int length, int32_t zero_point, const int8_t *class_weight,
             int32_t trace_shift, int16_t *coarse, int out_length, int16_t *trace)
 {
     const int32_t denominator = 2 * out_length;
-    int t, k, d;
-    for (t = 0; t < length; t++) {
+    int t = 0, k, d;
+#if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
+    int32_t zero_point_sum = 0;  /* sum of w * (a - z) = sum of w * a - z * sum of w, exactly */
+    for (k = 0; k < channels; k++) {
+        zero_point_sum += zero_point * class_weight[k];
+    }
+    for (; t + 4 <= length; t += 4) {
+        int32_t cam[4];
+        cam_four_steps(activations, channels, length, class_weight, t, cam);
+        for (k = 0; k < 4; k++) {
+            coarse[t + k] = coarse_value(cam[k] - zero_point_sum, trace_shift);
+        }
+    }
+#endif
+    for (; t < length; t++) {
         int32_t cam = 0;
-        int32_t value;
         for (k = 0; k < channels; k++) {
             cam += (int32_t)class_weight[k] * ((int32_t)activations[k * length + t] - zero_point);
         }
-        value = rounding_divide_by_pot(cam > 0 ? cam : 0, trace_shift);
-        coarse[t] = (int16_t)(value > HS_INT16_MAX ? HS_INT16_MAX : value);
+        coarse[t] = coarse_value(cam, trace_shift);
     }
     for (d = 0; d < out_length; d++) {
         int32_t numerator = (2 * d + 1) * length - out_length;

@@ -843,15 +843,23 @@ void hs_last_sums(int32_t *sums)
 int hs_infer_with(hs_context_t *context, const int8_t *input, int8_t *logits)
 {
     hs_transpose(input, 4, 768, context->arena + 12);
-    if (hs_cmsis_conv1d_relu(context->arena + 0, 768, 4, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, context->arena + 3168) != 0
-        || hs_cmsis_maxpool2(context->arena + 3168, 768, 8, context->arena + 24) != 0
-        || hs_cmsis_conv1d_relu(context->arena + 0, 384, 8, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, context->arena + 3168) != 0
-        || hs_cmsis_maxpool2(context->arena + 3168, 384, 16, context->arena + 48) != 0
-        || hs_cmsis_conv1d_relu(context->arena + 0, 192, 16, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, context->arena + 6240) != 0
-        || hs_cmsis_maxpool2(context->arena + 6240, 192, 16, context->arena + 48) != 0
-        || hs_cmsis_conv1d_relu(context->arena + 0, 96, 16, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, context->arena + 7008) != 0
-        || hs_cmsis_maxpool2(context->arena + 7008, 96, 24, context->arena + 72) != 0
-        || hs_cmsis_conv1d_relu(context->arena + 0, 48, 24, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, context->arena + 7776) != 0) {
+    if (hs_cmsis_conv1d_relu(context->arena + 0, 768, 4, 8, conv0_weight, conv0_bias, conv0_multiplier, conv0_shift, 8, 7, -128, context->arena + 3168) != 0) {
+        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */
+    }
+    hs_maxpool2_channels_last(context->arena + 3168, 768, 8, context->arena + 24);
+    if (hs_cmsis_conv1d_relu(context->arena + 0, 384, 8, -128, conv1_weight, conv1_bias, conv1_multiplier, conv1_shift, 16, 7, -128, context->arena + 3168) != 0) {
+        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */
+    }
+    hs_maxpool2_channels_last(context->arena + 3168, 384, 16, context->arena + 48);
+    if (hs_cmsis_conv1d_relu(context->arena + 0, 192, 16, -128, conv2_weight, conv2_bias, conv2_multiplier, conv2_shift, 16, 7, -128, context->arena + 6240) != 0) {
+        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */
+    }
+    hs_maxpool2_channels_last(context->arena + 6240, 192, 16, context->arena + 48);
+    if (hs_cmsis_conv1d_relu(context->arena + 0, 96, 16, -128, conv3_weight, conv3_bias, conv3_multiplier, conv3_shift, 24, 7, -128, context->arena + 7008) != 0) {
+        return -1;  /* CMSIS-NN refused (hs_cmsis.h) */
+    }
+    hs_maxpool2_channels_last(context->arena + 7008, 96, 24, context->arena + 72);
+    if (hs_cmsis_conv1d_relu(context->arena + 0, 48, 24, -128, conv4_weight, conv4_bias, conv4_multiplier, conv4_shift, 32, 7, -128, context->arena + 7776) != 0) {
         return -1;  /* CMSIS-NN refused (hs_cmsis.h) */
     }
     hs_transpose(context->arena + 7776, 48, 32, context->arena + 0);

@@ -1,5 +1,5 @@
-/* The layers of an export made with `heartsight export --kernels cmsis-nn`, on Arm's CMSIS-NN kernels
- * (arm_nn_mat_mult_nt_t_s8, arm_max_pool_s8; with their DSP-extension paths on a Cortex-M4/M7). CMSIS-NN works on
+/* The layers of an export made with `heartsight export --kernels cmsis-nn`: the convolutions on Arm's CMSIS-NN
+ * (arm_nn_mat_mult_nt_t_s8, with its DSP-extension path on a Cortex-M4/M7), the pooling HeartSight's, all on
  * channels-last tensors ([length][channels]); the explainer and the head stay HeartSight's (hs_kernels.h), on
  * channel-major tensors. Its requantization is TensorFlow Lite's, as hs_kernels', so the results are the integer
  * reference's bit for bit (firmware_export/reference.py; checked under QEMU). Build with CMSIS-NN's Include and
@@ -22,8 +22,9 @@ int hs_cmsis_conv1d_relu(int8_t *padded, int length, int in_channels, int32_t in
                          const int32_t *bias, const int32_t *multiplier, const int32_t *shift, int out_channels,
                          int kernel, int32_t output_zero_point, int8_t *output);
 
-/* Max pooling by 2 along time on a channels-last tensor ([length][channels] -> [length / 2][channels]) through
- * arm_max_pool_s8. Returns 0, or -1 when CMSIS-NN refuses the arguments. */
-int hs_cmsis_maxpool2(const int8_t *input, int length, int channels, int8_t *output);
+/* Max pooling by 2 along time on a channels-last tensor ([length][channels] -> [length / 2][channels]). HeartSight's,
+ * not arm_max_pool_s8: CMSIS-NN's compares byte by byte on a Cortex-M4 (about 24 instructions per output here), where
+ * the DSP extension's SSUB8 and SEL take the larger of four pairs in two instructions. */
+void hs_maxpool2_channels_last(const int8_t *input, int length, int channels, int8_t *output);
 
 #endif
