@@ -80,8 +80,10 @@ def markdown(rows: list[dict]) -> str:
               "`subs`/`bne` loop of 200,000 instructions and is refused unless it reads 5,000 ticks. Means over the "
               f"{VERIFY_WINDOWS} windows (every window within 1% of it). Latency at 64 MHz takes an instruction as a "
               "cycle: a lower bound (loads, multiplies and branches take more on a Cortex-M4). Portable: the generated "
-              "C (hs_kernels.c); CMSIS-NN: `--kernels cmsis-nn` on the unmodified CMSIS-NN with its DSP-extension "
-              "paths (-mcpu=cortex-m4), bit-exact with the same reference.", "",
+              "C (hs_kernels.c; its explainer sums with SMLAD where the target has the DSP extension); CMSIS-NN: "
+              "`--kernels cmsis-nn`, each convolution one `arm_nn_mat_mult_nt_t_s8` of the unmodified CMSIS-NN "
+              "(its DSP-extension path, -mcpu=cortex-m4) over overlapping rows of the padded input, the pooling "
+              "HeartSight's with SSUB8/SEL; bit-exact with the same reference.", "",
               "| model | MACs | portable: hs_infer | per MAC | hs_explain | explain share | ms at 64 MHz | "
               "CMSIS-NN: hs_infer | per MAC | exact | ms at 64 MHz | CMSIS-NN / portable |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
