@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import DEADLINE_S, postgres_schema, sample_alert
 from sdk.clinician.listener import Listener
-from sdk.clinician.store import Store, UnstorableAlert
+from sdk.clinician.store import _ROWS_PER_INSERT, Store, UnstorableAlert
 from sdk.demo.broker import wait_until
 from sdk.stream.mqtt import BrokerConfig
 from sdk.stream.payload import to_bytes
@@ -70,6 +70,33 @@ def test_a_batch_is_one_transaction_and_stores_each_alert_once(kind, tmp_path):
         assert store.add_many([alerts[1], alerts[3]]) == [False, True]  # a redelivery is not stored again
         assert store.add(alerts[3]) is False and store.add_many([]) == []
         assert sorted(a["id"] for a in store.alerts()) == sorted(a["id"] for a in alerts)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_batch_larger_than_one_insert_statement_is_still_one_transaction(kind, tmp_path):
+    """Store.add_many splits its rows into INSERTs of at most _ROWS_PER_INSERT; they commit together."""
+    alerts = [sample_alert(f"dev-{i % 7}", i=i) for i in range(_ROWS_PER_INSERT + 3)]
+    with store_url(kind, tmp_path) as url, Store(url) as store:
+        assert store.add_many(alerts[:2]) == [True, True]
+        assert store.add_many(alerts + alerts[-1:]) == [False, False] + [True] * (len(alerts) - 2) + [False]
+        assert store.count() == len(alerts)
+        assert len({received for _, received in store.arrivals()[2:]}) == 1
+        assert store.alerts("dev-3") == sorted((a for a in alerts if a["device"] == "dev-3"),
+                                               key=lambda a: (a["time"], a["id"]))
+
+
+def test_postgresql_compresses_the_payloads_with_lz4_where_it_can():
+    """lz4 instead of PostgreSQL's default pglz: a third less of the server's CPU per alert."""
+    with postgres_schema() as url, Store(url) as store:
+        has_lz4 = store._query("SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                               "WHERE name = 'default_toast_compression'")[0][0]
+        if not has_lz4:
+            pytest.skip("this PostgreSQL was built without lz4")
+        store.add(sample_alert())
+        assert store._query("SELECT pg_column_compression(payload) FROM alerts") == [("lz4",)]
+        Store(url).close()  # opening it again changes nothing
+        assert store._query("SELECT attcompression FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
+                            "AND attname = 'payload'") == [("l",)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

@@ -3,6 +3,9 @@
 Property-based (hypothesis): the listener's message handler, the code every MQTT message goes through, is
 fed random bytes, mutated alerts, values no store or JSON reader can hold (deep nesting, NUL, lone surrogates,
 1e400, NaN, huge integers, wrong types) and oversized payloads, with a real SQLite and PostgreSQL store behind it.
+
+The schema check runs the schema compiled to Python (fastjsonschema) and asks jsonschema only about what that
+rejects, so on every payload here the compiled check must reject whatever jsonschema rejects.
 """
 
 import copy
@@ -10,6 +13,7 @@ import json
 import math
 import uuid
 
+import fastjsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +23,8 @@ from sdk.clinician.listener import MAX_PAYLOAD_BYTES, Listener
 from sdk.clinician.store import Store
 from sdk.errors import HeartSightError
 from sdk.stream.mqtt import BrokerConfig
-from sdk.stream.payload import to_bytes, validate
+from sdk.stream.payload import SCHEMA_PATH, STATUS_SCHEMA_PATH, _compiled, _validator, to_bytes, validate, \
+    validate_status
 
 TOPIC = "heartsight/v1/s1/dev-a/alerts"
 VALID = sample_alert()
@@ -78,12 +83,22 @@ def _storable(value, depth: int = 1) -> bool:
     return True
 
 
+def _compiled_rejects_what_jsonschema_rejects(value, schema_path=SCHEMA_PATH) -> bool:
+    """Assert that the compiled schema check is never looser than jsonschema on value; whether jsonschema rejects it."""
+    rejected = next(_validator(schema_path).iter_errors(value), None) is not None
+    if rejected:
+        with pytest.raises(fastjsonschema.JsonSchemaValueException):
+            _compiled(schema_path)(value)
+    return rejected
+
+
 def _outcome_is_consistent(listener: Listener, raw: bytes, topic: str = TOPIC) -> None:
     """The handler stores exactly the valid alerts, dead-letters the rest with the raw bytes, and goes on."""
     dead_before = len(listener.store.dead_letters())
     outcome = listener._handle(topic, raw)
     try:
         alert = json.loads(raw, parse_constant=_reject)  # standard JSON only: no NaN or Infinity
+        _compiled_rejects_what_jsonschema_rejects(alert)
         valid = _storable(alert)
         validate(alert)
         valid = valid and topic.split("/")[2:4] == [alert["site"], alert["device"]] and len(raw) <= MAX_PAYLOAD_BYTES
@@ -176,3 +191,67 @@ def test_validate_refuses_on_the_device_what_no_store_can_hold(path, fine, bad, 
     with pytest.raises(HeartSightError, match="alert is invalid") as error:
         validate(_with(path, bad))
     assert problem in str(error.value)
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: a.update(confidence=1.5), lambda a: a.pop("trace"), lambda a: a.update(extra=1),
+    lambda a: a.update(type="panic"), lambda a: a.update(device="dev/b"),
+    lambda a: a.update(time="2024-05-01 12:00:00"),
+    lambda a: a["model"].update(backend="tflite"), lambda a: a["signal"].update(data="!!!!"),
+    lambda a: a.update(sample_index=True), lambda a: a.update(sample_index=1.5), lambda a: a.update(details=[]),
+    lambda a: a["model"].update(sha256="AB" * 32), lambda a: a["signal"].update(fs=0), lambda a: a.update(label=""),
+    lambda a: a["trace"].update(encoding="base64"), lambda a: a["signal"].update(data="AAA"),
+])
+def test_the_compiled_check_rejects_what_jsonschema_rejects_and_the_error_is_jsonschemas(change):
+    alert = copy.deepcopy(VALID)
+    change(alert)
+    assert _compiled_rejects_what_jsonschema_rejects(alert)
+    with pytest.raises(HeartSightError, match="alert is invalid at") as error:
+        validate(alert)
+    assert "\n" not in str(error.value)
+
+
+def test_a_pattern_ends_the_text_as_json_schema_says_even_where_jsonschema_lets_a_final_newline_through():
+    """JSON Schema's patterns are ECMA-262, whose $ ends the text; jsonschema's (Python's re.search) matches before a
+    final newline too. The compiled check decides, so an id or name with a newline after it is refused."""
+    alert = {**VALID, "model": {**VALID["model"], "sha256": "ab" * 32 + "\n"}}
+    assert not _compiled_rejects_what_jsonschema_rejects(alert)  # jsonschema alone would take it
+    with pytest.raises(HeartSightError, match="alert is invalid at model.sha256: .*must match pattern") as error:
+        validate(alert)
+    assert "\n" not in str(error.value)
+
+
+VALID_STATUS = {"device": "dev-a", "site": "s1", "state": "online", "queued": 2, "head": {"version": 1},
+                "vitals": [{"start": "2026-01-01T08:00:00+00:00", "period_s": 60.0, "hr_bpm": 71.5,
+                            "beats": {"N": 70, "V": 1}, "af_fraction": None}]}
+STATUS_PATHS = st.sampled_from(["device", "site", "state", "queued", "head", "vitals", "vitals.0", "vitals.0.start",
+                                "vitals.0.period_s", "vitals.0.hr_bpm", "vitals.0.beats", "vitals.0.beats.N",
+                                "vitals.0.af_fraction", "extra"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=STATUS_PATHS, value=JSON_VALUES, delete=st.booleans())
+def test_the_compiled_status_check_follows_the_reference_into_the_alert_schema(path, value, delete):
+    """The status schema refers to the alert schema's definitions (device and site names); mutated statuses are
+    refused by the compiled check whenever jsonschema refuses them, and validate_status says why."""
+    status = copy.deepcopy(VALID_STATUS)
+    *parents, last = path.split(".")
+    target = status
+    for key in parents:
+        target = target[int(key) if isinstance(target, list) else key]
+    if isinstance(target, list):
+        target.pop(int(last)) if delete else target.__setitem__(int(last), value)
+    elif delete:
+        target.pop(last, None)
+    else:
+        target[last] = value
+    if _compiled_rejects_what_jsonschema_rejects(status, STATUS_SCHEMA_PATH):
+        with pytest.raises(HeartSightError, match="status is invalid"):
+            validate_status(status)
+
+
+def test_a_device_name_the_alert_schema_refuses_is_refused_in_a_status():
+    status = {**VALID_STATUS, "device": "dev/b"}
+    assert _compiled_rejects_what_jsonschema_rejects(status, STATUS_SCHEMA_PATH)
+    with pytest.raises(HeartSightError, match="status is invalid at device"):
+        validate_status(status)

@@ -20,8 +20,9 @@ import re
 import sqlite3
 import threading
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -101,6 +102,7 @@ ROLES = ("clinician", "admin")
 INBOX_COLUMNS = ("id", "device", "site", "type", "time", "label", "confidence", "severity", "status")
 MAX_LIST = 10_000  # alerts one listing may return
 _ROWS_PER_INSERT = 500  # alerts per INSERT statement: 5,000 parameters, within both databases' limits
+_ALERT_COLUMNS = ("id", "device", "site", "type", "time", "received_at", "payload", "severity", "label", "confidence")
 
 
 def severity(alert: dict) -> int:
@@ -127,6 +129,7 @@ class Store:
                 for statement in filter(str.strip, _POSTGRES_TABLES.split(";")):
                     self._db.execute(statement)
                 self._add_inbox_columns()
+                self._compress_payloads_with_lz4()
         else:
             try:
                 Path(self.target).parent.mkdir(parents=True, exist_ok=True)
@@ -163,18 +166,26 @@ class Store:
                                  received_at, json.dumps(alert, separators=(",", ":"), allow_nan=False),
                                  severity(alert), alert["label"], float(alert["confidence"])))
             inserted = set()
-            with self._transaction():
-                for start in range(0, len(rows), _ROWS_PER_INSERT):
-                    chunk = rows[start: start + _ROWS_PER_INSERT]
-                    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                    inserted.update(alert_id for (alert_id,) in self._query(
-                        "INSERT INTO alerts (id, device, site, type, time, received_at, payload, severity, label, "
-                        f"confidence) VALUES {values} ON CONFLICT (id) DO NOTHING RETURNING id",
-                        tuple(value for row in chunk for value in row)))
+            chunks = [rows[start: start + _ROWS_PER_INSERT] for start in range(0, len(rows), _ROWS_PER_INSERT)]
+            # One statement is a transaction of its own: BEGIN and COMMIT would cost PostgreSQL two more round trips.
+            with self._transaction() if len(chunks) > 1 else nullcontext():
+                for chunk in chunks:
+                    inserted.update(alert_id for (alert_id,) in self._insert_alerts(chunk))
         except (ValueError, psycopg.DataError) as exc:  # psycopg.DataError: SQLSTATE class 22, a bad value
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnstorableAlert(f"the store refuses this alert: {reason}") from None
         return [first[alert["id"]] == i and alert["id"] in inserted for i, alert in enumerate(alerts)]
+
+    def _insert_alerts(self, rows: list[tuple]) -> list[tuple]:
+        """One INSERT of alert rows (_ALERT_COLUMNS each); the ids it stored. In PostgreSQL through a raw cursor with
+        numbered placeholders, which psycopg passes on as they are: it would parse a statement of %s placeholders on
+        every call, and at 2,000 of them that costs more than the database's own work."""
+        sql = f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)}) VALUES {{}} ON CONFLICT (id) DO NOTHING RETURNING id"
+        args = tuple(value for row in rows for value in row)
+        if self._postgres:
+            with self._lock:
+                return psycopg.RawCursor(self._db).execute(sql.format(_numbered_rows(len(rows))), args).fetchall()
+        return self._query(sql.format(", ".join([f"({', '.join('?' * len(_ALERT_COLUMNS))})"] * len(rows))), args)
 
     def add_dead_letter(self, topic: str, raw: bytes, reason: str) -> None:
         """Keep a message that was not stored as an alert, with why, for an operator to inspect.
@@ -430,6 +441,19 @@ class Store:
         for statement in filter(str.strip, _INBOX_INDEXES.split(";")):
             self._db.execute(statement)
 
+    def _compress_payloads_with_lz4(self) -> None:
+        """PostgreSQL compresses each alert's payload (6 kB of JSON) as it stores it; lz4 takes about 45 µs of its CPU
+        an alert less than its default, pglz: some 40% of the server's work per alert. Only where the server has lz4
+        (PostgreSQL 14 or later, built with it); alerts stored before keep how they are stored."""
+        has_lz4 = self._db.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                                   "WHERE name = 'default_toast_compression'").fetchone()
+        if not (has_lz4 and has_lz4[0]):
+            return
+        (compression,) = self._db.execute("SELECT attcompression FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
+                                          "AND attname = 'payload'").fetchone()
+        if compression != "l":
+            self._db.execute("ALTER TABLE alerts ALTER COLUMN payload SET COMPRESSION lz4")
+
     @contextmanager
     def _transaction(self):
         """Statements that land together or not at all (a verdict and the alert's status)."""
@@ -482,6 +506,14 @@ def _connect_postgres(url: str, connect_timeout: int = 10) -> psycopg.Connection
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise HeartSightError(f"cannot connect to PostgreSQL at {shown}: {reason}; "
                               "check the URL and that the server is running") from None
+
+
+@cache
+def _numbered_rows(count: int) -> str:
+    """($1, ..., $10), ($11, ..., $20), ...: PostgreSQL's placeholders for `count` rows of _ALERT_COLUMNS."""
+    width = len(_ALERT_COLUMNS)
+    return ", ".join("(" + ", ".join(f"${row * width + column}" for column in range(1, width + 1)) + ")"
+                     for row in range(count))
 
 
 def _storable(text: str) -> str:
