@@ -3,7 +3,9 @@
  * channels-last tensors ([length][channels]); the explainer and the head stay HeartSight's (hs_kernels.h), on
  * channel-major tensors. Its requantization is TensorFlow Lite's, as hs_kernels', so the results are the integer
  * reference's bit for bit (firmware_export/reference.py; checked under QEMU). Build with CMSIS-NN's Include and
- * Source and CMSIS-Core's Include on the paths (CMSIS_NN_DIR in the export's CMakeLists.txt). */
+ * Source and CMSIS-Core's Include on the paths (CMSIS_NN_DIR in the export's CMakeLists.txt): CMSIS-NN of January
+ * 2024 or later, whose arm_nn_mat_mult_nt_t_s8 (V.3.0.0) takes the distance between rows (lhs_cols_offset); an older
+ * one fails to compile here with too many arguments. */
 #ifndef HS_CMSIS_H
 #define HS_CMSIS_H
 
