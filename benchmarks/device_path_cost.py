@@ -364,8 +364,8 @@ def report(results: dict) -> str:
         "to one tick (40 instructions) between neighbouring stages, "
         + ", ".join(f"{r['switches']:,}" for r in rows) + " switches in all."
         + ("" if not all(r["cmsis_nn"] for r in rows) else
-           " With the model on CMSIS-NN (the export's cmsis_nn/ library with Arm's int8 kernels and their DSP-extension "
-           "paths, built from the unmodified CMSIS-NN at CMSIS_NN_DIR) every event is again equal to the Python "
+           " With the model on CMSIS-NN (the export's cmsis_nn/ library: its convolutions on the unmodified "
+           "CMSIS-NN at CMSIS_NN_DIR with its DSP-extension path) every event is again equal to the Python "
            "Monitor's and the path takes "
            + ", ".join(f"{r['cmsis_nn']['instructions_per_s'] / CLOCK_HZ:.1%}" for r in rows) + " of the core."),
         "",

@@ -145,16 +145,6 @@ def _stop_listeners(listening: subprocess.Popen, log: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _wait_for(condition, timeout_s: float) -> bool:
-    """wait_until, asking every POLL_S."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_S)
-    return True
-
-
 def _fleet(devices: int, seconds: int, listeners: int, db: str, work: Path) -> dict:
     _raise_descriptor_limit(devices)
     log = work / "listeners.log"
@@ -165,13 +155,13 @@ def _fleet(devices: int, seconds: int, listeners: int, db: str, work: Path) -> d
             fleet = run_fleet(BrokerConfig(broker.url), devices, seconds, SIMULATOR_PROCESSES,
                               started=lambda: cpu.update(before=_cpu_snapshot(broker, listening)))
             finished = time.monotonic()
-            all_stored = _wait_for(lambda: store.count() - 1 >= fleet["sent"] or listening.poll() is not None, DRAIN_S)
+            all_stored = wait_until(lambda: store.count() - 1 >= fleet["sent"] or listening.poll() is not None, DRAIN_S,
+                                    POLL_S)
             drain_s = time.monotonic() - finished
             cpu["after"] = _cpu_snapshot(broker, listening)
-            arrivals = [(_utc(created), _utc(received)) for created, received in store.arrivals()]
+            arrivals = _fleet_arrivals(store)
         finally:
             counts = _stop_listeners(listening, log)
-    arrivals = [(c, r) for c, r in arrivals if c.year != 2000]  # the probe, with bench_alert's placeholder time
     latencies = [(received - created).total_seconds() * 1000 for created, received in arrivals]
     sent = fleet["sent"]
     return {"devices": devices, "alerts_per_device_s": 1, "seconds": seconds, "listeners": listeners,
@@ -197,18 +187,25 @@ def _capacity(alerts: int, listeners: int, db: str, work: Path) -> dict:
         listening = _start_listeners(broker, db, listeners, log)
         try:
             stored = lambda: store.count() - 1 >= queued["sent"] or listening.poll() is not None  # noqa: E731
-            _wait_for(lambda: store.count() - 1 >= queued["sent"] // 10 or listening.poll() is not None, DRAIN_S)
+            wait_until(lambda: store.count() - 1 >= queued["sent"] // 10 or listening.poll() is not None, DRAIN_S,
+                       POLL_S)
             before, stored_before = _cpu_snapshot(broker, listening), store.count() - 1
-            all_stored = _wait_for(stored, DRAIN_S)
+            all_stored = wait_until(stored, DRAIN_S, POLL_S)
             after, stored_after = _cpu_snapshot(broker, listening), store.count() - 1
-            arrivals = [(_utc(created), _utc(received)) for created, received in store.arrivals()]
+            arrivals = _fleet_arrivals(store)
         finally:
             counts = _stop_listeners(listening, log)
-    arrivals = [(c, r) for c, r in arrivals if c.year != 2000]
     return {"alerts": queued["sent"], "acked": queued["acked"], "listeners": listeners, "stored": len(arrivals),
             "lost": queued["sent"] - len(arrivals), "duplicates_deduplicated": counts["duplicates"],
             "all_stored": all_stored, **_stored_rate(arrivals),
             "cpu_us_per_alert": _cpu_per_alert(before, after, 0.0, stored_after - stored_before)}
+
+
+def _fleet_arrivals(store: Store) -> list[tuple[datetime, datetime]]:
+    """(published, stored) of the simulated devices' alerts: not the probe, which keeps bench_alert's placeholder
+    time."""
+    arrivals = [(_utc(created), _utc(received)) for created, received in store.arrivals()]
+    return [(created, received) for created, received in arrivals if created.year != 2000]
 
 
 def _stored_rate(arrivals: list[tuple[datetime, datetime]]) -> dict:

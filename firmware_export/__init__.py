@@ -109,24 +109,20 @@ def verify(model_dir: str | os.PathLike, n: int = 32, qemu: bool = False, data_r
         result["host"]["head"] = {"status": status, "n": len(x), "exact": int(sum(
             np.array_equal(head_logits[i], head.logits[i]) and np.array_equal(head_traces[i], head.traces[i])
             for i in range(len(x))))}
-    if qemu:
+    if qemu:  # the library, and the same model on CMSIS-NN's kernels when the export has it, its head too
         from firmware_export.target import run_on_qemu
 
-        with tempfile.TemporaryDirectory() as work:
-            target = run_on_qemu(model_dir.resolve(), expected_input, logits, traces, Path(work) / "firmware", head=head)
-        result["qemu"] = {"n": target["n"], "exact": target["exact"], "text": target["text"], "data": target["data"],
-                          "bss": target["bss"], **instruction_counts(target["per_vector"], report["macs"])}
-        if "head" in target:
-            result["qemu"]["head"] = target["head"]
-        if (model_dir / CMSIS_NN_SUBDIRECTORY).is_dir():  # the same model on CMSIS-NN's kernels, its head too
+        libraries = {"qemu": model_dir, "qemu_cmsis_nn": model_dir / CMSIS_NN_SUBDIRECTORY}
+        for key, library in libraries.items():
+            if not library.is_dir():
+                continue
             with tempfile.TemporaryDirectory() as work:
-                target = run_on_qemu((model_dir / CMSIS_NN_SUBDIRECTORY).resolve(), expected_input, logits, traces,
-                                     Path(work) / "firmware", head=head)
-            result["qemu_cmsis_nn"] = {"n": target["n"], "exact": target["exact"], "text": target["text"],
-                                       "data": target["data"], "bss": target["bss"],
-                                       **instruction_counts(target["per_vector"], report["macs"])}
+                target = run_on_qemu(library.resolve(), expected_input, logits, traces, Path(work) / "firmware",
+                                     head=head)
+            result[key] = {"n": target["n"], "exact": target["exact"], "text": target["text"], "data": target["data"],
+                           "bss": target["bss"], **instruction_counts(target["per_vector"], report["macs"])}
             if "head" in target:
-                result["qemu_cmsis_nn"]["head"] = target["head"]
+                result[key]["head"] = target["head"]
     return result
 
 

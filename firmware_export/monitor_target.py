@@ -28,8 +28,8 @@ import numpy as np
 from firmware_export.codegen import C_FILES
 from firmware_export.monitor_tables import monitor_tables_c
 from firmware_export.prefix import write_prefixed
-from firmware_export.target import (QEMU_COMMAND, cmsis_directories, instructions_per_tick, output_tail, section_sizes,
-                                    toolchain_missing)
+from firmware_export.target import (QEMU_COMMAND, cmsis_make_variables, instructions_per_tick, output_tail,
+                                    section_sizes, toolchain_missing)
 from models.registry import ZOO_DIR
 from sdk.errors import HeartSightError
 
@@ -105,11 +105,9 @@ def build_monitor_firmware(export_dir, fs, work_dir, *, size_flags=SIZE_FLAGS, p
     _write_prefixed_if_changed(af_export_dir, gen / "af")
     key = f"{export_dir}|{flags}|{profile}|{optimisation}"
     build = work / ("build-" + hashlib.sha256(key.encode()).hexdigest()[:12])
-    cmsis = [f"{name}={path}" for name, path in cmsis_directories().items()] \
-        if (export_dir / "hs_cmsis.c").exists() else []
     command = ["make", "-f", str(MAKEFILE), f"BUILD={build}", f"GEN={gen}", f"TABLES={tables}", f"AF_DIR={gen / 'af'}",
                f"MODEL_DIR={export_dir}", f"SIZE_FLAGS={flags}", f"PROFILE={int(bool(profile))}", f"OPT={optimisation}",
-               *cmsis, f"-j{os.cpu_count() or 1}", str(build / target)]
+               *cmsis_make_variables(export_dir), f"-j{os.cpu_count() or 1}", str(build / target)]
     made = _run(command, timeout_s, "the firmware build")
     if made.returncode != 0:
         raise HeartSightError(f"the firmware build failed in {build}: fix the C errors below (model in {export_dir}, "

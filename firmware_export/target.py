@@ -168,10 +168,9 @@ def run_on_qemu(model_dir, inputs, logits, traces, work_dir, timeout_s: float = 
     shutil.rmtree(work_dir / "build", ignore_errors=True)  # never test a stale image
     write_vectors_c(work_dir / "vectors.c", inputs, logits, traces, head)
 
-    cmsis = [f"{name}={path}" for name, path in cmsis_directories().items()] if (model_dir / "hs_cmsis.c").exists() \
-        else []
     build = _run(
-        ["make", "-C", str(work_dir), "-j", f"MODEL_DIR={model_dir}", "VECTORS=vectors.c", *cmsis, "build/app.elf"],
+        ["make", "-C", str(work_dir), "-j", f"MODEL_DIR={model_dir}", "VECTORS=vectors.c",
+         *cmsis_make_variables(model_dir), "build/app.elf"],
         timeout_s,
         "the firmware build",
     )
@@ -198,6 +197,13 @@ def cmsis_directories() -> dict[str, Path]:
                                   f"{'CMSIS-NN' if name == 'CMSIS_NN_DIR' else 'CMSIS-Core'} (the directory holding "
                                   f"{checks[name]}; got {os.environ.get(name) or 'nothing'})")
     return {name: path.resolve() for name, path in found.items()}
+
+
+def cmsis_make_variables(model_dir: Path) -> list[str]:
+    """make's CMSIS_NN_DIR=... CMSIS_CORE_DIR=... for a model library on CMSIS-NN (it holds hs_cmsis.c), else none."""
+    if not (Path(model_dir) / "hs_cmsis.c").exists():
+        return []
+    return [f"{name}={path}" for name, path in cmsis_directories().items()]
 
 
 def _run(command: list[str], timeout_s: float, what: str) -> subprocess.CompletedProcess:

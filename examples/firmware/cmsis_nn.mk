@@ -2,7 +2,8 @@
 # CMSIS-NN and CMSIS-Core, by path: make ... CMSIS_NN_DIR=path/to/CMSIS-NN CMSIS_CORE_DIR=path/to/CMSIS-Core.
 # Included by this directory's Makefile and by examples/firmware_monitor's. In: MODEL_DIR, CMSIS_OBJ_DIR (where the
 # objects go). Out, when MODEL_DIR holds hs_cmsis.c (else empty): CMSIS_MODEL (1), CMSIS_INCLUDES, CMSIS_OBJS and the
-# rule that compiles CMSIS-NN's int8 kernels with their own (less strict) flags.
+# rule that compiles CMSIS-NN's int8 support functions (the matrix product hs_cmsis.c calls) with their own (less
+# strict) flags.
 CMSIS_NN_DIR ?=
 CMSIS_CORE_DIR ?=
 CMSIS_MODEL :=

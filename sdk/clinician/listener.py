@@ -4,8 +4,8 @@ The alerts that have come when the socket runs dry (at most MAX_BATCH) are store
 alert would cap a listener at about 1,700 alerts/s, while a light load still gets each alert committed at once. A
 message is acknowledged to the broker only after its batch is committed (or it is dead-lettered), so a crash or a
 database failure leaves it at the broker for redelivery; the broker keeps this listener's session (and queues alerts
-for it) while it is away. Once an alert is committed, even as a duplicate,
-its device is told on its acks topic (sdk.stream.acks), so that the alert can leave the device's outbox.
+for it) while it is away. Once an alert is committed, even as a duplicate, its device is told on its acks topic
+(sdk.stream.acks), so that the alert can leave the device's outbox.
 
 Nothing in a payload can crash the listener or make one device write as another: a payload must pass the schema
 and name the same site and device as the topic it came on (which the broker's ACL ties to the device's credentials),

@@ -29,12 +29,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(condition, timeout_s: float = 10.0) -> bool:
+def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.05) -> bool:
+    """Whether condition() became true within timeout_s, asking every interval_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.05)
+        time.sleep(interval_s)
     return bool(condition())
 
 
